@@ -1,0 +1,76 @@
+/**
+ * A plain-data description of a base: layers, parameter counts, and the candidate cut points with their depth.
+ */
+import type { Base } from './base.ts';
+import { type CutPoint, candidateCuts, cutPointIndices, layerIndex } from './graph.ts';
+
+export interface LayerInfo {
+  name: string;
+  className: string;
+  shape: (number | null)[];
+  params: number;
+  /** True when the layer is a cut point of the graph. */
+  cutPoint: boolean;
+}
+
+export interface CandidateInfo extends CutPoint {
+  /**
+   * How many candidate cut points lie between this one and the head input (the default cut), counting this one:
+   * the value of `--retrain-layers` that puts the split here. 0 for the default cut itself.
+   */
+  blocksBelowHead: number;
+  /** Parameters of the base layers above this cut, up to the default cut: what parameter transfer would retrain. */
+  paramsAbove: number;
+}
+
+export interface BaseInspection {
+  name: string;
+  id: string;
+  source: string;
+  inputSize: [number, number];
+  preprocessing: Base['preprocessing'];
+  defaultCut: string;
+  params: number;
+  layers: LayerInfo[];
+  candidates: CandidateInfo[];
+}
+
+export function inspectBase(base: Base): BaseInspection {
+  const model = base.model;
+  const cuts = new Set(cutPointIndices(model));
+  const layers: LayerInfo[] = model.layers.map((l, i) => ({
+    name: l.name,
+    className: l.getClassName(),
+    shape: (l.outputShape as (number | null)[]).slice(1),
+    params: l.countParams(),
+    cutPoint: cuts.has(i),
+  }));
+  const top = layerIndex(model, base.defaultCut);
+  const candidates = candidateCuts(model, base.defaultCut);
+  const n = candidates.length;
+  const withDepth = candidates.map((c, k) => ({
+    ...c,
+    blocksBelowHead: n - 1 - k,
+    paramsAbove: layers.slice(c.index + 1, top + 1).reduce((a, l) => a + l.params, 0),
+  }));
+  return {
+    name: base.name,
+    id: base.id,
+    source: base.source,
+    inputSize: base.preprocessing.size,
+    preprocessing: base.preprocessing,
+    defaultCut: base.defaultCut,
+    params: model.countParams(),
+    layers,
+    candidates: withDepth,
+  };
+}
+
+/** The candidate `n` blocks below the head (what `--retrain-layers n` means). */
+export function cutForRetrainLayers(base: Base, n: number): string {
+  const candidates = candidateCuts(base.model, base.defaultCut);
+  if (!Number.isInteger(n) || n < 0 || n >= candidates.length) {
+    throw new Error(`--retrain-layers must be an integer from 0 to ${candidates.length - 1} for this base (got ${n})`);
+  }
+  return candidates[candidates.length - 1 - n].name;
+}

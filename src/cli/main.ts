@@ -1,0 +1,25 @@
+/**
+ * The `graft` command line: a thin layer over the library in src/index.ts. Each command lives in its own folder.
+ */
+import { Command, CommanderError } from 'commander';
+import { reportError } from './output.ts';
+import { inspectCommand } from './inspect/index.ts';
+
+const program = new Command('graft')
+  .description('Transfer learning for images: retrain a pretrained network on your own labelled folders.')
+  .option('--verbose', 'print stack traces on errors')
+  .exitOverride()
+  .showHelpAfterError(false);
+
+for (const cmd of [inspectCommand()]) program.addCommand(cmd.exitOverride());
+
+const verbose = process.argv.includes('--verbose');
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  if (e instanceof CommanderError) {
+    // commander has already printed its own one-line message (or help/version, which exit 0).
+    process.exit(e.exitCode);
+  }
+  reportError(e, verbose);
+}

@@ -1,0 +1,19 @@
+/**
+ * graft's public library API. Everything the CLI does is available here as typed functions; nothing here prints.
+ * Long calls take `onProgress` and an `AbortSignal`.
+ */
+import { type Base, type BaseOptions, DEFAULT_BASE, loadBase } from './base/base.ts';
+import { type BaseInspection, inspectBase } from './base/inspect.ts';
+
+export { loadBase, DEFAULT_BASE };
+export type { Base, BaseOptions, BaseInspection };
+export { BUNDLED } from './base/bundled.ts';
+export { candidateCuts, cutPointIndices, defaultCut } from './base/graph.ts';
+export type { CutPoint } from './base/graph.ts';
+export type { Preprocessing } from './base/preprocessing.ts';
+export type { Progress, ProgressCallback } from './util/progress.ts';
+
+/** Describes a base: layers, parameter counts, candidate cut points (`graft inspect`). */
+export async function inspect(base: string | Base = DEFAULT_BASE, options: BaseOptions = {}): Promise<BaseInspection> {
+  return inspectBase(typeof base === 'string' ? await loadBase(base, options) : base);
+}
