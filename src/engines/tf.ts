@@ -19,9 +19,15 @@ export async function initTf(backend: TfBackend = 'wasm'): Promise<void> {
   if (current === backend && ready) return ready;
   current = backend;
   ready = (async () => {
+    // The WASM module installs process-wide handlers that rethrow any uncaught error after printing its whole minified
+    // source; graft reports errors itself, so those handlers are removed again once the backend is up.
+    const before = new Set([...process.listeners('uncaughtException'), ...process.listeners('unhandledRejection')]);
     const ok = await tf.setBackend(backend);
     if (!ok) throw new Error(`TF.js backend '${backend}' failed to initialise`);
     await tf.ready();
+    for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
+      for (const l of process.listeners(event)) if (!before.has(l)) process.removeListener(event, l as never);
+    }
   })();
   return ready;
 }
