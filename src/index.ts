@@ -14,6 +14,17 @@ export type { Preprocessing } from './base/preprocessing.ts';
 export type { Progress, ProgressCallback } from './util/progress.ts';
 
 /** Describes a base: layers, parameter counts, candidate cut points (`graft inspect`). */
-export async function inspect(base: string | Base = DEFAULT_BASE, options: BaseOptions = {}): Promise<BaseInspection> {
-  return inspectBase(typeof base === 'string' ? await loadBase(base, options) : base);
+export async function inspect(base?: string | Base, options: BaseOptions = {}): Promise<BaseInspection> {
+  return inspectBase(typeof base === 'object' ? base : await loadBase(base, options));
 }
+
+export { train, prepareData } from './workflows/train.ts';
+export type { TrainOptions, TrainResult } from './workflows/train.ts';
+export { extractFeatures } from './workflows/extract.ts';
+export { Predictor, evaluateModel } from './predict/predictor.ts';
+export type { Prediction, Evaluation } from './predict/predictor.ts';
+export { writeDemoDataset } from './workflows/demo.ts';
+export { listDataset, splitByHash } from './dataset/dataset.ts';
+export type { DatasetListing, Sample, Skipped } from './dataset/dataset.ts';
+export { ActivationCache } from './cache/activation-cache.ts';
+export { stitchModel } from './export/stitch.ts';

@@ -7,8 +7,11 @@ import type { io } from '@tensorflow/tfjs-core';
 import { initTf, tf, tfl } from '../engines/tf.ts';
 import { type ModelJson, fingerprint, readLocalModel, readRemoteModel } from './artifacts.ts';
 import { BUNDLED, bundledArtifacts } from './bundled.ts';
+import { ensureModelFiles } from './download.ts';
 import { defaultCut } from './graph.ts';
 import { type Preprocessing, fromRange } from './preprocessing.ts';
+import { DEFAULT_ZOO_BASE, type ZooEntry, findZooEntry } from './zoo.ts';
+import type { ProgressCallback } from '../util/progress.ts';
 
 export type BaseKind = 'bundled' | 'file' | 'url' | 'zoo';
 
@@ -26,11 +29,19 @@ export interface Base {
   defaultCut: string;
   /** Raw files, kept so exports and converters can re-read the original network. */
   artifacts: io.ModelArtifacts;
+  /** Set when no base was named and the default zoo base could not be had, so a bundled one stands in. */
+  fallback?: { wanted: string; reason: string };
 }
 
 export interface BaseOptions {
   /** Pixel range the network expects, e.g. [-1, 1]; overrides the metadata file. Default [0, 1]. */
   inputRange?: [number, number];
+  /** Zoo downloads: base URL standing in for https://storage.googleapis.com/ (default GRAFT_MODEL_MIRROR). */
+  mirror?: string;
+  /** Zoo bases: use the download cache only, never the network. */
+  offline?: boolean;
+  onProgress?: ProgressCallback;
+  signal?: AbortSignal;
 }
 
 /** Name of the optional metadata file read from beside a local model.json. */
@@ -43,17 +54,34 @@ export interface BaseMetadataFile {
   name?: string;
 }
 
-export const DEFAULT_BASE = 'nsfw-mobilenet-v2';
+export const DEFAULT_BASE = DEFAULT_ZOO_BASE;
+/** Bundled, so it works offline: stands in for DEFAULT_BASE when that cannot be downloaded. */
+export const FALLBACK_BASE = 'nsfw-mobilenet-v2';
 
-/** Loads a base by bundled name, local model.json path (or its folder), or http(s) URL. */
-export async function loadBase(spec: string = DEFAULT_BASE, options: BaseOptions = {}): Promise<Base> {
+/**
+ * Loads a base by bundled name, zoo name, local model.json path (or its folder), or http(s) URL. With no spec, the
+ * default zoo base; if it is neither cached nor downloadable, the bundled FALLBACK_BASE with `fallback` set.
+ * Named bases never fall back.
+ */
+export async function loadBase(spec?: string, options: BaseOptions = {}): Promise<Base> {
   await initTf();
+  if (spec === undefined) {
+    try {
+      return await loadZoo(findZooEntry(DEFAULT_BASE) as ZooEntry, options);
+    } catch (e) {
+      if (options.signal?.aborted) throw e;
+      const reason = (e as Error).message.split('\n')[0];
+      return { ...(await loadBase(FALLBACK_BASE, options)), fallback: { wanted: DEFAULT_BASE, reason } };
+    }
+  }
   const bundled = BUNDLED.find((b) => b.name === spec);
   if (bundled) {
     const artifacts = bundledArtifacts(bundled);
     // nsfwjs divides pixels by 255 before its networks: input range [0, 1].
     return finish(spec, 'bundled', `nsfwjs/dist/models/${bundled.folder}`, artifacts, options.inputRange ?? [0, 1], {});
   }
+  const zoo = findZooEntry(spec);
+  if (zoo) return loadZoo(zoo, options);
   if (/^https?:\/\//i.test(spec)) {
     const { json, artifacts } = await readRemoteModel(spec);
     return finish(spec, 'url', spec, artifacts, options.inputRange ?? [0, 1], metaOf(json));
@@ -62,11 +90,27 @@ export async function loadBase(spec: string = DEFAULT_BASE, options: BaseOptions
   if (existsSync(file) && statSync(file).isDirectory()) file = path.join(file, 'model.json');
   if (!existsSync(file)) {
     const names = BUNDLED.map((b) => b.name).join(', ');
-    throw new Error(`${spec}: no such base (not a bundled name [${names}], a model.json path or an http(s) URL)`);
+    throw new Error(`${spec}: no such base (not a bundled name [${names}], a zoo name (graft models), a model.json path or an http(s) URL)`);
   }
   const { json, artifacts } = await readLocalModel(file);
   const meta = { ...metaOf(json), ...readMetadataFile(path.dirname(file)) };
   return finish(meta.name ?? spec, 'file', path.resolve(file), artifacts, options.inputRange ?? meta.inputRange ?? [0, 1], meta);
+}
+
+async function loadZoo(entry: ZooEntry, options: BaseOptions): Promise<Base> {
+  const { modelJsonPath } = await ensureModelFiles(entry.url, {
+    mirror: options.mirror,
+    offline: options.offline,
+    onProgress: options.onProgress,
+    signal: options.signal,
+    name: entry.name,
+    sha256: entry.sha256,
+  });
+  const { artifacts } = await readLocalModel(modelJsonPath);
+  const meta = { defaultCut: entry.defaultCut };
+  const base = await finish(entry.name, 'zoo', entry.url, artifacts, options.inputRange ?? entry.inputRange, meta);
+  if (entry.preprocessing && !options.inputRange) base.preprocessing = { ...base.preprocessing, ...entry.preprocessing };
+  return base;
 }
 
 function metaOf(json: ModelJson): BaseMetadataFile {

@@ -3,7 +3,12 @@
  */
 import { Command, CommanderError } from 'commander';
 import { reportError } from './output.ts';
+import { demoCommand } from './demo/index.ts';
+import { evaluateCommand } from './evaluate/index.ts';
 import { inspectCommand } from './inspect/index.ts';
+import { modelsCommand } from './models/index.ts';
+import { predictCommand } from './predict/index.ts';
+import { trainCommand } from './train/index.ts';
 
 const program = new Command('graft')
   .description('Transfer learning for images: retrain a pretrained network on your own labelled folders.')
@@ -11,7 +16,7 @@ const program = new Command('graft')
   .exitOverride()
   .showHelpAfterError(false);
 
-for (const cmd of [inspectCommand()]) program.addCommand(cmd.exitOverride());
+for (const cmd of [trainCommand(), predictCommand(), evaluateCommand(), inspectCommand(), modelsCommand(), demoCommand()]) program.addCommand(cmd.exitOverride());
 
 const verbose = process.argv.includes('--verbose');
 try {

@@ -21,13 +21,14 @@ export async function initTf(backend: TfBackend = 'wasm'): Promise<void> {
   ready = (async () => {
     // The WASM module installs process-wide handlers that rethrow any uncaught error after printing its whole minified
     // source; graft reports errors itself, so those handlers are removed again once the backend is up.
-    const before = new Set([...process.listeners('uncaughtException'), ...process.listeners('unhandledRejection')]);
+    const events = ['uncaughtException', 'unhandledRejection'];
+    const emitter = process as NodeJS.EventEmitter;
+    const before = new Set(events.flatMap((e) => emitter.listeners(e)));
     const ok = await tf.setBackend(backend);
     if (!ok) throw new Error(`TF.js backend '${backend}' failed to initialise`);
     await tf.ready();
-    for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
-      for (const l of process.listeners(event)) if (!before.has(l)) process.removeListener(event, l as never);
-    }
+    if (backend === 'wasm') (await import('./wasm-grad.ts')).registerWasmGradients();
+    for (const e of events) for (const l of emitter.listeners(e)) if (!before.has(l)) emitter.removeListener(e, l as never);
   })();
   return ready;
 }

@@ -1,0 +1,385 @@
+/**
+ * A verified, resumable download cache for TF.js model files.
+ *
+ * The cache key is the canonical URL: `<cacheDir>/<host>/<url path>`, so bytes fetched through a mirror and bytes
+ * fetched from the real bucket land in the same place. Every file goes to `<file>.partial` first, resumes with an HTTP
+ * Range request, is checked against Content-Length and (when known ahead) SHA-256, and only then is renamed into
+ * place. Sizes and SHA-256 are recorded in `graft-files.json` beside the files and re-checked on every call, so a file
+ * damaged on disk is noticed and fetched again instead of silently producing wrong features.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { cacheRoot } from '../util/paths.ts';
+import type { ProgressCallback } from '../util/progress.ts';
+import { parseModelJson } from './artifacts.ts';
+
+/** The prefix a mirror replaces: where the zoo's files are published. */
+export const CANONICAL_PREFIX = 'https://storage.googleapis.com/';
+
+/** Record of sizes and hashes kept beside the cached files. */
+export const FILES_MANIFEST = 'graft-files.json';
+
+export interface EnsureOptions {
+  /** Default `<cacheRoot()>/models`. */
+  cacheDir?: string;
+  /** Base URL standing in for https://storage.googleapis.com/; default the GRAFT_MODEL_MIRROR environment variable. */
+  mirror?: string;
+  /** Never touch the network: use the cache or fail. */
+  offline?: boolean;
+  onProgress?: ProgressCallback;
+  signal?: AbortSignal;
+  /** Name used in error messages (a zoo name); default the URL. */
+  name?: string;
+  /** SHA-256 per file (relative to model.json) known ahead of download, e.g. from the zoo. */
+  sha256?: Record<string, string>;
+  /** Give up when no byte arrives for this long. Default 30 s. */
+  stallTimeoutMs?: number;
+}
+
+export interface EnsureResult {
+  modelJsonPath: string;
+  /** Files (relative to model.json) fetched by this call. */
+  downloaded: string[];
+  /** Files that were in the cache but failed the size or SHA-256 check, and were fetched again. */
+  repaired: string[];
+  /** True when nothing had to be downloaded. */
+  fromCache: boolean;
+  /** Every file of the model, relative to model.json, model.json first. */
+  files: string[];
+}
+
+interface FileRecord {
+  size: number;
+  sha256: string;
+  /** The URL the bytes actually came from (a mirror or the canonical one). */
+  from?: string;
+  fetchedAt?: string;
+}
+
+interface FilesManifest {
+  url: string;
+  files: Record<string, FileRecord>;
+}
+
+/** The URL bytes are fetched from: the canonical one, or its mirror. */
+export function mirrorUrl(url: string, mirror?: string): string {
+  const m = mirror ?? process.env.GRAFT_MODEL_MIRROR;
+  if (!m || !url.startsWith(CANONICAL_PREFIX)) return url;
+  return `${m.replace(/\/+$/, '')}/${url.slice(CANONICAL_PREFIX.length)}`;
+}
+
+export function defaultModelCacheDir(): string {
+  return path.join(cacheRoot(), 'models');
+}
+
+/** Where a URL's file lives in the cache: `<cacheDir>/<host>/<path>`. */
+export function cachePathFor(url: string, cacheDir: string = defaultModelCacheDir()): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new Error(`${url}: not a valid URL`);
+  }
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new Error(`${url}: only http(s) URLs can be downloaded`);
+  const segments = u.pathname.split('/').map((s) => decodeURIComponent(s));
+  if (segments[segments.length - 1] === '') throw new Error(`${url}: expected the URL of a model.json file, not a folder`);
+  const parts = segments.filter((s) => s !== '');
+  for (const s of parts) {
+    if (s === '.' || s === '..' || /[\\/\0]/.test(s)) throw new Error(`${url}: unusable path segment '${s}' for the cache`);
+  }
+  return path.join(cacheDir, u.host.replace(/:/g, '_'), ...parts);
+}
+
+/** Weight paths come from a downloaded file: refuse any that would land outside the model's folder. */
+function checkRelPath(rel: string, where: string): void {
+  const bad = rel === '' || rel.includes('\\') || rel.includes('\0') || /^[a-z][a-z0-9+.-]*:/i.test(rel) || rel.startsWith('/');
+  if (bad || rel.split('/').some((s) => s === '..' || s === '.' || s === '')) {
+    throw new Error(`${where}: weightsManifest path '${rel}' is not a plain relative file name`);
+  }
+}
+
+function weightPaths(jsonText: string, where: string): string[] {
+  const json = parseModelJson(jsonText, where);
+  const out: string[] = [];
+  for (const group of json.weightsManifest) {
+    for (const p of group.paths ?? []) {
+      checkRelPath(p, where);
+      if (!out.includes(p)) out.push(p);
+    }
+  }
+  return out;
+}
+
+function readManifest(dir: string, url: string): FilesManifest {
+  const file = path.join(dir, FILES_MANIFEST);
+  if (existsSync(file)) {
+    try {
+      const m = JSON.parse(readFileSync(file, 'utf8')) as FilesManifest;
+      if (m && typeof m === 'object' && m.files && typeof m.files === 'object') return { url, files: m.files };
+    } catch {
+      // A damaged record only costs re-downloads; it must not make the cache unusable.
+    }
+  }
+  return { url, files: {} };
+}
+
+async function writeManifest(dir: string, m: FilesManifest): Promise<void> {
+  const file = path.join(dir, FILES_MANIFEST);
+  const tmp = `${file}.${process.pid}.tmp`;
+  await writeFile(tmp, `${JSON.stringify(m, null, 2)}\n`);
+  await rename(tmp, file);
+}
+
+export async function sha256File(file: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+type FileState = 'ok' | 'missing' | 'damaged' | 'unrecorded';
+
+async function checkFile(file: string, rec: FileRecord | undefined, knownSha: string | undefined): Promise<FileState> {
+  let size: number;
+  try {
+    const s = await stat(file);
+    if (!s.isFile()) return 'missing';
+    size = s.size;
+  } catch {
+    return 'missing';
+  }
+  const want = knownSha ?? rec?.sha256;
+  if (!want) return 'unrecorded';
+  if (rec && rec.size !== size) return 'damaged';
+  return (await sha256File(file)) === want.toLowerCase() ? 'ok' : 'damaged';
+}
+
+/**
+ * Makes sure a TF.js model.json and every weight file its weightsManifest names are in the cache and intact,
+ * downloading (or resuming) what is missing or damaged. Returns the local model.json path.
+ */
+export async function ensureModelFiles(url: string, opts: EnsureOptions = {}): Promise<EnsureResult> {
+  const cacheDir = opts.cacheDir ?? defaultModelCacheDir();
+  const modelJsonPath = cachePathFor(url, cacheDir);
+  const dir = path.dirname(modelJsonPath);
+  const jsonName = path.basename(modelJsonPath);
+  const source = mirrorUrl(url, opts.mirror);
+  const name = opts.name ?? url;
+  const manifest = readManifest(dir, url);
+  const downloaded: string[] = [];
+  const repaired: string[] = [];
+
+  const ensure = async (rel: string): Promise<void> => {
+    checkAbortSignal(opts.signal);
+    const file = path.join(dir, rel);
+    const known = opts.sha256?.[rel];
+    const state = await checkFile(file, manifest.files[rel], known);
+    if (state === 'ok') return;
+    if (opts.offline) {
+      if (state === 'missing') throw new Error(`${name}: not in the cache and --offline is set`);
+      if (state === 'damaged') throw new Error(`${name}: cached file ${file} is damaged (size or SHA-256 differs) and --offline is set`);
+      // Only files that passed the Content-Length check are ever renamed into place, so an unrecorded one (its
+      // record lost, e.g. a crash between rename and record) is complete: adopt it rather than fail offline.
+      const s = await stat(file);
+      manifest.files[rel] = { size: s.size, sha256: await sha256File(file) };
+      await writeManifest(dir, manifest);
+      return;
+    }
+    if (state === 'damaged') repaired.push(rel);
+    const from = new URL(rel, source).toString();
+    const got = await downloadFile(from, file, {
+      sha256: known,
+      onProgress: opts.onProgress,
+      signal: opts.signal,
+      label: rel,
+      stallTimeoutMs: opts.stallTimeoutMs ?? 30_000,
+    });
+    manifest.files[rel] = { size: got.size, sha256: got.sha256, from, fetchedAt: new Date().toISOString() };
+    await writeManifest(dir, manifest);
+    downloaded.push(rel);
+  };
+
+  await ensure(jsonName);
+  const rels = weightPaths(await readFile(modelJsonPath, 'utf8'), modelJsonPath);
+  for (const rel of rels) await ensure(rel);
+  return { modelJsonPath, downloaded, repaired, fromCache: downloaded.length === 0, files: [jsonName, ...rels] };
+}
+
+export interface CacheStatus {
+  modelJsonPath: string;
+  /** model.json and every weight file present (sizes match the record when there is one); no hashing. */
+  cached: boolean;
+  /** Absolute paths of the model's files present in the cache. */
+  cachedFiles: string[];
+  /** Total bytes of the files present. */
+  bytes: number;
+}
+
+/** A cheap look at the cache for listings: existence and sizes only. `ensureModelFiles` does the real check. */
+export async function cacheStatus(url: string, cacheDir: string = defaultModelCacheDir()): Promise<CacheStatus> {
+  const modelJsonPath = cachePathFor(url, cacheDir);
+  const dir = path.dirname(modelJsonPath);
+  const manifest = readManifest(dir, url);
+  const cachedFiles: string[] = [];
+  let bytes = 0;
+  let complete = true;
+  const look = async (rel: string) => {
+    const file = path.join(dir, rel);
+    try {
+      const s = await stat(file);
+      const rec = manifest.files[rel];
+      if (!s.isFile() || (rec && rec.size !== s.size)) complete = false;
+      cachedFiles.push(file);
+      bytes += s.size;
+    } catch {
+      complete = false;
+    }
+  };
+  await look(path.basename(modelJsonPath));
+  if (!complete) return { modelJsonPath, cached: false, cachedFiles, bytes };
+  let rels: string[];
+  try {
+    rels = weightPaths(await readFile(modelJsonPath, 'utf8'), modelJsonPath);
+  } catch {
+    return { modelJsonPath, cached: false, cachedFiles, bytes };
+  }
+  for (const rel of rels) await look(rel);
+  return { modelJsonPath, cached: complete, cachedFiles, bytes };
+}
+
+function checkAbortSignal(signal?: AbortSignal): void {
+  if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('aborted');
+}
+
+function reasonOf(e: unknown): string {
+  const err = e as Error & { cause?: Error & { code?: string } };
+  const cause = err.cause;
+  const text = cause?.message || cause?.code || err.message || String(e);
+  return text.split('\n')[0];
+}
+
+interface DownloadOptions {
+  sha256?: string;
+  onProgress?: ProgressCallback;
+  signal?: AbortSignal;
+  label: string;
+  stallTimeoutMs: number;
+}
+
+/**
+ * Streams one URL into `dest` through `dest.partial`, resuming a partial file with a Range request. The final name
+ * only ever holds a complete, checked file.
+ */
+async function downloadFile(url: string, dest: string, o: DownloadOptions): Promise<{ size: number; sha256: string }> {
+  const partial = `${dest}.partial`;
+  await mkdir(path.dirname(dest), { recursive: true });
+  const stall = new AbortController();
+  const signal = o.signal ? AbortSignal.any([o.signal, stall.signal]) : stall.signal;
+  let timer: NodeJS.Timeout | undefined;
+  const kick = () => {
+    clearTimeout(timer);
+    const wait = o.stallTimeoutMs >= 1000 ? `${Math.round(o.stallTimeoutMs / 1000)} s` : `${o.stallTimeoutMs} ms`;
+    timer = setTimeout(() => stall.abort(new Error(`no data for ${wait}`)), o.stallTimeoutMs);
+  };
+  // A user abort keeps its own reason; everything else becomes one line naming the URL.
+  const fail = (e: unknown, what?: string): Error => {
+    if (o.signal?.aborted) return o.signal.reason instanceof Error ? o.signal.reason : new Error('aborted');
+    const why = stall.signal.aborted ? (stall.signal.reason as Error).message : reasonOf(e);
+    return new Error(`cannot download ${url}: ${what ? `${what} (${why})` : why}`);
+  };
+  const request = async (from: number): Promise<Response> => {
+    kick();
+    const headers: Record<string, string> = { 'accept-encoding': 'identity' };
+    if (from > 0) headers.range = `bytes=${from}-`;
+    try {
+      return await fetch(url, { headers, signal });
+    } catch (e) {
+      throw fail(e);
+    }
+  };
+
+  try {
+    let have = 0;
+    try {
+      have = (await stat(partial)).size;
+    } catch {}
+    let res = await request(have);
+    if (res.status === 416 && have > 0) {
+      // The partial file is no prefix of what the server has now (or already complete but unverified): start over.
+      await res.body?.cancel();
+      have = 0;
+      res = await request(0);
+    }
+    if (!res.ok) {
+      await res.body?.cancel();
+      throw new Error(`cannot download ${url}: HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ''}`);
+    }
+    const encoded = !!res.headers.get('content-encoding') && res.headers.get('content-encoding') !== 'identity';
+    const length = res.headers.get('content-length');
+    let append = false;
+    let total: number | undefined;
+    if (res.status === 206 && have > 0) {
+      const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(res.headers.get('content-range') ?? '');
+      if (m && Number(m[1]) === have && !encoded) {
+        append = true;
+        total = m[3] !== '*' ? Number(m[3]) : length !== null ? have + Number(length) : undefined;
+      } else {
+        await res.body?.cancel();
+        res = await request(0);
+        if (!res.ok) {
+          await res.body?.cancel();
+          throw new Error(`cannot download ${url}: HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ''}`);
+        }
+      }
+    }
+    if (!append) {
+      have = 0;
+      // Content-Length counts encoded bytes; fetch hands us decoded ones, so it is no size check then.
+      const len = res.headers.get('content-length');
+      total = len !== null && !encoded ? Number(len) : undefined;
+    }
+
+    let done = have;
+    let lastReport = 0;
+    const report = (force: boolean) => {
+      if (!o.onProgress || total === undefined) return;
+      const now = Date.now();
+      if (!force && now - lastReport < 100) return;
+      lastReport = now;
+      o.onProgress({ phase: 'download', done, total, detail: o.label });
+    };
+    const fh = await open(partial, append ? 'a' : 'w');
+    try {
+      report(true);
+      if (res.body) {
+        for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+          kick();
+          await fh.write(chunk);
+          done += chunk.length;
+          report(false);
+        }
+      }
+    } catch (e) {
+      // An encoded stream cannot be resumed by byte offset, so its partial file is useless.
+      if (encoded) await rm(partial, { force: true });
+      throw fail(e, `connection lost after ${done}${total !== undefined ? ` of ${total}` : ''} bytes; run again to resume`);
+    } finally {
+      await fh.close();
+    }
+    if (total !== undefined && done !== total) {
+      if (done > total) await rm(partial, { force: true });
+      throw new Error(`cannot download ${url}: received ${done} bytes, expected ${total}${done < total ? '; run again to resume' : ''}`);
+    }
+    report(true);
+    const sha256 = await sha256File(partial);
+    if (o.sha256 && sha256 !== o.sha256.toLowerCase()) {
+      await rm(partial, { force: true });
+      throw new Error(`cannot download ${url}: SHA-256 is ${sha256}, expected ${o.sha256}`);
+    }
+    await rename(partial, dest);
+    return { size: done, sha256 };
+  } finally {
+    clearTimeout(timer);
+  }
+}

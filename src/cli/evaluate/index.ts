@@ -1,0 +1,26 @@
+import { Command } from 'commander';
+import { Predictor, evaluateModel } from '../../index.ts';
+import { type GlobalOptions, printJson, progressBars } from '../output.ts';
+import { printSkipped } from '../shared-options.ts';
+
+export function evaluateCommand(): Command {
+  return new Command('evaluate')
+    .description('accuracy, per-class precision and recall, and confusion matrix of a model on labelled data')
+    .argument('<model>', 'model folder written by `graft train --out`')
+    .argument('<data>', 'folder with one sub-folder per class, or a CSV of path,label')
+    .option('--json', 'print one JSON object on the last line')
+    .action(async (model: string, data: string, f: GlobalOptions) => {
+      const predictor = await Predictor.load(model);
+      const r = await evaluateModel(predictor, data, { onProgress: progressBars(f) });
+      printSkipped(f, r.skipped);
+      if (f.json) return printJson(r);
+      const w = Math.max(8, ...r.labels.map((l) => l.length)) + 2;
+      const out = [`accuracy ${r.accuracy.toFixed(4)} on ${r.images} images`, '', `${'class'.padEnd(w)}precision  recall     f1  support`];
+      for (const c of r.perClass) {
+        out.push(`${c.label.padEnd(w)}${c.precision.toFixed(3).padStart(9)}${c.recall.toFixed(3).padStart(8)}${c.f1.toFixed(3).padStart(7)}${String(c.support).padStart(9)}`);
+      }
+      out.push('', `confusion (rows: true class, columns: predicted)`, `${''.padEnd(w)}${r.labels.map((l) => l.padStart(w)).join('')}`);
+      r.confusion.forEach((row, i) => out.push(`${r.labels[i].padEnd(w)}${row.map((v) => String(v).padStart(w)).join('')}`));
+      process.stdout.write(`${out.join('\n')}\n`);
+    });
+}

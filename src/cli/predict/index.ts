@@ -1,0 +1,24 @@
+import { Command } from 'commander';
+import { Predictor } from '../../index.ts';
+import { type GlobalOptions, printJson, progressBars } from '../output.ts';
+import { printSkipped } from '../shared-options.ts';
+import { number } from '../train/index.ts';
+
+export function predictCommand(): Command {
+  return new Command('predict')
+    .description('classify images with a trained model')
+    .argument('<model>', 'model folder written by `graft train --out`')
+    .argument('<images...>', 'image files')
+    .option('-k, --top <k>', 'how many classes to show per image', '3')
+    .option('--json', 'print one JSON object on the last line')
+    .action(async (model: string, images: string[], f: GlobalOptions & { top: string }) => {
+      const predictor = await Predictor.load(model);
+      const r = await predictor.predictFiles(images, { topK: number('--top', f.top, true), onProgress: progressBars(f) });
+      printSkipped(f, r.skipped);
+      if (f.json) return printJson({ model, predictions: r.predictions, skipped: r.skipped });
+      for (const p of r.predictions) {
+        process.stdout.write(`${p.file}\n${p.top.map((t) => `  ${t.label.padEnd(20)} ${t.probability.toFixed(4)}`).join('\n')}\n`);
+      }
+      if (r.predictions.length === 0) process.exitCode = 1;
+    });
+}

@@ -1,0 +1,86 @@
+import { Command } from 'commander';
+import { train } from '../../index.ts';
+import { parseEngine } from '../../workflows/engine-choice.ts';
+import { type GlobalOptions, UsageError, printJson, progressBars, say } from '../output.ts';
+import { baseOptions, parseBaseOptions, printSkipped } from '../shared-options.ts';
+
+interface TrainFlags extends GlobalOptions {
+  base?: string;
+  inputRange?: string;
+  cut?: string;
+  val?: string;
+  valSplit?: string;
+  head?: string;
+  epochs?: string;
+  lr?: string;
+  batchSize?: string;
+  seed?: string;
+  patience?: string;
+  out?: string;
+  engine?: string;
+}
+
+export function number(name: string, text: string | undefined, integer = false): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < 0) {
+    throw new UsageError(`${name} must be a ${integer ? 'non-negative integer' : 'non-negative number'} (got '${text}')`);
+  }
+  return n;
+}
+
+export function trainCommand(): Command {
+  const cmd = new Command('train')
+    .description('train a classifier on a folder of class folders (or a CSV of path,label) and export it')
+    .argument('<data>', 'training data: folder with one sub-folder per class, or a CSV file')
+    .option('--val <dir>', 'separate validation data (same layout)')
+    .option('--val-split <fraction>', 'hold out this fraction of <data> for validation when --val is not given', '0.2')
+    .option('--cut <layer>', 'layer to cut the base at (see `graft inspect`); default: below the base\'s classifier')
+    .option('--head <kind>', 'softmax (default), mlp or knn', 'softmax')
+    .option('--epochs <n>', 'maximum epochs (early stopping on validation loss)')
+    .option('--lr <rate>', 'learning rate')
+    .option('--batch-size <n>', 'mini-batch size')
+    .option('--seed <n>', 'random seed (same seed, same data, same result)')
+    .option('--patience <n>', 'epochs without validation-loss improvement before stopping')
+    .option('--engine <engine>', 'trunk engine: auto, onnx or wasm', 'auto')
+    .option('-o, --out <dir>', 'write the trained model folder here')
+    .option('--json', 'print one JSON object on the last line');
+  baseOptions(cmd, { withBase: true });
+  return cmd.action(async (data: string, f: TrainFlags) => {
+    const head = f.head as 'softmax' | 'mlp' | 'knn';
+    if (!['softmax', 'mlp', 'knn'].includes(head)) throw new UsageError(`--head must be softmax, mlp or knn (got '${f.head}')`);
+    const result = await train({
+      data,
+      val: f.val,
+      valSplit: number('--val-split', f.valSplit),
+      base: f.base,
+      ...parseBaseOptions(f),
+      cut: f.cut,
+      head,
+      epochs: number('--epochs', f.epochs, true),
+      lr: number('--lr', f.lr),
+      batchSize: number('--batch-size', f.batchSize, true),
+      seed: number('--seed', f.seed, true),
+      patience: number('--patience', f.patience, true),
+      engine: parseEngine(f.engine),
+      out: f.out,
+      onProgress: progressBars(f),
+    });
+    if (result.baseFallback) say(f, `note: ${result.baseFallback.reason}; using ${result.base}`);
+    printSkipped(f, result.skipped);
+    if (f.json) {
+      const { history, ...rest } = result;
+      return printJson({ ...rest, epochsRun: history.length });
+    }
+    say(f, `base ${result.base} cut ${result.cut} head ${result.head} engine ${result.engine}`);
+    say(f, `classes ${result.classes.join(', ')}; ${result.trainImages} training and ${result.valImages} validation images`);
+    say(f, `activation cache: ${result.cache.hits} hits, ${result.cache.misses} misses`);
+    say(
+      f,
+      `train accuracy ${result.trainAccuracy.toFixed(3)}${result.valAccuracy !== null ? `, validation accuracy ${result.valAccuracy.toFixed(3)}` : ''} (best epoch ${result.bestEpoch} of ${result.epochs})`,
+    );
+    const s = result.seconds;
+    say(f, `time ${s.total.toFixed(1)} s (extract ${s.extract.toFixed(1)}, train ${s.train.toFixed(1)}, export ${s.export.toFixed(1)})`);
+    if (result.out) say(f, `model written to ${result.out}`);
+  });
+}

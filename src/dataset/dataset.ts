@@ -1,0 +1,338 @@
+/**
+ * Dataset listing and splitting.
+ *
+ * Listing only finds files and labels; it never opens images. Whether a file is a usable image is decided later by
+ * decoding (see decode.ts), so a broken file is reported as skipped with the decoder's reason instead of being
+ * filtered out here by its extension.
+ */
+import { createHash } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import type { Dirent, Stats } from 'node:fs';
+import path from 'node:path';
+
+export interface Sample {
+  /** Absolute path. */
+  file: string;
+  label: string;
+}
+
+export interface Skipped {
+  file: string;
+  reason: string;
+}
+
+export interface DatasetListing {
+  /** Absolute folder that relative paths (and therefore the split) are computed from: the data folder, or the CSV's folder. */
+  root: string;
+  /** Sorted by code unit, independent of locale. */
+  classes: string[];
+  /** Sorted by file. */
+  samples: Sample[];
+  skipped: Skipped[];
+}
+
+// Files that operating systems and tools drop into folders; they are never meant as data, so listing them as skipped
+// would only be noise. Every other file, hidden or not, is listed so that decoding can report it if it is not an image.
+const SYSTEM_FILES = new Set(['.ds_store', 'thumbs.db', 'ehthumbs.db', 'desktop.ini', '.localized', '.directory', 'icon\r']);
+function isSystemFile(name: string): boolean {
+  // '._x' files are macOS AppleDouble resource forks that appear next to every file copied to a non-Mac volume.
+  return SYSTEM_FILES.has(name.toLowerCase()) || name.startsWith('._');
+}
+
+// Hidden folders (.git, .ipynb_checkpoints, …) and macOS archive debris are tool state, not classes or class content;
+// treating '.ipynb_checkpoints' as a class is a classic way to get a silently wrong model.
+function isIgnoredFolder(name: string): boolean {
+  return name.startsWith('.') || name === '__MACOSX';
+}
+
+const byString = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+function describeClasses(source: string, kind: string, names: string[]): Error {
+  const list = names.length ? names.join(', ') : 'none';
+  return new Error(`${source}: found ${names.length} ${kind}(s) (${list}); need at least 2`);
+}
+
+async function statOrNull(p: string): Promise<Stats | null> {
+  try {
+    return await fs.stat(p);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
+    throw new Error(`${p}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+}
+
+/**
+ * Lists a data set. `source` is a folder with one sub-folder per class, or a .csv file of `path,label` rows
+ * (optional header row such as `path,label`; relative paths are relative to the CSV's folder; fields may be quoted).
+ * Throws a one-line Error naming `source` when it is missing or has fewer than 2 classes.
+ */
+export async function listDataset(source: string): Promise<DatasetListing> {
+  const isCsv = source.toLowerCase().endsWith('.csv');
+  const st = await statOrNull(source);
+  if (st === null) throw new Error(`${source}: ${isCsv ? 'CSV file' : 'data folder'} does not exist`);
+  if (st.isDirectory()) return listFolder(source);
+  if (isCsv) return listCsv(source);
+  throw new Error(`${source}: not a folder or a .csv file`);
+}
+
+async function listFolder(source: string): Promise<DatasetListing> {
+  const root = path.resolve(source);
+  const classes: string[] = [];
+  const samples: Sample[] = [];
+  const skipped: Skipped[] = [];
+  // Guards against symlink loops; keyed by real path so a folder linked twice is still only walked once per class.
+  const walk = async (dir: string, label: string, seen: Set<string>): Promise<void> => {
+    const real = await fs.realpath(dir);
+    if (seen.has(real)) return;
+    seen.add(real);
+    for (const entry of await readDir(dir)) {
+      const p = path.join(dir, entry.name);
+      const kind = await entryKind(entry, p);
+      if (kind === 'dir') {
+        if (!isIgnoredFolder(entry.name)) await walk(p, label, seen);
+      } else if (kind === 'file') {
+        if (!isSystemFile(entry.name)) samples.push({ file: p, label });
+      } else if (!isSystemFile(entry.name)) {
+        skipped.push({ file: p, reason: kind });
+      }
+    }
+  };
+  for (const entry of await readDir(root)) {
+    const p = path.join(root, entry.name);
+    const kind = await entryKind(entry, p);
+    if (kind === 'dir') {
+      if (isIgnoredFolder(entry.name)) continue;
+      classes.push(entry.name);
+      await walk(p, entry.name, new Set());
+    } else if (!isSystemFile(entry.name)) {
+      skipped.push({ file: p, reason: kind === 'file' ? 'not inside a class folder' : kind });
+    }
+  }
+  classes.sort(byString);
+  if (classes.length < 2) throw describeClasses(source, 'class folder', classes);
+  samples.sort((a, b) => byString(a.file, b.file));
+  skipped.sort((a, b) => byString(a.file, b.file));
+  return { root, classes, samples, skipped };
+}
+
+async function readDir(dir: string): Promise<Dirent[]> {
+  try {
+    return await fs.readdir(dir, { withFileTypes: true });
+  } catch (e) {
+    throw new Error(`${dir}: cannot read folder (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+}
+
+/** 'dir', 'file', or the reason the entry cannot be a sample. Symbolic links are followed. */
+async function entryKind(entry: Dirent, p: string): Promise<string> {
+  if (entry.isDirectory()) return 'dir';
+  if (entry.isFile()) return 'file';
+  if (entry.isSymbolicLink()) {
+    const st = await statOrNull(p);
+    if (st === null) return 'broken symbolic link';
+    if (st.isDirectory()) return 'dir';
+    if (st.isFile()) return 'file';
+  }
+  return 'not a regular file';
+}
+
+interface CsvRecord {
+  line: number;
+  fields: string[] | null; // null: the record could not be parsed (unterminated quote)
+}
+
+/**
+ * RFC 4180-style parsing: fields separated by commas, optionally double-quoted, '""' inside quotes is a literal quote,
+ * and quoted fields may span lines. Unquoted fields are trimmed, since 'a.jpg, cat' is a common hand-written form.
+ */
+function parseCsv(text: string): CsvRecord[] {
+  const records: CsvRecord[] = [];
+  let i = 0;
+  let line = 1;
+  const n = text.length;
+  while (i < n) {
+    const startLine = line;
+    const fields: string[] = [];
+    let ok = true;
+    for (;;) {
+      // One field.
+      let j = i;
+      while (j < n && (text[j] === ' ' || text[j] === '\t')) j++;
+      if (text[j] === '"') {
+        const quoteAt = j;
+        const quoteLine = line;
+        let value = '';
+        j++;
+        let closed = false;
+        while (j < n) {
+          const c = text[j];
+          if (c === '"') {
+            if (text[j + 1] === '"') {
+              value += '"';
+              j += 2;
+              continue;
+            }
+            closed = true;
+            j++;
+            break;
+          }
+          if (c === '\n') line++;
+          value += c;
+          j++;
+        }
+        while (j < n && (text[j] === ' ' || text[j] === '\t')) j++;
+        if (!closed || (j < n && text[j] !== ',' && text[j] !== '\n' && text[j] !== '\r')) {
+          ok = false;
+          // Resynchronise at the next line end so one bad row costs only itself; an unterminated quote would
+          // otherwise swallow the rest of the file.
+          if (!closed) {
+            j = quoteAt;
+            line = quoteLine;
+          }
+          while (j < n && text[j] !== '\n') j++;
+          if (text[j - 1] === '\r') j--;
+          i = j;
+          break;
+        }
+        fields.push(value);
+        i = j;
+      } else {
+        while (j < n && text[j] !== ',' && text[j] !== '\n' && text[j] !== '\r') j++;
+        fields.push(text.slice(i, j).trim());
+        i = j;
+      }
+      if (text[i] === ',') {
+        i++;
+        continue;
+      }
+      break;
+    }
+    // End of record: skip '\r\n', '\n' or a lone '\r'.
+    if (text[i] === '\r') i++;
+    if (text[i] === '\n') i++;
+    line++;
+    const blank = ok && fields.length === 1 && fields[0] === '';
+    if (!blank) records.push({ line: startLine, fields: ok ? fields : null });
+  }
+  return records;
+}
+
+const HEADER_PATH = new Set(['path', 'file', 'filename', 'filepath', 'image', 'image_path']);
+const HEADER_LABEL = new Set(['label', 'class', 'category']);
+
+async function listCsv(source: string): Promise<DatasetListing> {
+  const csvPath = path.resolve(source);
+  const root = path.dirname(csvPath);
+  let text: string;
+  try {
+    text = await fs.readFile(csvPath, 'utf8');
+  } catch (e) {
+    throw new Error(`${source}: cannot read CSV file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1); // BOM written by Excel
+
+  const records = parseCsv(text);
+  const first = records[0]?.fields;
+  if (
+    first &&
+    first.length === 2 &&
+    HEADER_PATH.has(first[0].toLowerCase()) &&
+    HEADER_LABEL.has(first[1].toLowerCase())
+  ) {
+    records.shift();
+  }
+
+  const skipped: Skipped[] = [];
+  const labels = new Set<string>();
+  const rows: { file: string; label: string; line: number }[] = [];
+  const firstLine = new Map<string, { line: number; label: string }>();
+  for (const r of records) {
+    const where = `${csvPath}:${r.line}`;
+    if (r.fields === null) {
+      skipped.push({ file: where, reason: `malformed row on line ${r.line} (unterminated or misplaced quote)` });
+      continue;
+    }
+    if (r.fields.length !== 2 || r.fields[0] === '' || r.fields[1] === '') {
+      skipped.push({
+        file: where,
+        reason: `malformed row on line ${r.line} (expected 2 non-empty fields path,label, got ${r.fields.length} field(s))`,
+      });
+      continue;
+    }
+    const [rel, label] = r.fields;
+    const file = path.resolve(root, rel);
+    // Labels of rows whose file is missing still count as classes, so that a class whose files are all missing is
+    // reported by checkClasses rather than vanishing.
+    labels.add(label);
+    const prev = firstLine.get(file);
+    if (prev) {
+      const detail = prev.label === label ? '' : ` with label '${prev.label}'`;
+      skipped.push({ file, reason: `line ${r.line}: already listed on line ${prev.line}${detail}` });
+      continue;
+    }
+    firstLine.set(file, { line: r.line, label });
+    rows.push({ file, label, line: r.line });
+  }
+
+  const samples: Sample[] = [];
+  const BATCH = 64;
+  for (let k = 0; k < rows.length; k += BATCH) {
+    const batch = rows.slice(k, k + BATCH);
+    const stats = await Promise.all(batch.map((r) => statOrNull(r.file)));
+    batch.forEach((r, idx) => {
+      const st = stats[idx];
+      if (st === null) skipped.push({ file: r.file, reason: 'file does not exist' });
+      else if (!st.isFile()) skipped.push({ file: r.file, reason: 'not a regular file' });
+      else samples.push({ file: r.file, label: r.label });
+    });
+  }
+
+  const classes = [...labels].sort(byString);
+  if (classes.length < 2) throw describeClasses(source, 'class label', classes);
+  samples.sort((a, b) => byString(a.file, b.file));
+  skipped.sort((a, b) => byString(a.file, b.file));
+  return { root, classes, samples, skipped };
+}
+
+/** Position of a sample in [0, 1), from the first 8 bytes of sha256 of its '/'-separated path relative to root. */
+function hashUnit(root: string, file: string): number {
+  const rel = path.relative(root, file).split(path.sep).join('/');
+  const digest = createHash('sha256').update(rel, 'utf8').digest();
+  // The top 53 of the 64 bits: exactly representable as a double, so the result is strictly below 1.
+  return Number(digest.readBigUInt64BE(0) >> 11n) / 2 ** 53;
+}
+
+/**
+ * Stable split: a sample goes to validation iff the hash of its relative path, mapped to [0, 1), is below valFraction.
+ * Each file's side depends on its own path only, so adding or removing files never moves another file, and moving the
+ * whole data set elsewhere does not change the split.
+ */
+export function splitByHash(listing: DatasetListing, valFraction: number): { train: Sample[]; val: Sample[] } {
+  if (!(valFraction >= 0 && valFraction <= 1)) {
+    throw new RangeError(`splitByHash: valFraction must be between 0 and 1, got ${valFraction}`);
+  }
+  const train: Sample[] = [];
+  const val: Sample[] = [];
+  for (const s of listing.samples) {
+    (hashUnit(listing.root, s.file) < valFraction ? val : train).push(s);
+  }
+  return { train, val };
+}
+
+/**
+ * Throws a one-line Error naming `source` when a class has no usable images or fewer than 2 classes do.
+ * `counts` maps class name to the number of images that decoded; a class absent from it counts as 0.
+ */
+export function checkClasses(source: string, classes: string[], counts: Map<string, number>): void {
+  const empty = classes.filter((c) => (counts.get(c) ?? 0) === 0);
+  if (empty.length === 1) {
+    throw new Error(`${source}: class '${empty[0]}' has no usable images`);
+  }
+  if (empty.length > 1) {
+    throw new Error(`${source}: classes ${empty.map((c) => `'${c}'`).join(', ')} have no usable images`);
+  }
+  if (classes.length < 2) {
+    const list = classes.length ? classes.map((c) => `'${c}'`).join(', ') : 'none';
+    throw new Error(`${source}: only ${classes.length} class(es) with usable images (${list}); need at least 2`);
+  }
+}

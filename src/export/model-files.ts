@@ -1,0 +1,127 @@
+/**
+ * Reading and writing a trained model folder: model.json + weights.bin (TF.js Layers format, loadable by plain
+ * @tensorflow/tfjs `loadLayersModel`) and graft.json (labels, preprocessing, base, cut, metrics, versions).
+ * A folder is written under a temporary name and renamed into place, so a crash never leaves half a model.
+ */
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { io } from '@tensorflow/tfjs-core';
+import type { Preprocessing } from '../base/preprocessing.ts';
+import { tf, tfl } from '../engines/tf.ts';
+
+export const METADATA_FILE = 'graft.json';
+
+export interface ModelMetadata {
+  format: 'graft-model';
+  formatVersion: 1;
+  labels: string[];
+  /**
+   * Input the model expects. `scale`/`offset` are applied INSIDE the model (a Rescaling layer), so callers feed raw RGB
+   * pixel values 0..255, resized to `size` as `resize` says.
+   */
+  preprocessing: Preprocessing & { inModel: true };
+  base: { name: string; id: string; source: string; kind: string };
+  cut: string;
+  mode: string;
+  head: { kind: string; [k: string]: unknown };
+  /** For heads that are not expressible as layers (k-NN): the model outputs features and this holds the head. */
+  headData?: unknown;
+  metrics: Record<string, unknown>;
+  training: Record<string, unknown>;
+  versions: Record<string, string>;
+  createdAt: string;
+  [k: string]: unknown;
+}
+
+/** Serialises a Layers model to { model.json text, weights bytes } without touching the file system. */
+export async function serialiseLayersModel(model: tfl.LayersModel): Promise<{ modelJson: object; weights: Uint8Array }> {
+  let artifacts: io.ModelArtifacts | undefined;
+  await model.save(
+    tf.io.withSaveHandler(async (a) => {
+      artifacts = a;
+      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+    }),
+  );
+  if (!artifacts) throw new Error('model serialisation produced nothing');
+  const data = artifacts.weightData;
+  const weights = data instanceof ArrayBuffer ? new Uint8Array(data) : Buffer.concat((data as ArrayBuffer[]).map((d) => new Uint8Array(d)));
+  const modelJson = {
+    format: 'layers-model',
+    generatedBy: artifacts.generatedBy,
+    convertedBy: 'graft',
+    modelTopology: artifacts.modelTopology,
+    weightsManifest: [{ paths: ['weights.bin'], weights: artifacts.weightSpecs }],
+  };
+  return { modelJson, weights };
+}
+
+/** Writes files into `<out>.tmp-*`, then swaps it into place. Extra files (e.g. model.onnx) may be passed. */
+export function writeModelFolder(out: string, files: Record<string, string | Uint8Array>): void {
+  const target = path.resolve(out);
+  if (existsSync(target) && readdirSync(target).length > 0 && !existsSync(path.join(target, METADATA_FILE))) {
+    // Never replace a folder that holds something other than a graft model.
+    throw new Error(`${out}: exists and is not a graft model folder; choose another --out`);
+  }
+  mkdirSync(path.dirname(target), { recursive: true });
+  const tmp = `${target}.tmp-${process.pid}-${Date.now()}`;
+  mkdirSync(tmp);
+  try {
+    for (const [name, content] of Object.entries(files)) writeFileSync(path.join(tmp, name), content);
+    if (existsSync(target)) {
+      const old = `${target}.old-${process.pid}-${Date.now()}`;
+      renameSync(target, old);
+      renameSync(tmp, target);
+      rmSync(old, { recursive: true, force: true });
+    } else {
+      renameSync(tmp, target);
+    }
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+export async function saveModel(out: string, model: tfl.LayersModel, metadata: ModelMetadata, extra: Record<string, string | Uint8Array> = {}): Promise<void> {
+  const { modelJson, weights } = await serialiseLayersModel(model);
+  writeModelFolder(out, {
+    'model.json': JSON.stringify(modelJson),
+    'weights.bin': weights,
+    [METADATA_FILE]: `${JSON.stringify(metadata, null, 2)}\n`,
+    ...extra,
+  });
+}
+
+export interface LoadedModelFiles {
+  dir: string;
+  metadata: ModelMetadata;
+  artifacts: io.ModelArtifacts;
+}
+
+/** Reads a model folder (or the path of its model.json / graft.json), checking it is a graft model. */
+export function readModelFolder(where: string): LoadedModelFiles {
+  let dir = path.resolve(where);
+  if (/\.(json)$/i.test(dir)) dir = path.dirname(dir);
+  if (!existsSync(dir)) throw new Error(`${where}: model folder does not exist`);
+  const metaFile = path.join(dir, METADATA_FILE);
+  if (!existsSync(metaFile)) throw new Error(`${where}: not a graft model (no ${METADATA_FILE})`);
+  let metadata: ModelMetadata;
+  let modelJson: { modelTopology: object; weightsManifest: { paths: string[]; weights: io.WeightsManifestEntry[] }[] };
+  try {
+    metadata = JSON.parse(readFileSync(metaFile, 'utf8'));
+    modelJson = JSON.parse(readFileSync(path.join(dir, 'model.json'), 'utf8'));
+  } catch (e) {
+    throw new Error(`${where}: unreadable model files (${(e as Error).message.split('\n')[0]})`);
+  }
+  if (metadata.format !== 'graft-model') throw new Error(`${metaFile}: not a graft model metadata file`);
+  const specs = modelJson.weightsManifest.flatMap((g) => g.weights);
+  const bytes = Buffer.concat(modelJson.weightsManifest.flatMap((g) => g.paths.map((p) => readFileSync(path.join(dir, p)))));
+  return {
+    dir,
+    metadata,
+    artifacts: {
+      modelTopology: modelJson.modelTopology,
+      weightSpecs: specs,
+      weightData: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer,
+    },
+  };
+}

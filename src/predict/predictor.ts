@@ -1,0 +1,144 @@
+/**
+ * The predictor: an exported model folder plus exactly the preprocessing it was trained with. Raw pixels go in
+ * (resized as the metadata says); the model itself applies scale and offset.
+ */
+import { readFile } from 'node:fs/promises';
+import { type Skipped, listDataset } from '../dataset/dataset.ts';
+import { ImageDecodeError, decodeImage } from '../dataset/decode.ts';
+import { type ModelMetadata, readModelFolder } from '../export/model-files.ts';
+import { initTf, tf, tfl } from '../engines/tf.ts';
+import type { HeadJson, TrainedHead } from '../train/features.ts';
+import { accuracy, argmaxRows, confusionMatrix, perClassMetrics } from '../train/metrics.ts';
+import { headFromJSON } from '../train/heads.ts';
+import { type ProgressCallback, checkAbort } from '../util/progress.ts';
+
+export interface Prediction {
+  file: string;
+  /** Best classes first. */
+  top: { label: string; probability: number }[];
+}
+
+export class Predictor {
+  readonly metadata: ModelMetadata;
+  readonly model: tfl.LayersModel;
+  private readonly knn?: TrainedHead;
+
+  private constructor(metadata: ModelMetadata, model: tfl.LayersModel, knn?: TrainedHead) {
+    this.metadata = metadata;
+    this.model = model;
+    this.knn = knn;
+  }
+
+  static async load(dir: string): Promise<Predictor> {
+    await initTf();
+    const files = readModelFolder(dir);
+    const model = await tfl.loadLayersModel(tf.io.fromMemory(files.artifacts));
+    const knn = files.metadata.headData ? headFromJSON(files.metadata.headData as HeadJson) : undefined;
+    return new Predictor(files.metadata, model, knn);
+  }
+
+  get labels(): string[] {
+    return this.metadata.labels;
+  }
+
+  /** Class probabilities for n images of raw pixels (n × h × w × 3, values 0..255). */
+  async predictPixels(pixels: Float32Array, n: number): Promise<Float32Array> {
+    const [h, w] = this.metadata.preprocessing.size;
+    const y = tf.tidy(() => this.model.predict(tf.tensor4d(pixels, [n, h, w, 3])) as tf.Tensor);
+    const out = (await y.data()) as Float32Array;
+    y.dispose();
+    return this.knn ? this.knn.predictProba(out, n) : out;
+  }
+
+  /** Decodes and classifies image files; files that do not decode are returned in `skipped`. */
+  async predictFiles(
+    files: string[],
+    o: { topK?: number; batchSize?: number; onProgress?: ProgressCallback; signal?: AbortSignal } = {},
+  ): Promise<{ predictions: Prediction[]; probabilities: Float32Array[]; skipped: Skipped[] }> {
+    const [h, w] = this.metadata.preprocessing.size;
+    const px = h * w * 3;
+    const bs = o.batchSize ?? 16;
+    const predictions: Prediction[] = [];
+    const probabilities: Float32Array[] = [];
+    const skipped: Skipped[] = [];
+    const k = Math.min(o.topK ?? 3, this.labels.length);
+    for (let start = 0; start < files.length; start += bs) {
+      checkAbort(o.signal);
+      const batch: string[] = [];
+      const pixels = new Float32Array(Math.min(bs, files.length - start) * px);
+      for (const file of files.slice(start, start + bs)) {
+        try {
+          const bytes = await readFile(file);
+          pixels.set(await decodeImage(bytes, file, this.metadata.preprocessing), batch.length * px);
+          batch.push(file);
+        } catch (e) {
+          const reason =
+            e instanceof ImageDecodeError ? e.reason : (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'file does not exist' : (e as Error).message;
+          skipped.push({ file, reason });
+        }
+      }
+      if (batch.length) {
+        const probs = await this.predictPixels(pixels.subarray(0, batch.length * px), batch.length);
+        const c = this.labels.length;
+        batch.forEach((file, r) => {
+          const row = probs.slice(r * c, (r + 1) * c);
+          probabilities.push(row);
+          const order = [...row.keys()].sort((a, b) => row[b] - row[a]).slice(0, k);
+          predictions.push({ file, top: order.map((i) => ({ label: this.labels[i], probability: row[i] })) });
+        });
+      }
+      o.onProgress?.({ phase: 'predict', done: Math.min(start + bs, files.length), total: files.length });
+    }
+    return { predictions, probabilities, skipped };
+  }
+
+  dispose(): void {
+    this.model.dispose();
+    this.knn?.dispose();
+  }
+}
+
+export interface Evaluation {
+  accuracy: number;
+  images: number;
+  perClass: { label: string; precision: number; recall: number; f1: number; support: number }[];
+  /** confusion[true][predicted], in the order of `labels`. */
+  confusion: number[][];
+  labels: string[];
+  skipped: Skipped[];
+}
+
+/** Accuracy, per-class precision/recall and the confusion matrix of a model on a labelled data set. */
+export async function evaluateModel(
+  predictor: Predictor,
+  data: string,
+  o: { onProgress?: ProgressCallback; signal?: AbortSignal } = {},
+): Promise<Evaluation> {
+  const listing = await listDataset(data);
+  const labels = predictor.labels;
+  const skipped: Skipped[] = [...listing.skipped];
+  const samples = listing.samples.filter((s) => {
+    if (labels.includes(s.label)) return true;
+    skipped.push({ file: s.file, reason: `class '${s.label}' is not one of the model's labels` });
+    return false;
+  });
+  const r = await predictor.predictFiles(
+    samples.map((s) => s.file),
+    { topK: 1, ...o },
+  );
+  skipped.push(...r.skipped);
+  const labelOf = new Map(samples.map((s) => [s.file, s.label]));
+  const y = Int32Array.from(r.predictions.map((p) => labels.indexOf(labelOf.get(p.file)!)));
+  const c = labels.length;
+  const proba = new Float32Array(r.probabilities.length * c);
+  r.probabilities.forEach((row, i) => proba.set(row, i * c));
+  const confusion = confusionMatrix(argmaxRows(proba, y.length, c), y, c);
+  return {
+    accuracy: accuracy(proba, y, c),
+    images: y.length,
+    perClass: perClassMetrics(confusion, labels),
+    confusion,
+    labels,
+    skipped,
+  };
+}

@@ -1,0 +1,160 @@
+/**
+ * Turning images into trunk activations at one or more cuts, through the activation cache. Each image's bytes are
+ * hashed; cached activations are used as they are; the rest are decoded and run through the trunk in batches, with
+ * the next batch decoding while the current one runs. Files that do not decode are skipped and reported.
+ */
+import { readFile } from 'node:fs/promises';
+import type { Base } from '../base/base.ts';
+import { preprocessingKey } from '../base/preprocessing.ts';
+import { ActivationCache, activationKey, hashBytes } from '../cache/activation-cache.ts';
+import type { Sample, Skipped } from '../dataset/dataset.ts';
+import { ImageDecodeError, decodeImage } from '../dataset/decode.ts';
+import { type TrunkRunner, buildTrunkModel } from '../engines/trunk.ts';
+import { type ProgressCallback, checkAbort } from '../util/progress.ts';
+
+/** Creates the runner for a trunk model; lets callers choose ONNX Runtime or TF.js. */
+export type RunnerFactory = (base: Base, cuts: string[]) => Promise<TrunkRunner>;
+
+export interface ExtractOptions {
+  base: Base;
+  cuts: string[];
+  samples: Sample[];
+  cache?: ActivationCache;
+  runner: RunnerFactory;
+  onProgress?: ProgressCallback;
+  signal?: AbortSignal;
+  /** Progress phase name (default 'extract'). */
+  phase?: string;
+}
+
+export interface Extracted {
+  /** Samples that produced activations, in input order. */
+  samples: Sample[];
+  /** Per cut (same order as `cuts`): samples.length × featureSize, row-major. */
+  features: Float32Array[];
+  featureSizes: number[];
+  skipped: Skipped[];
+  hits: number;
+  misses: number;
+  /** Number of trunk forward calls made (0 on a fully warm cache). */
+  trunkCalls: number;
+  /** Engine that ran the trunk, when it ran. */
+  engine?: string;
+}
+
+export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
+  const { base, cuts, samples } = o;
+  const cache = o.cache ?? new ActivationCache();
+  const phase = o.phase ?? 'extract';
+  const pre = preprocessingKey(base.preprocessing);
+  const sizes = featureSizesOf(base, cuts);
+  const rows: (Float32Array[] | undefined)[] = new Array(samples.length);
+  const skipped: Skipped[] = [];
+  const pending: { i: number; bytes: Uint8Array; keys: string[] }[] = [];
+  let hits = 0;
+  let misses = 0;
+  let done = 0;
+  const report = () => o.onProgress?.({ phase, done, total: samples.length });
+
+  for (let i = 0; i < samples.length; i++) {
+    checkAbort(o.signal);
+    let bytes: Uint8Array;
+    try {
+      bytes = await readFile(samples[i].file);
+    } catch (e) {
+      skipped.push({ file: samples[i].file, reason: `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})` });
+      done++;
+      continue;
+    }
+    if (bytes.length === 0) {
+      skipped.push({ file: samples[i].file, reason: 'empty file' });
+      done++;
+      continue;
+    }
+    const image = hashBytes(bytes);
+    const keys = cuts.map((cut) => activationKey({ image, base: base.id, cut, preprocessing: pre }));
+    const found = keys.map((k, c) => cache.get(k, sizes[c]));
+    if (found.every((f) => f !== undefined)) {
+      rows[i] = found as Float32Array[];
+      hits++;
+      done++;
+    } else {
+      pending.push({ i, bytes, keys });
+      misses++;
+    }
+  }
+  report();
+
+  let trunkCalls = 0;
+  let engine: string | undefined;
+  if (pending.length) {
+    const runner = await o.runner(base, cuts);
+    engine = runner.engine;
+    try {
+      const [h, w] = base.preprocessing.size;
+      const px = h * w * 3;
+      const decodeBatch = async (batch: typeof pending) => {
+        const pixels = new Float32Array(batch.length * px);
+        const ok: typeof pending = [];
+        for (const item of batch) {
+          try {
+            const rgb = await decodeImage(item.bytes, samples[item.i].file, base.preprocessing);
+            pixels.set(rgb, ok.length * px);
+            ok.push(item);
+          } catch (e) {
+            const reason = e instanceof ImageDecodeError ? e.reason : (e as Error).message;
+            skipped.push({ file: samples[item.i].file, reason });
+            done++;
+          }
+        }
+        return { pixels: pixels.subarray(0, ok.length * px), ok };
+      };
+      const bs = runner.batchSize;
+      let next = decodeBatch(pending.slice(0, bs));
+      for (let start = 0; start < pending.length; start += bs) {
+        checkAbort(o.signal);
+        const { pixels, ok } = await next;
+        // Decode the following batch while the trunk works on this one.
+        if (start + bs < pending.length) next = decodeBatch(pending.slice(start + bs, start + 2 * bs));
+        if (ok.length === 0) continue;
+        const outs = await runner.run(pixels, ok.length);
+        trunkCalls++;
+        ok.forEach((item, r) => {
+          rows[item.i] = outs.map((o2, c) => {
+            const row = o2.slice(r * sizes[c], (r + 1) * sizes[c]);
+            cache.put(item.keys[c], row);
+            return row;
+          });
+        });
+        done += ok.length;
+        report();
+      }
+    } finally {
+      await runner.dispose();
+    }
+  }
+
+  const kept: number[] = [];
+  rows.forEach((r, i) => r && kept.push(i));
+  const features = sizes.map((size, c) => {
+    const m = new Float32Array(kept.length * size);
+    kept.forEach((i, r) => m.set(rows[i]![c], r * size));
+    return m;
+  });
+  return { samples: kept.map((i) => samples[i]), features, featureSizes: sizes, skipped, hits, misses, trunkCalls, engine };
+}
+
+/** Feature size at each cut, read from the graph (pooled channels for spatial outputs). */
+export function featureSizesOf(base: Base, cuts: string[]): number[] {
+  return cuts.map((cut) => {
+    const layer = base.model.getLayer(cut);
+    const shape = (layer.outputShape as number[]).slice(1);
+    return shape.length === 3 ? shape[2] : shape.reduce((a, b) => a * b, 1);
+  });
+}
+
+/** Default runner: the trunk on the current TF.js backend. */
+export const tfjsRunner: RunnerFactory = async (base, cuts) => {
+  const { tfjsTrunkRunner } = await import('../engines/trunk.ts');
+  return tfjsTrunkRunner(buildTrunkModel(base, cuts));
+};

@@ -1,0 +1,250 @@
+/**
+ * `graft train`: data set → trunk activations (cached) → head → one stitched model on disk.
+ */
+import path from 'node:path';
+import { type Base, type BaseOptions, loadBase } from '../base/base.ts';
+import { requireCutPoint } from '../base/graph.ts';
+import { ActivationCache } from '../cache/activation-cache.ts';
+import { type DatasetListing, type Sample, type Skipped, checkClasses, listDataset, splitByHash } from '../dataset/dataset.ts';
+import { type ModelMetadata, saveModel } from '../export/model-files.ts';
+import { stitchModel } from '../export/stitch.ts';
+import type { FeatureSet, HeadKind, TrainHeadOptions, TrainedHead } from '../train/features.ts';
+import { accuracy, argmaxRows, confusionMatrix } from '../train/metrics.ts';
+import { trainHead } from '../train/trainer.ts';
+import { type ProgressCallback, checkAbort } from '../util/progress.ts';
+import { versions } from '../util/versions.ts';
+import { type Extracted, type RunnerFactory, extractFeatures } from './extract.ts';
+import { type EngineChoice, runnerFor } from './engine-choice.ts';
+
+export interface TrainOptions extends BaseOptions {
+  /** Training data: folder of class folders, or CSV of path,label. */
+  data: string;
+  /** Separate validation data (same layout). */
+  val?: string;
+  /** Without `val`: fraction of `data` held out by a hash of each path. Default 0.2; 0 disables validation. */
+  valSplit?: number;
+  /** A base name, path or URL, or an already loaded Base. Default: graft's default base. */
+  base?: string | Base;
+  /** Layer to cut at (default: the base's default cut, below its own classifier). */
+  cut?: string;
+  head?: HeadKind;
+  epochs?: number;
+  lr?: number;
+  batchSize?: number;
+  seed?: number;
+  patience?: number;
+  /** Where to write the trained model folder. Nothing is written when omitted. */
+  out?: string;
+  engine?: EngineChoice;
+  /** Activation cache folder (default: GRAFT_CACHE_DIR or the user's cache directory). */
+  cacheDir?: string;
+  onProgress?: ProgressCallback;
+  signal?: AbortSignal;
+}
+
+export interface TrainResult {
+  valAccuracy: number | null;
+  trainAccuracy: number;
+  trainImages: number;
+  valImages: number;
+  classes: string[];
+  base: string;
+  baseId: string;
+  /** Why the default base was not used, when graft fell back to another one. */
+  baseFallback?: { wanted: string; reason: string };
+  cut: string;
+  head: HeadKind;
+  engine: string;
+  epochs: number;
+  bestEpoch: number;
+  seconds: { total: number; extract: number; train: number; export: number };
+  cache: { hits: number; misses: number };
+  skipped: Skipped[];
+  history: TrainedHead['history'];
+  out?: string;
+}
+
+/** Prepared data for training: lists, splits and activations at the chosen cuts. Shared with the cut search. */
+export interface PreparedData {
+  base: Base;
+  classes: string[];
+  train: Extracted;
+  val?: Extracted;
+  skipped: Skipped[];
+  extractSeconds: number;
+}
+
+export async function prepareData(o: TrainOptions & { cuts: string[]; base: Base; runner: RunnerFactory }): Promise<PreparedData> {
+  const t0 = performance.now();
+  const listing = await listDataset(o.data);
+  let trainSamples: Sample[] = listing.samples;
+  let valSamples: Sample[] = [];
+  const skipped: Skipped[] = [...listing.skipped];
+  if (o.val) {
+    const v = await listDataset(o.val);
+    skipped.push(...v.skipped);
+    for (const s of v.samples) {
+      if (listing.classes.includes(s.label)) valSamples.push(s);
+      else skipped.push({ file: s.file, reason: `class '${s.label}' is not in the training data` });
+    }
+  } else {
+    const fraction = o.valSplit ?? 0.2;
+    if (!(fraction >= 0 && fraction < 1)) throw new Error(`--val-split must be in [0, 1) (got ${fraction})`);
+    if (fraction > 0) ({ train: trainSamples, val: valSamples } = splitByHash(listing, fraction));
+  }
+  const cache = new ActivationCache(o.cacheDir);
+  const common = { base: o.base, cuts: o.cuts, cache, runner: o.runner, onProgress: o.onProgress, signal: o.signal };
+  // One pass over train + val together so the trunk runs in full batches; split the rows afterwards.
+  const all = await extractFeatures({ ...common, samples: [...trainSamples, ...valSamples] });
+  skipped.push(...all.skipped);
+  const valSet = new Set(valSamples);
+  const pick = (inVal: boolean): Extracted => {
+    const idx = all.samples.map((s, i) => [s, i] as const).filter(([s]) => valSet.has(s) === inVal).map(([, i]) => i);
+    return {
+      ...all,
+      samples: idx.map((i) => all.samples[i]),
+      features: all.features.map((f, c) => {
+        const size = all.featureSizes[c];
+        const m = new Float32Array(idx.length * size);
+        idx.forEach((i, r) => m.set(f.subarray(i * size, (i + 1) * size), r * size));
+        return m;
+      }),
+    };
+  };
+  const train = pick(false);
+  const val = valSamples.length ? pick(true) : undefined;
+  const counts = new Map<string, number>(listing.classes.map((c) => [c, 0]));
+  for (const s of train.samples) counts.set(s.label, (counts.get(s.label) ?? 0) + 1);
+  checkClasses(o.data, listing.classes, counts);
+  return { base: o.base, classes: listing.classes, train, val, skipped, extractSeconds: (performance.now() - t0) / 1000 };
+}
+
+export function featureSet(e: Extracted, cutIndex: number, classes: string[]): FeatureSet {
+  const y = Int32Array.from(e.samples.map((s) => classes.indexOf(s.label)));
+  return { x: e.features[cutIndex], n: e.samples.length, dim: e.featureSizes[cutIndex], y };
+}
+
+export async function train(o: TrainOptions): Promise<TrainResult> {
+  const t0 = performance.now();
+  checkAbort(o.signal);
+  // Fail on a bad data path before spending time on the base.
+  await listDataset(o.data);
+  if (o.val) await listDataset(o.val);
+  const owned = typeof o.base !== 'object';
+  const base = typeof o.base === 'object' ? o.base : await loadBase(o.base, o);
+  try {
+    return await trainWithBase(o, base, t0);
+  } finally {
+    // A base loaded here is ours to release; one passed in belongs to the caller.
+    if (owned) base.model.dispose();
+  }
+}
+
+async function trainWithBase(o: TrainOptions, base: Base, t0: number): Promise<TrainResult> {
+  const cut = o.cut ?? base.defaultCut;
+  requireCutPoint(base.model, cut);
+  const { runner, engine } = await runnerFor(o.engine);
+  const data = await prepareData({ ...o, base, cuts: [cut], runner });
+  const trainSet = featureSet(data.train, 0, data.classes);
+  const valSet = data.val ? featureSet(data.val, 0, data.classes) : undefined;
+
+  const t1 = performance.now();
+  const headOptions: TrainHeadOptions = {
+    head: o.head,
+    epochs: o.epochs,
+    lr: o.lr,
+    batchSize: o.batchSize,
+    seed: o.seed,
+    patience: o.patience,
+    signal: o.signal,
+    onEpoch: (log, total) =>
+      o.onProgress?.({
+        phase: 'train',
+        done: log.epoch,
+        total,
+        detail: `loss ${log.loss.toFixed(3)}${log.valAccuracy !== undefined ? ` val_acc ${log.valAccuracy.toFixed(3)}` : ''}`,
+        metrics: { ...log },
+      }),
+  };
+  const head = await trainHead(trainSet, valSet, data.classes.length, headOptions);
+  const trainSeconds = (performance.now() - t1) / 1000;
+  o.onProgress?.({ phase: 'train', done: 1, total: 1 });
+
+  const trainAcc = accuracy(head.predictProba(trainSet.x, trainSet.n), trainSet.y, data.classes.length);
+  let valAccuracy: number | null = null;
+  let confusion: number[][] | undefined;
+  if (valSet) {
+    const p = head.predictProba(valSet.x, valSet.n);
+    valAccuracy = accuracy(p, valSet.y, data.classes.length);
+    confusion = confusionMatrix(argmaxRows(p, valSet.n, data.classes.length), valSet.y, data.classes.length);
+  }
+
+  const t2 = performance.now();
+  const result: TrainResult = {
+    valAccuracy,
+    trainAccuracy: trainAcc,
+    trainImages: trainSet.n,
+    valImages: valSet?.n ?? 0,
+    classes: data.classes,
+    base: base.name,
+    baseId: base.id,
+    baseFallback: (base as Base & { fallback?: TrainResult['baseFallback'] }).fallback,
+    cut,
+    head: head.kind,
+    engine: data.train.engine ?? engine,
+    epochs: head.history.length,
+    bestEpoch: head.bestEpoch,
+    seconds: { total: 0, extract: data.extractSeconds, train: trainSeconds, export: 0 },
+    cache: { hits: data.train.hits, misses: data.train.misses },
+    skipped: data.skipped,
+    history: head.history,
+  };
+  if (o.out) {
+    await exportTrained(o.out, base, cut, head, data.classes, result, o, confusion);
+    result.out = path.resolve(o.out);
+  }
+  head.dispose();
+  result.seconds.export = (performance.now() - t2) / 1000;
+  result.seconds.total = (performance.now() - t0) / 1000;
+  return result;
+}
+
+async function exportTrained(
+  out: string,
+  base: Base,
+  cut: string,
+  head: TrainedHead,
+  classes: string[],
+  r: TrainResult,
+  o: TrainOptions,
+  confusion?: number[][],
+): Promise<void> {
+  const knn = head.kind === 'knn';
+  const model = stitchModel(base, cut, knn ? undefined : head);
+  const metadata: ModelMetadata = {
+    format: 'graft-model',
+    formatVersion: 1,
+    labels: classes,
+    preprocessing: { ...base.preprocessing, inModel: true },
+    base: { name: base.name, id: base.id, source: base.source, kind: base.kind },
+    cut,
+    mode: 'feature',
+    head: { kind: head.kind },
+    headData: knn ? head.toJSON() : undefined,
+    metrics: { valAccuracy: r.valAccuracy, trainAccuracy: r.trainAccuracy, valImages: r.valImages, trainImages: r.trainImages, confusion },
+    training: {
+      data: path.resolve(o.data),
+      val: o.val ? path.resolve(o.val) : undefined,
+      valSplit: o.val ? undefined : (o.valSplit ?? 0.2),
+      epochs: r.epochs,
+      bestEpoch: r.bestEpoch,
+      lr: o.lr,
+      batchSize: o.batchSize,
+      seed: o.seed ?? 42,
+      history: r.history,
+    },
+    versions: versions(),
+    createdAt: new Date().toISOString(),
+  };
+  await saveModel(out, model, metadata);
+}
