@@ -14,6 +14,7 @@ import { trainHead } from '../train/trainer.ts';
 import { type ProgressCallback, checkAbort } from '../util/progress.ts';
 import { versions } from '../util/versions.ts';
 import { type Extracted, type RunnerFactory, extractFeatures } from './extract.ts';
+import { type SweepRow, sweep, sweepCandidates } from './autocut.ts';
 import { type EngineChoice, runnerFor } from './engine-choice.ts';
 
 export interface TrainOptions extends BaseOptions {
@@ -27,6 +28,8 @@ export interface TrainOptions extends BaseOptions {
   base?: string | Base;
   /** Layer to cut at (default: the base's default cut, below its own classifier). */
   cut?: string;
+  /** 'feature' (default): one cut. 'auto': measure candidate cuts and keep the best (see workflows/autocut.ts). */
+  mode?: TrainMode;
   head?: HeadKind;
   epochs?: number;
   lr?: number;
@@ -42,7 +45,13 @@ export interface TrainOptions extends BaseOptions {
   signal?: AbortSignal;
 }
 
+export type TrainMode = 'feature' | 'auto';
+
 export interface TrainResult {
+  mode: TrainMode;
+  /** The cut search table (mode 'auto'). */
+  sweep?: SweepRow[];
+  sweepMethod?: string;
   valAccuracy: number | null;
   trainAccuracy: number;
   trainImages: number;
@@ -59,6 +68,8 @@ export interface TrainResult {
   bestEpoch: number;
   seconds: { total: number; extract: number; train: number; export: number };
   cache: { hits: number; misses: number };
+  /** Trunk forward calls made (0 on a warm cache); one call serves every cut of a sweep. */
+  trunkCalls: number;
   skipped: Skipped[];
   history: TrainedHead['history'];
   out?: string;
@@ -141,14 +152,33 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
 }
 
 async function trainWithBase(o: TrainOptions, base: Base, t0: number): Promise<TrainResult> {
-  const cut = o.cut ?? base.defaultCut;
-  requireCutPoint(base.model, cut);
+  const mode = o.mode ?? 'feature';
+  if (mode !== 'feature' && mode !== 'auto') throw new Error(`--mode must be feature or auto (got '${mode}')`);
+  const candidates = mode === 'auto' ? sweepCandidates(base) : [{ cut: o.cut ?? base.defaultCut, depth: 0 }];
+  for (const c of candidates) requireCutPoint(base.model, c.cut);
   const { runner, engine } = await runnerFor(o.engine);
-  const data = await prepareData({ ...o, base, cuts: [cut], runner });
-  const trainSet = featureSet(data.train, 0, data.classes);
-  const valSet = data.val ? featureSet(data.val, 0, data.classes) : undefined;
+  const data = await prepareData({ ...o, base, cuts: candidates.map((c) => c.cut), runner });
 
   const t1 = performance.now();
+  let chosen = 0;
+  let sweepResult: Awaited<ReturnType<typeof sweep>> | undefined;
+  if (mode === 'auto') {
+    sweepResult = await sweep({
+      cuts: candidates,
+      train: candidates.map((_, c) => featureSet(data.train, c, data.classes)),
+      val: data.val ? candidates.map((_, c) => featureSet(data.val!, c, data.classes)) : undefined,
+      numClasses: data.classes.length,
+      head: { head: o.head, epochs: o.epochs, lr: o.lr, batchSize: o.batchSize, seed: o.seed, patience: o.patience },
+      seed: o.seed ?? 42,
+      signal: o.signal,
+      onCut: (row, done, total) => o.onProgress?.({ phase: 'sweep', done, total, detail: `${row.cut} ${row.score.toFixed(3)}` }),
+    });
+    chosen = candidates.findIndex((c) => c.cut === sweepResult!.chosen);
+  }
+  const cut = candidates[chosen].cut;
+  const trainSet = featureSet(data.train, chosen, data.classes);
+  const valSet = data.val ? featureSet(data.val, chosen, data.classes) : undefined;
+
   const headOptions: TrainHeadOptions = {
     head: o.head,
     epochs: o.epochs,
@@ -181,6 +211,9 @@ async function trainWithBase(o: TrainOptions, base: Base, t0: number): Promise<T
 
   const t2 = performance.now();
   const result: TrainResult = {
+    mode,
+    sweep: sweepResult?.rows,
+    sweepMethod: sweepResult?.method,
     valAccuracy,
     trainAccuracy: trainAcc,
     trainImages: trainSet.n,
@@ -196,6 +229,7 @@ async function trainWithBase(o: TrainOptions, base: Base, t0: number): Promise<T
     bestEpoch: head.bestEpoch,
     seconds: { total: 0, extract: data.extractSeconds, train: trainSeconds, export: 0 },
     cache: { hits: data.train.hits, misses: data.train.misses },
+    trunkCalls: data.train.trunkCalls,
     skipped: data.skipped,
     history: head.history,
   };
@@ -228,7 +262,8 @@ async function exportTrained(
     preprocessing: { ...base.preprocessing, inModel: true },
     base: { name: base.name, id: base.id, source: base.source, kind: base.kind },
     cut,
-    mode: 'feature',
+    mode: r.mode,
+    sweep: r.sweep ? { method: r.sweepMethod, rows: r.sweep } : undefined,
     head: { kind: head.kind },
     headData: knn ? head.toJSON() : undefined,
     metrics: { valAccuracy: r.valAccuracy, trainAccuracy: r.trainAccuracy, valImages: r.valImages, trainImages: r.trainImages, confusion },

@@ -1,4 +1,7 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { Command } from 'commander';
+import { METADATA_FILE, readModelFolder } from '../../export/model-files.ts';
 import { inspect } from '../../index.ts';
 import { type GlobalOptions, printJson } from '../output.ts';
 import { baseOptions, parseBaseOptions } from '../shared-options.ts';
@@ -6,11 +9,12 @@ import { baseOptions, parseBaseOptions } from '../shared-options.ts';
 export function inspectCommand(): Command {
   const cmd = new Command('inspect')
     .description('list a base network\'s layers, parameters and candidate cut points')
-    .argument('[base]', 'bundled base name, model.json path or URL')
+    .argument('[base]', 'base name, model.json path or URL; or a trained model folder (shows its metadata and cut search)')
     .option('--all', 'list every layer, not only the candidate cut points')
     .option('--json', 'print one JSON object on the last line');
   baseOptions(cmd, { withBase: false });
   return cmd.action(async (baseSpec: string | undefined, opts: GlobalOptions & { all?: boolean; inputRange?: string }) => {
+    if (baseSpec && existsSync(path.join(baseSpec, METADATA_FILE))) return inspectModel(baseSpec, opts);
     const info = await inspect(baseSpec, parseBaseOptions(opts));
     if (opts.json) return printJson(info);
     const out: string[] = [];
@@ -32,4 +36,25 @@ export function inspectCommand(): Command {
     }
     process.stdout.write(`${out.join('\n')}\n`);
   });
+}
+
+/** A trained model: what it was trained from, how well it did, and the cut search that chose its cut. */
+function inspectModel(dir: string, opts: GlobalOptions): void {
+  const { metadata: m } = readModelFolder(dir);
+  if (opts.json) return printJson(m);
+  const out = [
+    `model ${path.resolve(dir)}`,
+    `labels ${m.labels.join(', ')}`,
+    `base ${m.base.name} (${m.base.id}), cut ${m.cut}, mode ${m.mode}, head ${m.head.kind}`,
+    `input ${m.preprocessing.size.join('x')} RGB pixels 0..255 (${m.preprocessing.resize})`,
+    `validation accuracy ${m.metrics.valAccuracy ?? 'n/a'}`,
+  ];
+  const sweep = m.sweep as { method: string; rows: { cut: string; depth: number; featureSize: number; score: number; sd: number; seconds: number; chosen?: boolean }[] } | undefined;
+  if (sweep) {
+    out.push('', `cut search (${sweep.method}):`, `  ${'cut'.padEnd(28)}${'depth'.padStart(6)}${'features'.padStart(10)}${'score'.padStart(16)}${'seconds'.padStart(9)}`);
+    for (const r of sweep.rows) {
+      out.push(`${r.chosen ? '* ' : '  '}${r.cut.padEnd(28)}${String(r.depth).padStart(6)}${String(r.featureSize).padStart(10)}${`${r.score.toFixed(3)} ± ${r.sd.toFixed(3)}`.padStart(16)}${r.seconds.toFixed(1).padStart(9)}`);
+    }
+  }
+  process.stdout.write(`${out.join('\n')}\n`);
 }

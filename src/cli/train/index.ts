@@ -18,6 +18,7 @@ interface TrainFlags extends GlobalOptions {
   patience?: string;
   out?: string;
   engine?: string;
+  mode?: string;
 }
 
 export function number(name: string, text: string | undefined, integer = false): number | undefined {
@@ -35,6 +36,7 @@ export function trainCommand(): Command {
     .argument('<data>', 'training data: folder with one sub-folder per class, or a CSV file')
     .option('--val <dir>', 'separate validation data (same layout)')
     .option('--val-split <fraction>', 'hold out this fraction of <data> for validation when --val is not given', '0.2')
+    .option('--mode <mode>', 'feature (one cut, default) or auto (measure candidate cuts, keep the best)', 'feature')
     .option('--cut <layer>', 'layer to cut the base at (see `graft inspect`); default: below the base\'s classifier')
     .option('--head <kind>', 'softmax (default), mlp or knn', 'softmax')
     .option('--epochs <n>', 'maximum epochs (early stopping on validation loss)')
@@ -56,6 +58,7 @@ export function trainCommand(): Command {
       base: f.base,
       ...parseBaseOptions(f),
       cut: f.cut,
+      mode: f.mode as 'feature' | 'auto',
       head,
       epochs: number('--epochs', f.epochs, true),
       lr: number('--lr', f.lr),
@@ -71,6 +74,14 @@ export function trainCommand(): Command {
     if (f.json) {
       const { history, ...rest } = result;
       return printJson({ ...rest, epochsRun: history.length });
+    }
+    if (result.sweep) {
+      say(f, `cut search (${result.sweepMethod}; score = held-out accuracy ± sd):`);
+      say(f, `  ${'cut'.padEnd(28)}${'depth'.padStart(6)}${'features'.padStart(10)}${'score'.padStart(16)}${'seconds'.padStart(9)}`);
+      for (const r of result.sweep) {
+        const score = `${r.score.toFixed(3)} ± ${r.sd.toFixed(3)}`;
+        say(f, `${r.chosen ? '* ' : '  '}${r.cut.padEnd(28)}${String(r.depth).padStart(6)}${String(r.featureSize).padStart(10)}${score.padStart(16)}${r.seconds.toFixed(1).padStart(9)}`);
+      }
     }
     say(f, `base ${result.base} cut ${result.cut} head ${result.head} engine ${result.engine}`);
     say(f, `classes ${result.classes.join(', ')}; ${result.trainImages} training and ${result.valImages} validation images`);

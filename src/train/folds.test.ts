@@ -1,0 +1,25 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { selectRows, stratifiedFolds } from './folds.ts';
+
+test('folds are stratified: each fold holds each class in proportion', () => {
+  const y = Int32Array.from([...Array(50).fill(0), ...Array(20).fill(1), ...Array(7).fill(2)]);
+  const folds = stratifiedFolds(y, 5, 1);
+  for (let f = 0; f < 5; f++) {
+    const counts = [0, 1, 2].map((c) => [...y.keys()].filter((i) => y[i] === c && folds[i] === f).length);
+    assert.equal(counts[0], 10, `fold ${f} class 0`);
+    assert.equal(counts[1], 4, `fold ${f} class 1`);
+    assert.ok(counts[2] >= 1 && counts[2] <= 2, `fold ${f} class 2: ${counts[2]}`);
+  }
+});
+
+test('folds are deterministic for a seed and change with it', () => {
+  const y = Int32Array.from({ length: 60 }, (_, i) => i % 3);
+  assert.deepEqual(stratifiedFolds(y, 5, 9), stratifiedFolds(y, 5, 9));
+  assert.notDeepEqual(stratifiedFolds(y, 5, 9), stratifiedFolds(y, 5, 10));
+});
+
+test('k below 2 is refused; selectRows picks rows', () => {
+  assert.throws(() => stratifiedFolds(new Int32Array(4), 1, 0), /k >= 2/);
+  assert.deepEqual(selectRows(Float32Array.from([1, 2, 3, 4, 5, 6]), 2, [2, 0]), Float32Array.from([5, 6, 1, 2]));
+});

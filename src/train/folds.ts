@@ -1,0 +1,31 @@
+/**
+ * Stratified k-fold assignment: every fold gets each class in (nearly) the same proportion, and the same seed always
+ * gives the same folds, so cut-search scores can be reproduced and compared.
+ */
+import { mulberry32, shuffleInPlace } from './random.ts';
+
+/** Returns the fold (0..k-1) of each sample. */
+export function stratifiedFolds(y: Int32Array, k: number, seed: number): Int32Array {
+  if (!Number.isInteger(k) || k < 2) throw new Error(`k-fold needs k >= 2 (got ${k})`);
+  const rng = mulberry32(seed);
+  const folds = new Int32Array(y.length);
+  const classes = [...new Set(y)].sort((a, b) => a - b);
+  let offset = 0;
+  for (const c of classes) {
+    const members = Int32Array.from([...y.keys()].filter((i) => y[i] === c));
+    shuffleInPlace(members, rng);
+    // Continue the round-robin where the previous class stopped so small classes do not all pile into fold 0.
+    members.forEach((i, r) => {
+      folds[i] = (offset + r) % k;
+    });
+    offset = (offset + members.length) % k;
+  }
+  return folds;
+}
+
+/** Rows of a row-major matrix selected by a mask. */
+export function selectRows(x: Float32Array, dim: number, rows: number[]): Float32Array {
+  const out = new Float32Array(rows.length * dim);
+  rows.forEach((r, i) => out.set(x.subarray(r * dim, (r + 1) * dim), i * dim));
+  return out;
+}
