@@ -28,3 +28,6 @@ export { listDataset, splitByHash } from './dataset/dataset.ts';
 export type { DatasetListing, Sample, Skipped } from './dataset/dataset.ts';
 export { ActivationCache } from './cache/activation-cache.ts';
 export { stitchModel } from './export/stitch.ts';
+export { exportOnnx } from './export/onnx-export.ts';
+export type { OnnxExportResult } from './export/onnx-export.ts';
+export { layersToOnnx } from './export/onnx/convert.ts';

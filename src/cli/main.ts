@@ -5,6 +5,7 @@ import { Command, CommanderError } from 'commander';
 import { reportError } from './output.ts';
 import { demoCommand } from './demo/index.ts';
 import { evaluateCommand } from './evaluate/index.ts';
+import { exportCommand } from './export/index.ts';
 import { inspectCommand } from './inspect/index.ts';
 import { modelsCommand } from './models/index.ts';
 import { predictCommand } from './predict/index.ts';
@@ -16,7 +17,7 @@ const program = new Command('graft')
   .exitOverride()
   .showHelpAfterError(false);
 
-for (const cmd of [trainCommand(), predictCommand(), evaluateCommand(), inspectCommand(), modelsCommand(), demoCommand()]) program.addCommand(cmd.exitOverride());
+for (const cmd of [trainCommand(), predictCommand(), evaluateCommand(), inspectCommand(), exportCommand(), modelsCommand(), demoCommand()]) program.addCommand(cmd.exitOverride());
 
 const verbose = process.argv.includes('--verbose');
 try {

@@ -7,6 +7,8 @@ import { type Skipped, listDataset } from '../dataset/dataset.ts';
 import { ImageDecodeError, decodeImage } from '../dataset/decode.ts';
 import { type ModelMetadata, readModelFolder } from '../export/model-files.ts';
 import { initTf, tf, tfl } from '../engines/tf.ts';
+import { type TrunkRunner, tfjsTrunkRunner } from '../engines/trunk.ts';
+import type { EngineChoice } from '../workflows/engine-choice.ts';
 import type { HeadJson, TrainedHead } from '../train/features.ts';
 import { accuracy, argmaxRows, confusionMatrix, perClassMetrics } from '../train/metrics.ts';
 import { headFromJSON } from '../train/heads.ts';
@@ -22,19 +24,34 @@ export class Predictor {
   readonly metadata: ModelMetadata;
   readonly model: tfl.LayersModel;
   private readonly knn?: TrainedHead;
+  private readonly runner: TrunkRunner;
 
-  private constructor(metadata: ModelMetadata, model: tfl.LayersModel, knn?: TrainedHead) {
+  private constructor(metadata: ModelMetadata, model: tfl.LayersModel, runner: TrunkRunner, knn?: TrainedHead) {
     this.metadata = metadata;
     this.model = model;
+    this.runner = runner;
     this.knn = knn;
   }
 
-  static async load(dir: string): Promise<Predictor> {
+  /** Loads a model folder. `engine` chooses what runs the network: ONNX Runtime when it loads (auto), or TF.js. */
+  static async load(dir: string, o: { engine?: EngineChoice } = {}): Promise<Predictor> {
     await initTf();
     const files = readModelFolder(dir);
     const model = await tfl.loadLayersModel(tf.io.fromMemory(files.artifacts));
     const knn = files.metadata.headData ? headFromJSON(files.metadata.headData as HeadJson) : undefined;
-    return new Predictor(files.metadata, model, knn);
+    const engine = o.engine ?? 'wasm';
+    let runner = tfjsTrunkRunner(model);
+    if (engine !== 'wasm') {
+      const onnx = await import('../engines/onnx.ts');
+      if (await onnx.onnxAvailable()) runner = await onnx.onnxTrunkRunner(model);
+      else if (engine === 'onnx') throw new Error('--engine onnx: onnxruntime-node does not load on this machine');
+    }
+    return new Predictor(files.metadata, model, runner, knn);
+  }
+
+  /** The engine running the network: 'onnx', 'wasm' or 'cpu'. */
+  get engine(): string {
+    return this.runner.engine;
   }
 
   get labels(): string[] {
@@ -43,10 +60,7 @@ export class Predictor {
 
   /** Class probabilities for n images of raw pixels (n × h × w × 3, values 0..255). */
   async predictPixels(pixels: Float32Array, n: number): Promise<Float32Array> {
-    const [h, w] = this.metadata.preprocessing.size;
-    const y = tf.tidy(() => this.model.predict(tf.tensor4d(pixels, [n, h, w, 3])) as tf.Tensor);
-    const out = (await y.data()) as Float32Array;
-    y.dispose();
+    const [out] = await this.runner.run(pixels, n);
     return this.knn ? this.knn.predictProba(out, n) : out;
   }
 
@@ -93,6 +107,7 @@ export class Predictor {
   }
 
   dispose(): void {
+    void this.runner.dispose();
     this.model.dispose();
     this.knn?.dispose();
   }

@@ -23,7 +23,7 @@ export async function runnerFor(choice: EngineChoice = 'auto'): Promise<{ runner
   }
   if (onnx && (await onnx.onnxAvailable())) {
     const mod = onnx;
-    return { runner: async (base, cuts) => mod.onnxTrunkRunner(buildTrunkModel(base, cuts)), engine: 'onnx' };
+    return { runner: async (base, cuts, pool) => mod.onnxTrunkRunner(buildTrunkModel(base, cuts, { pool })), engine: 'onnx' };
   }
   if (choice === 'onnx') throw new Error('--engine onnx: onnxruntime-node does not load on this machine');
   return { runner: tfjsRunner, engine: 'wasm' };

@@ -12,8 +12,24 @@ import { ImageDecodeError, decodeImage } from '../dataset/decode.ts';
 import { type TrunkRunner, buildTrunkModel } from '../engines/trunk.ts';
 import { type ProgressCallback, checkAbort } from '../util/progress.ts';
 
-/** Creates the runner for a trunk model; lets callers choose ONNX Runtime or TF.js. */
-export type RunnerFactory = (base: Base, cuts: string[]) => Promise<TrunkRunner>;
+const DECODE_CONCURRENCY = 4;
+
+/** Maps with at most `limit` calls in flight, keeping the input order in the result. */
+export async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+/** Creates the runner for a trunk model; lets callers choose ONNX Runtime or TF.js. `pool` as in buildTrunkModel. */
+export type RunnerFactory = (base: Base, cuts: string[], pool?: boolean) => Promise<TrunkRunner>;
 
 export interface ExtractOptions {
   base: Base;
@@ -25,6 +41,11 @@ export interface ExtractOptions {
   signal?: AbortSignal;
   /** Progress phase name (default 'extract'). */
   phase?: string;
+  /**
+   * Default true: pooled activations (what a head reads). false: the whole spatial activation (what a tail reads),
+   * cached under a key of its own so pooled and spatial rows never collide.
+   */
+  pool?: boolean;
 }
 
 export interface Extracted {
@@ -47,7 +68,8 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
   const cache = o.cache ?? new ActivationCache();
   const phase = o.phase ?? 'extract';
   const pre = preprocessingKey(base.preprocessing);
-  const sizes = featureSizesOf(base, cuts);
+  const pool = o.pool ?? true;
+  const sizes = featureSizesOf(base, cuts, pool);
   const rows: (Float32Array[] | undefined)[] = new Array(samples.length);
   const skipped: Skipped[] = [];
   const pending: { i: number; bytes: Uint8Array; keys: string[] }[] = [];
@@ -72,7 +94,7 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
       continue;
     }
     const image = hashBytes(bytes);
-    const keys = cuts.map((cut) => activationKey({ image, base: base.id, cut, preprocessing: pre }));
+    const keys = cuts.map((cut) => activationKey({ image, base: base.id, cut: pool ? cut : `${cut}:spatial`, preprocessing: pre }));
     const found = keys.map((k, c) => cache.get(k, sizes[c]));
     if (found.every((f) => f !== undefined)) {
       rows[i] = found as Float32Array[];
@@ -88,25 +110,31 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
   let trunkCalls = 0;
   let engine: string | undefined;
   if (pending.length) {
-    const runner = await o.runner(base, cuts);
+    const runner = await o.runner(base, cuts, pool);
     engine = runner.engine;
     try {
       const [h, w] = base.preprocessing.size;
       const px = h * w * 3;
       const decodeBatch = async (batch: typeof pending) => {
-        const pixels = new Float32Array(batch.length * px);
-        const ok: typeof pending = [];
-        for (const item of batch) {
+        // sharp decodes on its own threads: a few images in flight keep both cores busy (one alone is ~2x slower).
+        const decoded = await mapLimit(batch, DECODE_CONCURRENCY, async (item) => {
           try {
-            const rgb = await decodeImage(item.bytes, samples[item.i].file, base.preprocessing);
-            pixels.set(rgb, ok.length * px);
-            ok.push(item);
+            return await decodeImage(item.bytes, samples[item.i].file, base.preprocessing);
           } catch (e) {
             const reason = e instanceof ImageDecodeError ? e.reason : (e as Error).message;
             skipped.push({ file: samples[item.i].file, reason });
             done++;
+            return undefined;
           }
-        }
+        });
+        const pixels = new Float32Array(batch.length * px);
+        const ok: typeof pending = [];
+        batch.forEach((item, k) => {
+          const rgb = decoded[k];
+          if (!rgb) return;
+          pixels.set(rgb, ok.length * px);
+          ok.push(item);
+        });
         return { pixels: pixels.subarray(0, ok.length * px), ok };
       };
       const bs = runner.batchSize;
@@ -144,17 +172,17 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
   return { samples: kept.map((i) => samples[i]), features, featureSizes: sizes, skipped, hits, misses, trunkCalls, engine };
 }
 
-/** Feature size at each cut, read from the graph (pooled channels for spatial outputs). */
-export function featureSizesOf(base: Base, cuts: string[]): number[] {
+/** Feature size at each cut, read from the graph (pooled channels for spatial outputs unless `pool` is false). */
+export function featureSizesOf(base: Base, cuts: string[], pool = true): number[] {
   return cuts.map((cut) => {
     const layer = base.model.getLayer(cut);
     const shape = (layer.outputShape as number[]).slice(1);
-    return shape.length === 3 ? shape[2] : shape.reduce((a, b) => a * b, 1);
+    return pool && shape.length === 3 ? shape[2] : shape.reduce((a, b) => a * b, 1);
   });
 }
 
 /** Default runner: the trunk on the current TF.js backend. */
-export const tfjsRunner: RunnerFactory = async (base, cuts) => {
+export const tfjsRunner: RunnerFactory = async (base, cuts, pool) => {
   const { tfjsTrunkRunner } = await import('../engines/trunk.ts');
-  return tfjsTrunkRunner(buildTrunkModel(base, cuts));
+  return tfjsTrunkRunner(buildTrunkModel(base, cuts, { pool }));
 };

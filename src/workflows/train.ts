@@ -16,6 +16,7 @@ import { versions } from '../util/versions.ts';
 import { type Extracted, type RunnerFactory, extractFeatures } from './extract.ts';
 import { type SweepRow, sweep, sweepCandidates } from './autocut.ts';
 import { type EngineChoice, runnerFor } from './engine-choice.ts';
+import { type ParameterOutcome, planParameter, trainParameter } from './parameter.ts';
 
 export interface TrainOptions extends BaseOptions {
   /** Training data: folder of class folders, or CSV of path,label. */
@@ -28,8 +29,30 @@ export interface TrainOptions extends BaseOptions {
   base?: string | Base;
   /** Layer to cut at (default: the base's default cut, below its own classifier). */
   cut?: string;
-  /** 'feature' (default): one cut. 'auto': measure candidate cuts and keep the best (see workflows/autocut.ts). */
+  /**
+   * 'feature' (default): one cut. 'auto': measure candidate cuts and keep the best (see workflows/autocut.ts).
+   * 'parameter': retrain the base's top layers (the tail) with the head (see workflows/parameter.ts).
+   */
   mode?: TrainMode;
+  /** mode 'parameter': how many candidate cuts below the head input the split lies (default 1). `cut` overrides it. */
+  retrainLayers?: number;
+  /** mode 'parameter': re-initialise the tail instead of starting from its pretrained weights. */
+  reinit?: boolean;
+  /** mode 'parameter': Adam learning rate of the tail stage (default 1e-4, 1e-3 with `reinit`). */
+  tailLr?: number;
+  /** mode 'parameter': maximum epochs of the tail stage (default 30). */
+  tailEpochs?: number;
+  /** After the head (and tail) converge, unfreeze more of the base and train again at a very low learning rate. */
+  fineTune?: boolean;
+  /** Cut point to unfreeze from, or 'all' (default: the top third of the candidate cuts). */
+  unfreezeFrom?: string;
+  /** Adam learning rate of the fine-tune stage (default 1e-5). */
+  fineTuneLr?: number;
+  /** Maximum epochs of the fine-tune stage (default 10). */
+  fineTuneEpochs?: number;
+  /** BatchNorm layers that train run in training mode (batch statistics, moving statistics updated), as in fastai.
+   *  Default false: inference mode, the Keras rule. */
+  trainBn?: boolean;
   head?: HeadKind;
   epochs?: number;
   lr?: number;
@@ -45,7 +68,7 @@ export interface TrainOptions extends BaseOptions {
   signal?: AbortSignal;
 }
 
-export type TrainMode = 'feature' | 'auto';
+export type TrainMode = 'feature' | 'auto' | 'parameter';
 
 export interface TrainResult {
   mode: TrainMode;
@@ -72,6 +95,17 @@ export interface TrainResult {
   trunkCalls: number;
   skipped: Skipped[];
   history: TrainedHead['history'];
+  /** Parameter transfer / fine-tuning: the split of each stage and how it went. */
+  parameter?: {
+    /** Head input (the layer whose pooled output the head reads). */
+    top: string;
+    unfreezeFrom?: string;
+    reinit: boolean;
+    trainBn: boolean;
+    stages: ParameterOutcome['stages'];
+  };
+  /** Validation images with the class probabilities the in-training model gave them (parameter mode and fine-tuning). */
+  valPredictions?: { file: string; label: string; probabilities: number[] }[];
   out?: string;
 }
 
@@ -85,7 +119,9 @@ export interface PreparedData {
   extractSeconds: number;
 }
 
-export async function prepareData(o: TrainOptions & { cuts: string[]; base: Base; runner: RunnerFactory }): Promise<PreparedData> {
+export async function prepareData(
+  o: TrainOptions & { cuts: string[]; base: Base; runner: RunnerFactory; pool?: boolean },
+): Promise<PreparedData> {
   const t0 = performance.now();
   const listing = await listDataset(o.data);
   let trainSamples: Sample[] = listing.samples;
@@ -104,7 +140,7 @@ export async function prepareData(o: TrainOptions & { cuts: string[]; base: Base
     if (fraction > 0) ({ train: trainSamples, val: valSamples } = splitByHash(listing, fraction));
   }
   const cache = new ActivationCache(o.cacheDir);
-  const common = { base: o.base, cuts: o.cuts, cache, runner: o.runner, onProgress: o.onProgress, signal: o.signal };
+  const common = { base: o.base, cuts: o.cuts, cache, runner: o.runner, onProgress: o.onProgress, signal: o.signal, pool: o.pool };
   // One pass over train + val together so the trunk runs in full batches; split the rows afterwards.
   const all = await extractFeatures({ ...common, samples: [...trainSamples, ...valSamples] });
   skipped.push(...all.skipped);
@@ -153,7 +189,17 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
 
 async function trainWithBase(o: TrainOptions, base: Base, t0: number): Promise<TrainResult> {
   const mode = o.mode ?? 'feature';
-  if (mode !== 'feature' && mode !== 'auto') throw new Error(`--mode must be feature or auto (got '${mode}')`);
+  if (mode !== 'feature' && mode !== 'auto' && mode !== 'parameter') throw new Error(`--mode must be feature, auto or parameter (got '${mode}')`);
+  if (mode === 'parameter' || o.fineTune) {
+    if (mode === 'auto') throw new Error('--fine-tune works with --mode feature or parameter, not auto');
+    return trainParameterMode(o, mode, base, t0);
+  }
+  for (const [flag, v] of [['--retrain-layers', o.retrainLayers], ['--reinit', o.reinit], ['--tail-lr', o.tailLr], ['--tail-epochs', o.tailEpochs]] as const) {
+    if (v !== undefined && v !== false) throw new Error(`${flag} needs --mode parameter`);
+  }
+  for (const [flag, v] of [['--unfreeze-from', o.unfreezeFrom], ['--fine-tune-lr', o.fineTuneLr], ['--fine-tune-epochs', o.fineTuneEpochs], ['--train-bn', o.trainBn]] as const) {
+    if (v !== undefined && v !== false) throw new Error(`${flag} needs --fine-tune`);
+  }
   const candidates = mode === 'auto' ? sweepCandidates(base) : [{ cut: o.cut ?? base.defaultCut, depth: 0 }];
   for (const c of candidates) requireCutPoint(base.model, c.cut);
   const { runner, engine } = await runnerFor(o.engine);
@@ -243,6 +289,76 @@ async function trainWithBase(o: TrainOptions, base: Base, t0: number): Promise<T
   return result;
 }
 
+async function trainParameterMode(o: TrainOptions, mode: 'feature' | 'parameter', base: Base, t0: number): Promise<TrainResult> {
+  if (o.head !== undefined && o.head !== 'softmax') throw new Error(`--mode parameter and --fine-tune train a softmax head (got --head ${o.head})`);
+  if (mode === 'parameter' && o.cut !== undefined && o.retrainLayers !== undefined) throw new Error('give --cut or --retrain-layers, not both');
+  const plan = planParameter(base, { mode, cut: o.cut, retrainLayers: o.retrainLayers, fineTune: o.fineTune, unfreezeFrom: o.unfreezeFrom });
+  const { runner, engine } = await runnerFor(o.engine);
+  // Tails read whole spatial activations, cached apart from the pooled ones.
+  const data = await prepareData({ ...o, base, cuts: plan.cuts, runner, pool: false });
+  const t1 = performance.now();
+  const outcome = await trainParameter(base, plan, data, {
+    mode,
+    cut: o.cut,
+    retrainLayers: o.retrainLayers,
+    reinit: o.reinit,
+    tailLr: o.tailLr,
+    tailEpochs: o.tailEpochs,
+    fineTune: o.fineTune,
+    unfreezeFrom: o.unfreezeFrom,
+    fineTuneLr: o.fineTuneLr,
+    fineTuneEpochs: o.fineTuneEpochs,
+    trainBn: o.trainBn,
+    patience: o.patience,
+    head: { epochs: o.epochs, lr: o.lr, batchSize: o.batchSize, seed: o.seed, patience: o.patience },
+    onProgress: o.onProgress,
+    signal: o.signal,
+  });
+  const { head } = outcome;
+  try {
+    const trainSeconds = (performance.now() - t1) / 1000;
+    o.onProgress?.({ phase: 'train', done: 1, total: 1 });
+    const t2 = performance.now();
+    const valSamples = data.val?.samples ?? [];
+    const C = data.classes.length;
+    const result: TrainResult = {
+      mode,
+      valAccuracy: outcome.valAccuracy,
+      trainAccuracy: outcome.trainAccuracy,
+      trainImages: data.train.samples.length,
+      valImages: valSamples.length,
+      classes: data.classes,
+      base: base.name,
+      baseId: base.id,
+      baseFallback: (base as Base & { fallback?: TrainResult['baseFallback'] }).fallback,
+      cut: plan.cut,
+      head: 'softmax',
+      engine: data.train.engine ?? engine,
+      epochs: outcome.history.length,
+      bestEpoch: outcome.bestEpoch,
+      seconds: { total: 0, extract: data.extractSeconds, train: trainSeconds, export: 0 },
+      cache: { hits: data.train.hits, misses: data.train.misses },
+      trunkCalls: data.train.trunkCalls,
+      skipped: data.skipped,
+      history: outcome.history,
+      parameter: { top: plan.top, unfreezeFrom: plan.unfreezeFrom, reinit: o.reinit ?? false, trainBn: o.trainBn ?? false, stages: outcome.stages },
+      valPredictions: outcome.valProbabilities
+        ? valSamples.map((s, i) => ({ file: s.file, label: s.label, probabilities: Array.from(outcome.valProbabilities!.subarray(i * C, (i + 1) * C)) }))
+        : undefined,
+    };
+    if (o.out) {
+      await exportTrained(o.out, base, plan.top, head, data.classes, result, o, outcome.confusion);
+      result.out = path.resolve(o.out);
+    }
+    result.seconds.export = (performance.now() - t2) / 1000;
+    result.seconds.total = (performance.now() - t0) / 1000;
+    return result;
+  } finally {
+    head.dispose();
+    outcome.restore();
+  }
+}
+
 async function exportTrained(
   out: string,
   base: Base,
@@ -263,6 +379,7 @@ async function exportTrained(
     base: { name: base.name, id: base.id, source: base.source, kind: base.kind },
     cut,
     mode: r.mode,
+    parameter: r.parameter,
     sweep: r.sweep ? { method: r.sweepMethod, rows: r.sweep } : undefined,
     head: { kind: head.kind },
     headData: knn ? head.toJSON() : undefined,

@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { parseEngine } from '../../workflows/engine-choice.ts';
 import { Predictor, evaluateModel } from '../../index.ts';
 import { type GlobalOptions, printJson, progressBars } from '../output.ts';
 import { printSkipped } from '../shared-options.ts';
@@ -8,12 +9,13 @@ export function evaluateCommand(): Command {
     .description('accuracy, per-class precision and recall, and confusion matrix of a model on labelled data')
     .argument('<model>', 'model folder written by `graft train --out`')
     .argument('<data>', 'folder with one sub-folder per class, or a CSV of path,label')
+    .option('--engine <engine>', 'what runs the network: auto (ONNX Runtime when it loads), onnx or wasm', 'auto')
     .option('--json', 'print one JSON object on the last line')
-    .action(async (model: string, data: string, f: GlobalOptions) => {
-      const predictor = await Predictor.load(model);
+    .action(async (model: string, data: string, f: GlobalOptions & { engine?: string }) => {
+      const predictor = await Predictor.load(model, { engine: parseEngine(f.engine) });
       const r = await evaluateModel(predictor, data, { onProgress: progressBars(f) });
       printSkipped(f, r.skipped);
-      if (f.json) return printJson(r);
+      if (f.json) return printJson({ ...r, engine: predictor.engine });
       const w = Math.max(8, ...r.labels.map((l) => l.length)) + 2;
       const out = [`accuracy ${r.accuracy.toFixed(4)} on ${r.images} images`, '', `${'class'.padEnd(w)}precision  recall     f1  support`];
       for (const c of r.perClass) {

@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { parseEngine } from '../../workflows/engine-choice.ts';
 import { Predictor } from '../../index.ts';
 import { type GlobalOptions, printJson, progressBars } from '../output.ts';
 import { printSkipped } from '../shared-options.ts';
@@ -10,12 +11,13 @@ export function predictCommand(): Command {
     .argument('<model>', 'model folder written by `graft train --out`')
     .argument('<images...>', 'image files')
     .option('-k, --top <k>', 'how many classes to show per image', '3')
+    .option('--engine <engine>', 'what runs the network: auto (ONNX Runtime when it loads), onnx or wasm', 'auto')
     .option('--json', 'print one JSON object on the last line')
-    .action(async (model: string, images: string[], f: GlobalOptions & { top: string }) => {
-      const predictor = await Predictor.load(model);
+    .action(async (model: string, images: string[], f: GlobalOptions & { top: string; engine?: string }) => {
+      const predictor = await Predictor.load(model, { engine: parseEngine(f.engine) });
       const r = await predictor.predictFiles(images, { topK: number('--top', f.top, true), onProgress: progressBars(f) });
       printSkipped(f, r.skipped);
-      if (f.json) return printJson({ model, predictions: r.predictions, skipped: r.skipped });
+      if (f.json) return printJson({ model, engine: predictor.engine, predictions: r.predictions, skipped: r.skipped });
       for (const p of r.predictions) {
         process.stdout.write(`${p.file}\n${p.top.map((t) => `  ${t.label.padEnd(20)} ${t.probability.toFixed(4)}`).join('\n')}\n`);
       }

@@ -19,6 +19,15 @@ interface TrainFlags extends GlobalOptions {
   out?: string;
   engine?: string;
   mode?: string;
+  retrainLayers?: string;
+  reinit?: boolean;
+  tailLr?: string;
+  tailEpochs?: string;
+  fineTune?: boolean;
+  unfreezeFrom?: string;
+  fineTuneLr?: string;
+  fineTuneEpochs?: string;
+  trainBn?: boolean;
 }
 
 export function number(name: string, text: string | undefined, integer = false): number | undefined {
@@ -36,8 +45,17 @@ export function trainCommand(): Command {
     .argument('<data>', 'training data: folder with one sub-folder per class, or a CSV file')
     .option('--val <dir>', 'separate validation data (same layout)')
     .option('--val-split <fraction>', 'hold out this fraction of <data> for validation when --val is not given', '0.2')
-    .option('--mode <mode>', 'feature (one cut, default) or auto (measure candidate cuts, keep the best)', 'feature')
-    .option('--cut <layer>', 'layer to cut the base at (see `graft inspect`); default: below the base\'s classifier')
+    .option('--mode <mode>', 'feature (one cut, default), auto (measure candidate cuts, keep the best) or parameter (retrain the top layers with the head)', 'feature')
+    .option('--cut <layer>', 'layer to cut the base at (see `graft inspect`); default: below the base\'s classifier. With --mode parameter: where the retrained layers start')
+    .option('--retrain-layers <n>', '--mode parameter: retrain the base above the candidate cut n blocks below the head input (default 1; see `graft inspect`)')
+    .option('--reinit', '--mode parameter: re-initialise the retrained layers instead of starting from their pretrained weights')
+    .option('--tail-lr <rate>', '--mode parameter: learning rate for the retrained layers (default 1e-4, 1e-3 with --reinit)')
+    .option('--tail-epochs <n>', '--mode parameter: maximum epochs for the retrained layers (default 30)')
+    .option('--fine-tune', 'then unfreeze more of the base and train again at a very low learning rate')
+    .option('--unfreeze-from <layer>', '--fine-tune: cut point to unfreeze from, or all (default: the top third of the candidate cuts)')
+    .option('--fine-tune-lr <rate>', '--fine-tune: learning rate (default 1e-5, Adam)')
+    .option('--fine-tune-epochs <n>', '--fine-tune: maximum epochs (default 10)')
+    .option('--train-bn', 'let BatchNorm layers that train use batch statistics and update their moving statistics (default: inference mode)')
     .option('--head <kind>', 'softmax (default), mlp or knn', 'softmax')
     .option('--epochs <n>', 'maximum epochs (early stopping on validation loss)')
     .option('--lr <rate>', 'learning rate')
@@ -58,7 +76,16 @@ export function trainCommand(): Command {
       base: f.base,
       ...parseBaseOptions(f),
       cut: f.cut,
-      mode: f.mode as 'feature' | 'auto',
+      mode: f.mode as 'feature' | 'auto' | 'parameter',
+      retrainLayers: number('--retrain-layers', f.retrainLayers, true),
+      reinit: f.reinit,
+      tailLr: number('--tail-lr', f.tailLr),
+      tailEpochs: number('--tail-epochs', f.tailEpochs, true),
+      fineTune: f.fineTune,
+      unfreezeFrom: f.unfreezeFrom,
+      fineTuneLr: number('--fine-tune-lr', f.fineTuneLr),
+      fineTuneEpochs: number('--fine-tune-epochs', f.fineTuneEpochs, true),
+      trainBn: f.trainBn,
       head,
       epochs: number('--epochs', f.epochs, true),
       lr: number('--lr', f.lr),
@@ -72,7 +99,7 @@ export function trainCommand(): Command {
     if (result.baseFallback) say(f, `note: ${result.baseFallback.reason}; using ${result.base}`);
     printSkipped(f, result.skipped);
     if (f.json) {
-      const { history, ...rest } = result;
+      const { history, valPredictions, ...rest } = result;
       return printJson({ ...rest, epochsRun: history.length });
     }
     if (result.sweep) {
@@ -84,6 +111,14 @@ export function trainCommand(): Command {
       }
     }
     say(f, `base ${result.base} cut ${result.cut} head ${result.head} engine ${result.engine}`);
+    if (result.parameter) {
+      const p = result.parameter;
+      say(f, `head input ${p.top}${p.unfreezeFrom ? `, fine-tuned from ${p.unfreezeFrom}` : ''}${p.reinit ? ', tail re-initialised' : ''}${p.trainBn ? ', BatchNorm trained' : ''}`);
+      for (const s of p.stages) {
+        const v = s.valAccuracy !== undefined ? ` val_acc ${s.valAccuracy.toFixed(3)}` : '';
+        say(f, `  stage ${s.stage.padEnd(9)} lr ${s.lr} best epoch ${s.bestEpoch} of ${s.epochs}${v} (${s.seconds.toFixed(1)} s)`);
+      }
+    }
     say(f, `classes ${result.classes.join(', ')}; ${result.trainImages} training and ${result.valImages} validation images`);
     say(f, `activation cache: ${result.cache.hits} hits, ${result.cache.misses} misses`);
     say(

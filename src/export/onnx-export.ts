@@ -1,0 +1,59 @@
+/**
+ * `graft export --format onnx`: a trained model folder → one .onnx file from raw pixels to class probabilities.
+ * The base's scaling is inside the graph (the Rescaling layer becomes Mul + Add); resizing is recorded in the ONNX
+ * metadata (graft.size, graft.resize) together with the labels, since it happens before the network.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { initTf, tf, tfl } from '../engines/tf.ts';
+import { versions } from '../util/versions.ts';
+import { readModelFolder } from './model-files.ts';
+import { DEFAULT_OPSET, layersToOnnx } from './onnx/convert.ts';
+
+export interface OnnxExportResult {
+  out: string;
+  bytes: number;
+  opset: number;
+  input: string;
+  output: string;
+  size: [number, number];
+  labels: string[];
+}
+
+export async function exportOnnx(modelDir: string, out: string, o: { opset?: number } = {}): Promise<OnnxExportResult> {
+  await initTf();
+  const files = readModelFolder(modelDir);
+  const m = files.metadata;
+  if (m.headData) throw new Error(`${modelDir}: a ${m.head.kind} head is not expressible as an ONNX graph; retrain with --head softmax or mlp`);
+  const model = await tfl.loadLayersModel(tf.io.fromMemory(files.artifacts));
+  const opset = o.opset ?? DEFAULT_OPSET;
+  try {
+    const bytes = layersToOnnx(model, {
+      opset,
+      inputName: 'pixels',
+      producerVersion: versions().graft,
+      metadata: {
+        'graft.labels': JSON.stringify(m.labels),
+        'graft.size': JSON.stringify(m.preprocessing.size),
+        'graft.resize': m.preprocessing.resize,
+        'graft.input': 'raw RGB pixel values 0..255, NHWC; scaling is inside the graph',
+        'graft.base': m.base.name,
+        'graft.cut': m.cut,
+      },
+    });
+    const target = path.resolve(out);
+    mkdirSync(path.dirname(target), { recursive: true });
+    const tmp = `${target}.${randomBytes(4).toString('hex')}.tmp`;
+    try {
+      writeFileSync(tmp, bytes);
+      renameSync(tmp, target);
+    } catch (e) {
+      rmSync(tmp, { force: true });
+      throw e;
+    }
+    return { out: target, bytes: bytes.length, opset, input: 'pixels', output: model.outputNames[0], size: m.preprocessing.size, labels: m.labels };
+  } finally {
+    model.dispose();
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * Reading and writing ONNX ModelProto bytes with protobufjs, from graft's own subset of onnx.proto (beside this file).
+ * Messages are plain objects with the .proto's snake_case field names.
+ */
+import { readFileSync } from 'node:fs';
+import protobuf from 'protobufjs';
+
+export const DataType = { FLOAT: 1, INT64: 7 } as const;
+export type DataType = (typeof DataType)[keyof typeof DataType];
+
+export const AttrType = { FLOAT: 1, INT: 2, STRING: 3, FLOATS: 6, INTS: 7 } as const;
+export type AttrType = (typeof AttrType)[keyof typeof AttrType];
+
+export interface Attribute {
+  name: string;
+  type: AttrType;
+  f?: number;
+  i?: number;
+  s?: Uint8Array;
+  floats?: number[];
+  ints?: number[];
+}
+
+export interface NodeMsg {
+  input: string[];
+  output: string[];
+  name: string;
+  op_type: string;
+  attribute: Attribute[];
+}
+
+export interface TensorMsg {
+  name: string;
+  dims: number[];
+  data_type: DataType;
+  raw_data: Uint8Array;
+}
+
+export interface ValueInfoMsg {
+  name: string;
+  type: { tensor_type: { elem_type: DataType; shape: { dim: ({ dim_value: number } | { dim_param: string })[] } } };
+}
+
+export interface GraphMsg {
+  name: string;
+  node: NodeMsg[];
+  initializer: TensorMsg[];
+  input: ValueInfoMsg[];
+  output: ValueInfoMsg[];
+}
+
+export interface ModelMsg {
+  ir_version: number;
+  producer_name: string;
+  producer_version: string;
+  opset_import: { domain: string; version: number }[];
+  metadata_props: { key: string; value: string }[];
+  graph: GraphMsg;
+}
+
+let modelType: protobuf.Type | undefined;
+
+function ModelProto(): protobuf.Type {
+  if (!modelType) {
+    const text = readFileSync(new URL('./onnx.proto', import.meta.url), 'utf8');
+    modelType = protobuf.parse(text, { keepCase: true }).root.lookupType('onnx.ModelProto');
+  }
+  return modelType;
+}
+
+export function encodeModel(model: ModelMsg): Uint8Array {
+  const type = ModelProto();
+  return type.encode(type.fromObject(model as unknown as Record<string, unknown>)).finish();
+}
+
+/** Decodes bytes written by encodeModel (or any ONNX model, keeping only the fields of graft's subset). */
+export function decodeModel(bytes: Uint8Array): ModelMsg {
+  const type = ModelProto();
+  return type.toObject(type.decode(bytes), { longs: Number, defaults: false, arrays: true }) as unknown as ModelMsg;
+}

@@ -1,0 +1,79 @@
+/** Types shared by the head trainer, the heads and their callers. */
+import type { SymbolicTensor } from '@tensorflow/tfjs-layers';
+
+/** Cached trunk activations: one feature vector per image. */
+export interface FeatureSet {
+  /** n*dim, row-major. */
+  x: Float32Array;
+  n: number;
+  dim: number;
+  /** Class index per row. */
+  y: Int32Array;
+}
+
+/** softmax: multinomial logistic regression; mlp: one hidden ReLU layer with dropout; knn: cosine k-nearest-neighbours. */
+export type HeadKind = 'softmax' | 'mlp' | 'knn';
+
+/** One line per epoch; `epoch` counts from 1. */
+export interface EpochLog {
+  epoch: number;
+  /** Class-weighted mean cross-entropy on the whole training set after the epoch (dropout off, L2 penalty not included).
+   *  knn: leave-one-out on the stored rows. */
+  loss: number;
+  /** Training-set accuracy, measured like `loss`. */
+  accuracy: number;
+  /** Cross-entropy on the validation set, weighted with the training class weights. */
+  valLoss?: number;
+  valAccuracy?: number;
+  seconds: number;
+}
+
+export interface TrainHeadOptions {
+  /** Default 'softmax'. */
+  head?: HeadKind;
+  /** Maximum number of epochs; default 100. */
+  epochs?: number;
+  /** Adam learning rate; default 1e-3 (features are standardised, so one rate suits most trunks). */
+  lr?: number;
+  /** Default 32. */
+  batchSize?: number;
+  /** Default 42; the same seed and data give bit-identical weights. */
+  seed?: number;
+  /** Epochs without improvement of the validation loss (training loss when there is no validation set) before
+   *  stopping; default 10. The best epoch's weights are restored. */
+  patience?: number;
+  /** mlp hidden units; default 256. */
+  hidden?: number;
+  /** mlp dropout rate on the hidden layer; default 0.5. */
+  dropout?: number;
+  /** L2 penalty weightDecay/2 * sum(kernel^2) added to the mean loss (biases are not penalised); default 1e-4. */
+  weightDecay?: number;
+  /** knn neighbours; default 5. */
+  k?: number;
+  /** Default 'balanced': sample weight n / (numClasses * count_c). */
+  classWeights?: 'balanced' | 'none';
+  /** Checked between steps; training throws the signal's reason. */
+  signal?: AbortSignal;
+  onEpoch?: (log: EpochLog, total: number) => void;
+}
+
+/** Plain JSON form of a head: saving and loading it needs no TF.js Layers. */
+export type HeadJson = { kind: HeadKind; numClasses: number; dim: number; [k: string]: unknown };
+
+export interface TrainedHead {
+  kind: HeadKind;
+  numClasses: number;
+  dim: number;
+  history: EpochLog[];
+  /** The `epoch` of the history entry whose weights the head holds. */
+  bestEpoch: number;
+  /** Probabilities, n*numClasses row-major. */
+  predictProba(x: Float32Array, n: number): Float32Array;
+  /** For softmax/mlp: appends plain Dense layers (trained weights, standardisation folded into the first kernel and
+   *  bias, softmax on the last) to `input` and returns the probabilities; layer names start with `prefix`.
+   *  Throws for knn, which is not expressible as layers. */
+  apply(input: SymbolicTensor, prefix?: string): SymbolicTensor;
+  toJSON(): HeadJson;
+  /** Frees the head's tensors; the head is unusable afterwards. */
+  dispose(): void;
+}

@@ -1,0 +1,190 @@
+import assert from 'node:assert/strict';
+import { before, test } from 'node:test';
+import { initTf, tf } from '../engines/tf.ts';
+import type { EpochLog, FeatureSet } from './features.ts';
+import { accuracy, argmaxRows, logLoss } from './metrics.ts';
+import { gaussian, mulberry32, shuffleInPlace } from './random.ts';
+import { trainHead } from './trainer.ts';
+
+before(async () => {
+  await initTf();
+});
+
+/** Linearly separable: the class is decided by the sign pattern of a random projection, with a margin. */
+function separable(n: number, dim: number, classes: number, seed: number): FeatureSet {
+  const rng = mulberry32(seed);
+  const centres = Array.from({ length: classes }, () => Array.from({ length: dim }, () => gaussian(rng)));
+  const x = new Float32Array(n * dim);
+  const y = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    y[i] = Math.floor(rng() * classes);
+    for (let d = 0; d < dim; d++) x[i * dim + d] = 10 + 3 * centres[y[i]][d] + 0.7 * gaussian(rng);
+  }
+  return { x, y, n, dim };
+}
+
+function split(fs: FeatureSet, first: number): [FeatureSet, FeatureSet] {
+  const { dim } = fs;
+  const part = (a: number, b: number): FeatureSet => ({ x: fs.x.slice(a * dim, b * dim), y: fs.y.slice(a, b), n: b - a, dim });
+  return [part(0, first), part(first, fs.n)];
+}
+
+function noise(n: number, dim: number, seed: number): FeatureSet {
+  const rng = mulberry32(seed);
+  return {
+    x: Float32Array.from({ length: n * dim }, () => gaussian(rng)),
+    y: Int32Array.from({ length: n }, () => (rng() < 0.5 ? 0 : 1)),
+    n,
+    dim,
+  };
+}
+
+for (const head of ['softmax', 'mlp'] as const) {
+  test(`${head} learns a linearly separable problem`, async () => {
+    const [train, val] = split(separable(240, 40, 3, 1), 150);
+    // hidden 64 > batch 32: trains with the transposed first-kernel layout (softmax uses the plain one).
+    const h = await trainHead(train, val, 3, { head, epochs: 30, hidden: 64 });
+    try {
+      const acc = accuracy(h.predictProba(val.x, val.n), val.y, 3);
+      assert.ok(acc >= 0.98, `held-out accuracy ${acc}`);
+      assert.equal(h.history.length, 30);
+      assert.ok(h.history[0].loss > h.history[29].loss);
+      assert.ok((h.history.at(-1)?.valAccuracy ?? 0) >= 0.98);
+    } finally {
+      h.dispose();
+    }
+  });
+}
+
+test('same seed gives bit-identical heads; another seed gives another mlp', async () => {
+  const [train, q] = split(separable(100, 16, 2, 3), 80);
+  const run = async (head: 'softmax' | 'mlp', seed: number) => {
+    const h = await trainHead(train, undefined, 2, { head, seed, epochs: 8, hidden: 16 });
+    try {
+      return h.predictProba(q.x, q.n);
+    } finally {
+      h.dispose();
+    }
+  };
+  assert.deepEqual(await run('softmax', 5), await run('softmax', 5));
+  const a = await run('mlp', 5);
+  assert.deepEqual(await run('mlp', 5), a);
+  assert.notDeepEqual(await run('mlp', 6), a);
+});
+
+test('early stopping halts when validation loss rises and restores the best epoch', async () => {
+  // Pure noise: the head can only memorise the training set, so loss on (independent, shuffled) validation labels rises.
+  const train = noise(60, 30, 1);
+  const val = noise(60, 30, 2);
+  shuffleInPlace(val.y, mulberry32(3));
+  const logs: EpochLog[] = [];
+  const h = await trainHead(train, val, 2, {
+    epochs: 200,
+    patience: 5,
+    lr: 0.03,
+    classWeights: 'none',
+    onEpoch: (l, total) => {
+      assert.equal(total, 200);
+      logs.push(l);
+    },
+  });
+  try {
+    assert.ok(h.history.length < 200, `ran ${h.history.length} epochs`);
+    assert.deepEqual(logs, h.history);
+    assert.deepEqual(
+      h.history.map((l) => l.epoch),
+      h.history.map((_, i) => i + 1),
+    );
+    assert.equal(h.history.length, h.bestEpoch + 5);
+    const vals = h.history.map((l) => l.valLoss as number);
+    assert.equal(Math.min(...vals), vals[h.bestEpoch - 1]);
+    const now = logLoss(h.predictProba(val.x, val.n), val.y, 2);
+    assert.ok(Math.abs(now - vals[h.bestEpoch - 1]) < 1e-4, `restored val loss ${now}, best ${vals[h.bestEpoch - 1]}`);
+    assert.ok(now < (vals.at(-1) as number) - 1e-3, 'the last epoch was no better than the best');
+  } finally {
+    h.dispose();
+  }
+});
+
+test('balanced class weights move the decision towards the rare class', async () => {
+  const rng = mulberry32(11);
+  const make = (counts: number[]): FeatureSet => {
+    const n = counts[0] + counts[1];
+    const x = new Float32Array(n * 2);
+    const y = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      y[i] = i < counts[0] ? 0 : 1;
+      const m = y[i] === 0 ? -0.6 : 0.6;
+      x[2 * i] = m + gaussian(rng);
+      x[2 * i + 1] = m + gaussian(rng);
+    }
+    return { x, y, n, dim: 2 };
+  };
+  const train = make([270, 30]);
+  const test = make([200, 200]);
+  const recallOfRare = async (classWeights: 'balanced' | 'none') => {
+    const h = await trainHead(train, undefined, 2, { classWeights, epochs: 40, lr: 0.02, patience: 100 });
+    try {
+      const pred = argmaxRows(h.predictProba(test.x, test.n), test.n, 2);
+      let hit = 0;
+      for (let i = 200; i < 400; i++) hit += pred[i];
+      return hit / 200;
+    } finally {
+      h.dispose();
+    }
+  };
+  const none = await recallOfRare('none');
+  const balanced = await recallOfRare('balanced');
+  assert.ok(balanced > none + 0.3, `rare-class recall: balanced ${balanced}, none ${none}`);
+});
+
+test('no tensor leaks: a head holds only its own tensors, predicting allocates nothing, dispose frees all', async () => {
+  const [train, val] = split(separable(70, 10, 2, 5), 50);
+  for (const [head, own, hidden] of [
+    ['softmax', 4, 8],
+    ['mlp', 6, 8],
+    ['mlp', 6, 40],
+    ['knn', 1, 8],
+  ] as const) {
+    const start = tf.memory().numTensors;
+    const h = await trainHead(train, val, 2, { head, epochs: 4, hidden });
+    assert.equal(tf.memory().numTensors, start + own, `${head} after training`);
+    for (let i = 0; i < 3; i++) h.predictProba(val.x, val.n);
+    h.toJSON();
+    assert.equal(tf.memory().numTensors, start + own, `${head} after predicting`);
+    h.dispose();
+    assert.equal(tf.memory().numTensors, start, `${head} after dispose`);
+  }
+});
+
+test('abort signal stops training with its reason and leaks nothing', async () => {
+  const train = separable(64, 10, 2, 7);
+  const start = tf.memory().numTensors;
+  const ac = new AbortController();
+  let seen = 0;
+  await assert.rejects(
+    trainHead(train, undefined, 2, {
+      head: 'mlp',
+      hidden: 8,
+      epochs: 50,
+      signal: ac.signal,
+      onEpoch: (l) => {
+        seen = l.epoch;
+        if (l.epoch === 3) ac.abort(new Error('user stopped'));
+      },
+    }),
+    /user stopped/,
+  );
+  assert.equal(seen, 3);
+  assert.equal(tf.memory().numTensors, start);
+  await assert.rejects(trainHead(train, undefined, 2, { signal: AbortSignal.abort() }));
+  assert.equal(tf.memory().numTensors, start);
+});
+
+test('rejects malformed input', async () => {
+  const train = separable(10, 4, 2, 8);
+  await assert.rejects(trainHead(train, undefined, 1), /label 1/);
+  await assert.rejects(trainHead({ ...train, n: 11 }, undefined, 2), /expected/);
+  await assert.rejects(trainHead(train, separable(5, 3, 2, 9), 2), /dim/);
+});
+

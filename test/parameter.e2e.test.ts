@@ -1,0 +1,172 @@
+/**
+ * Parameter transfer and fine-tuning end to end: spatial activations cached apart from pooled ones, the base restored
+ * after training, and one exported model that predicts exactly like the in-training model.
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { before, test } from 'node:test';
+import { loadBase } from '../src/base/base.ts';
+import { initTf, tf, tfl } from '../src/engines/tf.ts';
+import { serialiseLayersModel } from '../src/export/model-files.ts';
+import { Predictor, train } from '../src/index.ts';
+import { runCli, tmpDir, writeColourDataset } from './helpers.ts';
+
+/** Like helpers' tiny base, with BatchNorm after every convolution (moving statistics away from 0/1). */
+export async function writeTinyBnBase(dir: string): Promise<string> {
+  await initTf();
+  const init = (s: number) => tfl.initializers.glorotUniform({ seed: 700 + s });
+  const bn = (name: string, s: number) =>
+    tfl.layers.batchNormalization({
+      name,
+      momentum: 0.9,
+      movingMeanInitializer: tfl.initializers.randomUniform({ minval: -0.1, maxval: 0.1, seed: 800 + s }),
+      movingVarianceInitializer: tfl.initializers.randomUniform({ minval: 0.5, maxval: 1.5, seed: 900 + s }),
+    });
+  const input = tfl.input({ shape: [32, 32, 3], name: 'input_1' });
+  let x = tfl.layers.conv2d({ filters: 8, kernelSize: 3, strides: 2, padding: 'same', name: 'stem_conv', kernelInitializer: init(1) }).apply(input);
+  x = bn('stem_bn', 1).apply(x);
+  const r1 = tfl.layers.reLU({ name: 'stem_relu' }).apply(x);
+  let b = tfl.layers.conv2d({ filters: 8, kernelSize: 3, padding: 'same', name: 'block_1_conv', kernelInitializer: init(2) }).apply(r1);
+  b = bn('block_1_bn', 2).apply(b);
+  b = tfl.layers.reLU({ name: 'block_1_relu' }).apply(b);
+  const add = tfl.layers.add({ name: 'block_1_add' }).apply([r1, b] as never);
+  let t = tfl.layers.depthwiseConv2d({ kernelSize: 3, strides: 2, padding: 'same', name: 'top_dw', depthwiseInitializer: init(3) }).apply(add);
+  t = bn('top_dw_bn', 3).apply(t);
+  t = tfl.layers.conv2d({ filters: 16, kernelSize: 1, name: 'top_conv', kernelInitializer: init(4) }).apply(t);
+  t = bn('top_bn', 4).apply(t);
+  t = tfl.layers.reLU({ name: 'top_relu' }).apply(t);
+  const gap = tfl.layers.globalAveragePooling2d({ name: 'pool' }).apply(t);
+  const out = tfl.layers.dense({ units: 4, activation: 'softmax', name: 'predictions', kernelInitializer: init(5) }).apply(gap);
+  const model = tfl.model({ inputs: input, outputs: out as never, name: 'tiny_bn' });
+  const { modelJson, weights } = await serialiseLayersModel(model);
+  model.dispose();
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, 'model.json'), JSON.stringify(modelJson));
+  writeFileSync(path.join(dir, 'weights.bin'), weights);
+  return path.join(dir, 'model.json');
+}
+
+let basePath: string;
+let data: string;
+let dir: string;
+
+before(async () => {
+  dir = tmpDir('graft-param-');
+  basePath = await writeTinyBnBase(path.join(dir, 'base'));
+  data = await writeColourDataset(path.join(dir, 'data'), ['red', 'green', 'blue'], 12);
+});
+
+/** Exported model, loaded with the Predictor on the validation files, against the in-training probabilities. */
+async function assertExportMatches(out: string, r: Awaited<ReturnType<typeof train>>): Promise<void> {
+  assert.ok(r.valPredictions && r.valPredictions.length === r.valImages && r.valImages > 0);
+  const predictor = await Predictor.load(out);
+  try {
+    const { probabilities } = await predictor.predictFiles(r.valPredictions.map((p) => p.file));
+    r.valPredictions.forEach((p, i) => {
+      for (let c = 0; c < p.probabilities.length; c++) {
+        const d = Math.abs(probabilities[i][c] - p.probabilities[c]);
+        assert.ok(d < 1e-4, `${p.file} class ${c}: exported ${probabilities[i][c]} vs in training ${p.probabilities[c]}`);
+      }
+    });
+  } finally {
+    predictor.dispose();
+  }
+}
+
+test('parameter mode: spatial cache apart from pooled, tail trains, export predicts like training, base restored', async () => {
+  await initTf('wasm');
+  const base = await loadBase(basePath);
+  const cacheDir = path.join(dir, 'cache-1');
+  const before = base.model.getLayer('top_conv').getWeights()[0].dataSync().slice();
+  // A pooled activation at the same cut is cached first; the tail must not read it as its spatial one.
+  const feat = await train({ data, base, cut: 'block_1_add', cacheDir, engine: 'wasm', valSplit: 0.3, epochs: 5 });
+  assert.equal(feat.cache.misses, 36);
+  const out = path.join(tmpDir(), 'model');
+  const opts = { data, base, mode: 'parameter' as const, retrainLayers: 2, cacheDir, engine: 'wasm' as const, valSplit: 0.3, epochs: 40, tailEpochs: 8 };
+  const r = await train({ ...opts, out });
+  assert.equal(r.cut, 'block_1_add');
+  assert.equal(r.parameter?.top, 'top_relu');
+  assert.deepEqual(r.cache, { hits: 0, misses: 36 });
+  assert.deepEqual(r.parameter?.stages.map((s) => s.stage), ['head', 'tail']);
+  assert.ok(r.trainAccuracy >= 0.9, `train accuracy ${r.trainAccuracy}`);
+  await assertExportMatches(out, r);
+  const meta = JSON.parse(readFileSync(path.join(out, 'graft.json'), 'utf8'));
+  assert.equal(meta.mode, 'parameter');
+  assert.equal(meta.cut, 'top_relu');
+  // The caller's base is left as it came: pretrained weights back in place, no tensors left behind.
+  assert.deepEqual(base.model.getLayer('top_conv').getWeights()[0].dataSync(), before);
+  const tensors = tf.memory().numTensors;
+  const again = await train(opts);
+  assert.equal(tf.memory().numTensors, tensors, 'a parameter run leaves tensors behind');
+  assert.deepEqual(again.cache, { hits: 36, misses: 0 });
+  assert.equal(again.valAccuracy, r.valAccuracy, 'same seed, same result');
+  base.model.dispose();
+});
+
+test('fine-tune from the stem: BatchNorm frozen, export predicts like training', async () => {
+  await initTf('wasm');
+  const out = path.join(tmpDir(), 'model');
+  const r = await train({
+    data,
+    base: basePath,
+    mode: 'parameter',
+    retrainLayers: 2,
+    fineTune: true,
+    cacheDir: path.join(dir, 'cache-2'),
+    engine: 'wasm',
+    valSplit: 0.3,
+    epochs: 40,
+    tailEpochs: 3,
+    fineTuneEpochs: 3,
+    fineTuneLr: 1e-3,
+    out,
+  });
+  assert.equal(r.parameter?.unfreezeFrom, 'stem_relu', 'default: the candidate below the split');
+  assert.deepEqual(r.parameter?.stages.map((s) => s.stage), ['head', 'tail', 'fine-tune']);
+  await assertExportMatches(out, r);
+});
+
+test('fine-tune all layers from feature mode, images through the whole base each step', async () => {
+  await initTf('wasm');
+  const out = path.join(tmpDir(), 'model');
+  const r = await train({
+    data,
+    base: basePath,
+    fineTune: true,
+    unfreezeFrom: 'all',
+    trainBn: true,
+    cacheDir: path.join(dir, 'cache-3'),
+    engine: 'wasm',
+    valSplit: 0.3,
+    epochs: 30,
+    fineTuneEpochs: 2,
+    fineTuneLr: 1e-3,
+    out,
+  });
+  assert.equal(r.mode, 'feature');
+  assert.equal(r.parameter?.unfreezeFrom, 'input_1');
+  assert.deepEqual(r.parameter?.stages.map((s) => s.stage), ['head', 'fine-tune']);
+  await assertExportMatches(out, r);
+});
+
+test('bad combinations fail with a clear message', async () => {
+  await assert.rejects(train({ data, base: basePath, retrainLayers: 2 }), /--retrain-layers needs --mode parameter/);
+  await assert.rejects(train({ data, base: basePath, unfreezeFrom: 'all' }), /--unfreeze-from needs --fine-tune/);
+  await assert.rejects(
+    train({ data, base: basePath, mode: 'parameter', retrainLayers: 2, fineTune: true, unfreezeFrom: 'top_relu' }),
+    /must lie below/,
+  );
+  await assert.rejects(train({ data, base: basePath, mode: 'parameter', head: 'knn' }), /softmax head/);
+});
+
+test('CLI: --mode parameter --retrain-layers --reinit --json', () => {
+  const r = runCli(
+    ['train', data, '--base', basePath, '--mode', 'parameter', '--retrain-layers', '2', '--reinit', '--tail-epochs', '2', '--epochs', '5', '--engine', 'wasm', '--json'],
+    { GRAFT_CACHE_DIR: path.join(dir, 'cache-cli') },
+  );
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.json?.mode, 'parameter');
+  assert.equal((r.json?.parameter as { reinit: boolean }).reinit, true);
+  assert.equal(r.json?.cut, 'block_1_add');
+});
