@@ -5,6 +5,7 @@
  * ordered) graph: everything before it feeds only it, so the network splits cleanly in two there. Layers inside a
  * residual or inception block are never cut points, because the block's input still crosses them on a skip branch.
  */
+import type { Tensor } from '@tensorflow/tfjs-core';
 import type { SymbolicTensor } from '@tensorflow/tfjs-layers';
 import { tfl } from '../engines/tf.ts';
 
@@ -150,4 +151,31 @@ export function reapply(model: tfl.LayersModel, fromIndex: number, toIndex: numb
 /** Global average pooling for spatial outputs, identity otherwise: what the head reads at a cut. */
 export function poolIfSpatial(t: SymbolicTensor, name: string): SymbolicTensor {
   return t.shape.length === 4 ? (tfl.layers.globalAveragePooling2d({ name }).apply(t) as SymbolicTensor) : t;
+}
+
+/**
+ * Runs the layers of `model` with index in (fromIndex, toIndex] on a concrete tensor standing for the output of layer
+ * `fromIndex`, passing each layer its own `training` flag. A LayersModel built with `reapply` cannot do this: when
+ * called on tensors it hands its layers the arguments recorded at build time, never a training flag, so BatchNorm and
+ * Dropout could not be switched between modes per call. Intermediate tensors are the caller's to dispose (tf.tidy).
+ */
+export function runSegment(
+  model: tfl.LayersModel,
+  fromIndex: number,
+  toIndex: number,
+  x: Tensor,
+  training: (layer: Layer) => boolean,
+): Tensor {
+  const layers = model.layers;
+  const produced = new Map<string, Tensor>([[layers[fromIndex].name, x]]);
+  for (let i = fromIndex + 1; i <= toIndex; i++) {
+    const layer = layers[i];
+    const args = inboundLayers(layer).map((p) => {
+      const t = produced.get(p.name);
+      if (!t) throw new Error(`layer ${layer.name} reads ${p.name}, which lies below the cut: not a clean split`);
+      return t;
+    });
+    produced.set(layer.name, layer.apply(args.length === 1 ? args[0] : args, { training: training(layer) }) as Tensor);
+  }
+  return produced.get(layers[toIndex].name)!;
 }

@@ -18,10 +18,19 @@ export function pixelInput(base: Base): { input: SymbolicTensor; scaled: Symboli
   return { input, scaled };
 }
 
-/** Builds pixels → [pooled activation at each cut]; one forward pass serves every cut. */
-export function buildTrunkModel(base: Base, cuts: string[]): tfl.LayersModel {
+export interface TrunkOptions {
+  /**
+   * Default true: spatial outputs are globally average-pooled (what a head reads). false: outputs stay as they are
+   * (what a tail reads), and the base's input layer may be named as a cut, standing for the preprocessed pixels.
+   */
+  pool?: boolean;
+}
+
+/** Builds pixels → [activation at each cut, pooled unless told otherwise]; one forward pass serves every cut. */
+export function buildTrunkModel(base: Base, cuts: string[], opts: TrunkOptions = {}): tfl.LayersModel {
   if (cuts.length === 0) throw new Error('a trunk needs at least one cut');
-  const indices = cuts.map((c) => requireCutPoint(base.model, c));
+  const pool = opts.pool ?? true;
+  const indices = cuts.map((c) => (!pool && layerIndex(base.model, c) === 0 ? 0 : requireCutPoint(base.model, c)));
   const { input, scaled } = pixelInput(base);
   // Re-apply segment by segment between consecutive cuts so each cut's tensor is available as an output.
   const order = [...indices.keys()].sort((a, b) => indices[a] - indices[b]);
@@ -31,7 +40,7 @@ export function buildTrunkModel(base: Base, cuts: string[]): tfl.LayersModel {
   for (const k of order) {
     if (indices[k] !== from) tensor = reapply(base.model, from, indices[k], tensor);
     from = indices[k];
-    outputs[k] = poolIfSpatial(tensor, `graft_pool_${k}`);
+    outputs[k] = pool ? poolIfSpatial(tensor, `graft_pool_${k}`) : tensor;
   }
   return tfl.model({ inputs: input, outputs, name: 'graft_trunk' });
 }

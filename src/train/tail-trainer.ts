@@ -1,0 +1,331 @@
+/**
+ * Trains a tail (base layers above a cut, fed cached cut activations) jointly with a dense softmax head.
+ *
+ * The tail is given as a forward function plus the layers whose weights train, so this module knows nothing of graphs
+ * or cuts: the workflow decides which layers run, and in which mode BatchNorm runs (inference mode by default, the
+ * Keras rule for fine-tuning: moving statistics neither used-from-batch nor updated). The loop is written out, like
+ * the head trainer's, so batch order comes from the seeded generator and early stopping can keep the best weights.
+ */
+import { tf, type tfl } from '../engines/tf.ts';
+import { checkAbort } from '../util/progress.ts';
+import type { EpochLog, TrainedHead } from './features.ts';
+import { DenseHead } from './heads.ts';
+import { type Rng, mulberry32, shuffleInPlace } from './random.ts';
+import { balancedClassWeights } from './trainer.ts';
+
+type Layer = tfl.layers.Layer;
+type LayerVariable = Layer['weights'][number];
+
+export const TAIL_DEFAULTS = {
+  batchSize: 32,
+  seed: 42,
+  /** Rows per forward call when only predicting (no activations kept for backprop, so larger than a training batch). */
+  evalBatchSize: 64,
+} as const;
+
+/** The trainable part below the head. */
+export interface Tail {
+  /** Layers whose weights train; their trainable weights are the optimiser's variables. */
+  layers: Layer[];
+  /** Shape of one input row (the cut activation), without the batch dimension. */
+  inputShape: number[];
+  /** batch × inputShape → batch × features (pooled). `training` is true for optimisation steps only. */
+  forward(x: tf.Tensor, training: boolean): tf.Tensor2D;
+}
+
+/** Rows of cut activations with their labels. */
+export interface TailData {
+  /** n × prod(inputShape), row-major. */
+  x: Float32Array;
+  n: number;
+  y: Int32Array;
+}
+
+/**
+ * A softmax head on standardised features: logits = ((f - mean) * invStd) · kernel + bias. The standardisation is
+ * the one the head was first fitted with and stays fixed while the tail moves, so the warm start is not thrown away.
+ */
+export interface JointHead {
+  kernel: tf.Variable;
+  bias: tf.Variable;
+  mean: tf.Tensor1D;
+  invStd: tf.Tensor1D;
+  dim: number;
+  numClasses: number;
+}
+
+function b64(s: unknown, n: number): Float32Array {
+  const b = Buffer.from(String(s), 'base64');
+  if (b.byteLength !== n * 4) throw new Error(`head JSON holds ${b.byteLength / 4} values, expected ${n}`);
+  const out = new Float32Array(n);
+  new Uint8Array(out.buffer).set(b);
+  return out;
+}
+
+/** Variables initialised from a trained softmax head (copied: the head may be disposed afterwards). */
+export function jointHeadFrom(head: TrainedHead): JointHead {
+  if (head.kind !== 'softmax') throw new Error(`a tail trains with a softmax head (got '${head.kind}')`);
+  const j = head.toJSON() as unknown as { mean: string; invStd: string; layers: { kernel: string; bias: string }[] };
+  const { dim, numClasses: C } = head;
+  const variable = (t: tf.Tensor) => {
+    const v = tf.variable(t, true);
+    t.dispose();
+    return v;
+  };
+  return {
+    kernel: variable(tf.tensor2d(b64(j.layers[0].kernel, dim * C), [dim, C])),
+    bias: variable(tf.tensor1d(b64(j.layers[0].bias, C))),
+    mean: tf.tensor1d(b64(j.mean, dim)),
+    invStd: tf.tensor1d(b64(j.invStd, dim)),
+    dim,
+    numClasses: C,
+  };
+}
+
+/** Hands the head's tensors over to a DenseHead (for prediction on features and export as layers). */
+export function toDenseHead(h: JointHead, history: EpochLog[], bestEpoch: number): DenseHead {
+  const std = { mean: h.mean.dataSync() as Float32Array, invStd: h.invStd.dataSync() as Float32Array };
+  tf.dispose([h.mean, h.invStd]);
+  return new DenseHead('softmax', h.numClasses, h.dim, std, [h.kernel, h.bias], history, bestEpoch);
+}
+
+export function disposeJointHead(h: JointHead): void {
+  tf.dispose([h.kernel, h.bias, h.mean, h.invStd]);
+}
+
+function headLogits(h: JointHead, f: tf.Tensor2D): tf.Tensor2D {
+  return tf.add(tf.matMul(tf.mul(tf.sub(f, h.mean), h.invStd) as tf.Tensor2D, h.kernel as tf.Tensor2D), h.bias);
+}
+
+function rowSize(tail: Tail): number {
+  return tail.inputShape.reduce((a, b) => a * b, 1);
+}
+
+function checkData(tail: Tail, d: TailData, what: string): void {
+  if (d.x.length !== d.n * rowSize(tail) || d.y.length !== d.n) {
+    throw new Error(`${what}: ${d.x.length} values and ${d.y.length} labels for ${d.n} rows of ${rowSize(tail)}`);
+  }
+}
+
+function batchTensor(tail: Tail, d: TailData, idx: ArrayLike<number>): tf.Tensor {
+  const size = rowSize(tail);
+  // A fresh array each time: the CPU backend keeps a reference to the array a tensor was made from.
+  const xb = new Float32Array(idx.length * size);
+  for (let r = 0; r < idx.length; r++) xb.set(d.x.subarray(idx[r] * size, (idx[r] + 1) * size), r * size);
+  return tf.tensor(xb, [idx.length, ...tail.inputShape]);
+}
+
+/** Runs `fn` over the rows in batches (inference mode) and concatenates its per-row outputs. */
+function mapRows(tail: Tail, d: TailData, width: number, fn: (x: tf.Tensor) => tf.Tensor, batch: number): Float32Array {
+  const out = new Float32Array(d.n * width);
+  for (let s = 0; s < d.n; s += batch) {
+    const idx = Array.from({ length: Math.min(batch, d.n - s) }, (_, i) => s + i);
+    const y = tf.tidy(() => fn(batchTensor(tail, d, idx)));
+    out.set(y.dataSync() as Float32Array, s * width);
+    y.dispose();
+  }
+  return out;
+}
+
+/** The tail's pooled output features for every row (inference mode): what a head reads. */
+export function tailFeatures(tail: Tail, d: TailData, dim: number, batch: number = TAIL_DEFAULTS.evalBatchSize): Float32Array {
+  checkData(tail, d, 'tailFeatures');
+  return mapRows(tail, d, dim, (x) => tail.forward(x, false), batch);
+}
+
+/** Class probabilities of tail + head for every row (inference mode). */
+export function tailPredict(tail: Tail, head: JointHead, d: TailData, batch: number = TAIL_DEFAULTS.evalBatchSize): Float32Array {
+  checkData(tail, d, 'tailPredict');
+  return mapRows(tail, d, head.numClasses, (x) => tf.softmax(headLogits(head, tail.forward(x, false))), batch);
+}
+
+/** Weighted mean cross-entropy and accuracy of probabilities. */
+function score(p: Float32Array, y: Int32Array, C: number, classW: Float32Array): { loss: number; accuracy: number } {
+  let loss = 0;
+  let wsum = 0;
+  let right = 0;
+  for (let i = 0; i < y.length; i++) {
+    const w = classW[y[i]];
+    loss -= w * Math.log(Math.max(1e-15, p[i * C + y[i]]));
+    wsum += w;
+    let best = 0;
+    for (let c = 1; c < C; c++) if (p[i * C + c] > p[i * C + best]) best = c;
+    if (best === y[i]) right++;
+  }
+  return { loss: wsum > 0 ? loss / wsum : Number.NaN, accuracy: y.length ? right / y.length : Number.NaN };
+}
+
+/** Every weight of the layers (moving statistics included) and of the head, as copies. */
+function snapshot(vars: LayerVariable[], head: JointHead): tf.Tensor[] {
+  return [...vars.map((v) => tf.clone(v.read())), tf.clone(head.kernel), tf.clone(head.bias)];
+}
+
+function restore(vars: LayerVariable[], head: JointHead, saved: tf.Tensor[]): void {
+  vars.forEach((v, i) => v.write(saved[i]));
+  head.kernel.assign(saved[vars.length]);
+  head.bias.assign(saved[vars.length + 1]);
+}
+
+/** Copies of every weight of `layers` (moving statistics included), to put back with `restoreLayerWeights`. */
+export function saveLayerWeights(layers: Layer[]): tf.Tensor[][] {
+  return layers.map((l) => l.weights.map((w) => tf.clone(w.read())));
+}
+
+/** Puts saved weights back and disposes the copies. */
+export function restoreLayerWeights(layers: Layer[], saved: tf.Tensor[][]): void {
+  layers.forEach((l, i) => l.weights.forEach((w, k) => w.write(saved[i][k])));
+  tf.dispose(saved.flat());
+}
+
+/**
+ * Re-initialises layers as Keras would build them fresh, from the seeded generator: kernels Glorot-uniform, biases
+ * and BatchNorm beta zero, BatchNorm gamma one, moving mean 0 and variance 1 (so BatchNorm starts as the identity).
+ */
+export function reinitialiseLayers(layers: Layer[], seed: number): void {
+  const rng: Rng = mulberry32(seed);
+  for (const layer of layers) {
+    for (const w of layer.weights) {
+      const shape = w.shape as number[];
+      const size = shape.reduce((a, b) => a * b, 1);
+      const kind = w.originalName.split('/').pop() ?? '';
+      const values = new Float32Array(size);
+      if (shape.length >= 2 && /kernel/.test(kind)) {
+        const receptive = shape.slice(0, -2).reduce((a, b) => a * b, 1);
+        const fanIn = shape[shape.length - 2] * receptive;
+        const fanOut = shape[shape.length - 1] * receptive;
+        const limit = Math.sqrt(6 / (fanIn + fanOut));
+        for (let i = 0; i < size; i++) values[i] = (2 * rng() - 1) * limit;
+      } else if (/gamma|moving_variance/.test(kind)) {
+        values.fill(1);
+      }
+      const t = tf.tensor(values, shape);
+      w.write(t);
+      t.dispose();
+    }
+  }
+}
+
+export interface TrainTailOptions {
+  lr: number;
+  /** Maximum epochs. */
+  epochs: number;
+  /** Epochs without improvement of the validation loss (training loss without validation) before stopping. */
+  patience: number;
+  batchSize?: number;
+  seed?: number;
+  /** Default 'balanced', as for heads. */
+  classWeights?: 'balanced' | 'none';
+  signal?: AbortSignal;
+  onEpoch?: (log: EpochLog, total: number) => void;
+}
+
+export interface TailTrainResult {
+  history: EpochLog[];
+  bestEpoch: number;
+}
+
+const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/**
+ * Trains the tail's layers and the head together with Adam, in place; on return they hold the weights of the epoch
+ * with the lowest validation loss. Layers not in `tail.layers` are never written: only their weights are given to
+ * the optimiser, and only BatchNorm layers the forward function runs in training mode update their moving statistics.
+ */
+export async function trainTail(
+  tail: Tail,
+  head: JointHead,
+  train: TailData,
+  val: TailData | undefined,
+  opts: TrainTailOptions,
+): Promise<TailTrainResult> {
+  checkData(tail, train, 'train');
+  if (train.n === 0) throw new Error('train: no examples');
+  if (val) checkData(tail, val, 'val');
+  const useVal = val && val.n > 0 ? val : undefined;
+  const C = head.numClasses;
+  const { epochs, patience, lr } = opts;
+  if (!(lr > 0)) throw new Error(`learning rate must be positive, got ${lr}`);
+  if (!(Number.isInteger(epochs) && epochs > 0)) throw new Error(`epochs must be a positive integer, got ${epochs}`);
+  if (!(Number.isInteger(patience) && patience > 0)) throw new Error(`patience must be a positive integer, got ${patience}`);
+  const batchSize = opts.batchSize ?? TAIL_DEFAULTS.batchSize;
+  const rng = mulberry32(opts.seed ?? TAIL_DEFAULTS.seed);
+  const classW = (opts.classWeights ?? 'balanced') === 'balanced' ? balancedClassWeights(train.y, C) : new Float32Array(C).fill(1);
+
+  const allWeights = tail.layers.flatMap((l) => l.weights);
+  const varList = [...tail.layers.flatMap((l) => l.trainableWeights.map((w) => w.read() as tf.Variable)), head.kernel, head.bias];
+  const optimizer = tf.train.adam(lr);
+  const history: EpochLog[] = [];
+  let best: tf.Tensor[] | undefined;
+  let bestLoss = Number.POSITIVE_INFINITY;
+  let bestEpoch = 0;
+  const order = Int32Array.from({ length: train.n }, (_, i) => i);
+
+  try {
+    for (let epoch = 1; epoch <= epochs; epoch++) {
+      const t0 = performance.now();
+      shuffleInPlace(order, rng);
+      let lossSum = 0;
+      let weightSum = 0;
+      let right = 0;
+      for (let s = 0; s < train.n; s += batchSize) {
+        checkAbort(opts.signal);
+        const idx = order.subarray(s, Math.min(train.n, s + batchSize));
+        const b = idx.length;
+        const yw = new Float32Array(b * C);
+        for (let r = 0; r < b; r++) {
+          const w = classW[train.y[idx[r]]];
+          yw[r * C + train.y[idx[r]]] = w / b;
+          weightSum += w;
+        }
+        let pred: tf.Tensor | undefined;
+        const cost = tf.tidy((): tf.Scalar => {
+          const x = batchTensor(tail, train, idx);
+          const ywT = tf.tensor2d(yw, [b, C]);
+          const c = optimizer.minimize(
+            () => {
+              const logits = headLogits(head, tail.forward(x, true));
+              pred = tf.keep(tf.argMax(logits, 1));
+              return tf.neg(tf.sum(tf.mul(ywT, tf.logSoftmax(logits)))) as tf.Scalar;
+            },
+            true,
+            varList,
+          );
+          if (!c) throw new Error('optimizer returned no cost');
+          return c;
+        });
+        lossSum += cost.dataSync()[0] * b;
+        cost.dispose();
+        const p = pred!.dataSync();
+        pred!.dispose();
+        for (let r = 0; r < b; r++) if (p[r] === train.y[idx[r]]) right++;
+        await tick();
+      }
+      // Training numbers are the running ones of the epoch (a second pass over the training set would cost as much
+      // as a third of the epoch); validation is scored on the whole set in inference mode.
+      const log: EpochLog = { epoch, loss: lossSum / Math.max(weightSum, 1e-12), accuracy: right / train.n, seconds: 0 };
+      if (useVal) {
+        const v = score(tailPredict(tail, head, useVal), useVal.y, C, classW);
+        log.valLoss = v.loss;
+        log.valAccuracy = v.accuracy;
+      }
+      const watched = useVal ? log.valLoss! : log.loss;
+      if (watched < bestLoss) {
+        bestLoss = watched;
+        bestEpoch = epoch;
+        if (best) tf.dispose(best);
+        best = snapshot(allWeights, head);
+      }
+      log.seconds = (performance.now() - t0) / 1000;
+      history.push(log);
+      opts.onEpoch?.(log, epochs);
+      if (!Number.isFinite(watched) && bestEpoch === 0) throw new Error(`training diverged at epoch ${epoch} (loss ${watched}); lower the learning rate`);
+      if (epoch - bestEpoch >= patience) break;
+    }
+    checkAbort(opts.signal);
+    if (best && bestEpoch !== history.length) restore(allWeights, head, best);
+    return { history, bestEpoch };
+  } finally {
+    if (best) tf.dispose(best);
+    optimizer.dispose();
+  }
+}
