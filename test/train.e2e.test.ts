@@ -114,9 +114,9 @@ test('tensors do not leak across training epochs and repeated predictions', asyn
   const out = path.join(tmpDir(), 'leak');
   await train({ data, base, cacheDir, out, engine: 'wasm', epochs: 3 });
   const baseline = tf.memory().numTensors;
-  const r = await train({ data, base, cacheDir, engine: 'wasm', epochs: 40, patience: 100 });
+  const r = await train({ data, base, cacheDir, engine: 'wasm', epochs: 40, patience: 100, out: path.join(tmpDir(), 'leak2') });
   assert.equal(r.history.length, 40);
-  // The base this run loaded, its head, optimiser state and every batch are released.
+  // The base this run loaded, its head, optimiser state, every batch and the exported model are released.
   assert.equal(tf.memory().numTensors, baseline, 'a training run leaves tensors behind');
   const predictor = await Predictor.load(out);
   const loaded = tf.memory().numTensors;

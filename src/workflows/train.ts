@@ -398,5 +398,10 @@ async function exportTrained(
     versions: versions(),
     createdAt: new Date().toISOString(),
   };
-  await saveModel(out, model, metadata);
+  try {
+    await saveModel(out, model, metadata);
+  } finally {
+    // The stitched model shares the base's layers (released with the base) but owns the head's: release those here.
+    for (const layer of model.layers) if (layer.name.startsWith('graft_head')) layer.dispose();
+  }
 }
