@@ -158,3 +158,16 @@ async function finish(
     artifacts,
   };
 }
+
+/**
+ * Releases a base's weights. Trunks, tails and stitched models re-apply the base's layers, which raises their
+ * reference counts, so `model.dispose()` alone would leave shared weights allocated; this frees them outright. Only
+ * for bases the caller owns and will not use again.
+ */
+export function disposeBase(base: Base): void {
+  for (const layer of base.model.layers) {
+    for (const w of layer.weights) {
+      if (!(w as unknown as { val: { isDisposed: boolean } }).val.isDisposed) w.dispose();
+    }
+  }
+}

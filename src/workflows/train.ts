@@ -2,7 +2,7 @@
  * `graft train`: data set → trunk activations (cached) → head → one stitched model on disk.
  */
 import path from 'node:path';
-import { type Base, type BaseOptions, loadBase } from '../base/base.ts';
+import { type Base, type BaseOptions, disposeBase, loadBase } from '../base/base.ts';
 import { requireCutPoint } from '../base/graph.ts';
 import { ActivationCache } from '../cache/activation-cache.ts';
 import { type DatasetListing, type Sample, type Skipped, checkClasses, listDataset, splitByHash } from '../dataset/dataset.ts';
@@ -183,7 +183,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     return await trainWithBase(o, base, t0);
   } finally {
     // A base loaded here is ours to release; one passed in belongs to the caller.
-    if (owned) base.model.dispose();
+    if (owned) disposeBase(base);
   }
 }
 
