@@ -130,22 +130,31 @@ export function requireCutPoint(model: tfl.LayersModel, name: string): number {
 }
 
 /**
- * Re-applies the layers of `model` with index in (fromIndex, toIndex] to a new input tensor that stands for the output
- * of layer `fromIndex`. The layers (and so their weights) are shared with `model`, not copied.
+ * Walks the layers of `model` with index in (fromIndex, toIndex], calling each on the values its parents produced,
+ * starting from `input` as the output of layer `fromIndex`. Works for symbolic tensors (building models) and concrete
+ * ones (running them).
  */
-export function reapply(model: tfl.LayersModel, fromIndex: number, toIndex: number, input: SymbolicTensor): SymbolicTensor {
+function walkSegment<T>(model: tfl.LayersModel, fromIndex: number, toIndex: number, input: T, call: (layer: Layer, args: T | T[]) => T): T {
   const layers = model.layers;
-  const produced = new Map<string, SymbolicTensor>([[layers[fromIndex].name, input]]);
+  const produced = new Map<string, T>([[layers[fromIndex].name, input]]);
   for (let i = fromIndex + 1; i <= toIndex; i++) {
     const layer = layers[i];
     const args = inboundLayers(layer).map((p) => {
       const t = produced.get(p.name);
-      if (!t) throw new Error(`layer ${layer.name} reads ${p.name}, which lies below the cut: not a clean split`);
+      if (t === undefined) throw new Error(`layer ${layer.name} reads ${p.name}, which lies below the cut: not a clean split`);
       return t;
     });
-    produced.set(layer.name, layer.apply(args.length === 1 ? args[0] : args) as SymbolicTensor);
+    produced.set(layer.name, call(layer, args.length === 1 ? args[0] : args));
   }
   return produced.get(layers[toIndex].name)!;
+}
+
+/**
+ * Re-applies the layers of `model` with index in (fromIndex, toIndex] to a new input tensor that stands for the output
+ * of layer `fromIndex`. The layers (and so their weights) are shared with `model`, not copied.
+ */
+export function reapply(model: tfl.LayersModel, fromIndex: number, toIndex: number, input: SymbolicTensor): SymbolicTensor {
+  return walkSegment(model, fromIndex, toIndex, input, (layer, args) => layer.apply(args) as SymbolicTensor);
 }
 
 /** Global average pooling for spatial outputs, identity otherwise: what the head reads at a cut. */
@@ -166,16 +175,5 @@ export function runSegment(
   x: Tensor,
   training: (layer: Layer) => boolean,
 ): Tensor {
-  const layers = model.layers;
-  const produced = new Map<string, Tensor>([[layers[fromIndex].name, x]]);
-  for (let i = fromIndex + 1; i <= toIndex; i++) {
-    const layer = layers[i];
-    const args = inboundLayers(layer).map((p) => {
-      const t = produced.get(p.name);
-      if (!t) throw new Error(`layer ${layer.name} reads ${p.name}, which lies below the cut: not a clean split`);
-      return t;
-    });
-    produced.set(layer.name, layer.apply(args.length === 1 ? args[0] : args, { training: training(layer) }) as Tensor);
-  }
-  return produced.get(layers[toIndex].name)!;
+  return walkSegment(model, fromIndex, toIndex, x, (layer, args) => layer.apply(args, { training: training(layer) }) as Tensor);
 }
