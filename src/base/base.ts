@@ -10,6 +10,7 @@ import { BUNDLED, bundledArtifacts } from './bundled.ts';
 import { ensureModelFiles } from './download.ts';
 import { defaultCut } from './graph.ts';
 import { type Preprocessing, fromRange } from './preprocessing.ts';
+import type { ForeignBase } from './foreign.ts';
 import { DEFAULT_ZOO_BASE, type ZooEntry, findZooEntry } from './zoo.ts';
 import type { ProgressCallback } from '../util/progress.ts';
 
@@ -31,6 +32,12 @@ export interface Base {
   artifacts: io.ModelArtifacts;
   /** Set when no base was named and the default zoo base could not be had, so a bundled one stands in. */
   fallback?: { wanted: string; reason: string };
+  /**
+   * 'layers' when absent. TF.js graph models and ONNX files serve feature transfer only: for them `model` is a guard
+   * that throws a one-line error, and `foreign` supplies cut points and the trunk runner instead.
+   */
+  format?: 'layers' | 'graph' | 'onnx';
+  foreign?: ForeignBase;
 }
 
 export interface BaseOptions {
@@ -42,6 +49,13 @@ export interface BaseOptions {
   offline?: boolean;
   onProgress?: ProgressCallback;
   signal?: AbortSignal;
+  /** Graph and ONNX bases: input size when the model's is dynamic. */
+  inputSize?: [number, number];
+  /** ONNX bases: input layout (default: read from the input shape, the dimension of size 3). */
+  inputLayout?: 'nchw' | 'nhwc';
+  /** Graph and ONNX bases: per-channel mean and std applied to 0..1 pixels (torchvision's convention). */
+  mean?: [number, number, number];
+  std?: [number, number, number];
 }
 
 /** Name of the optional metadata file read from beside a local model.json. */
@@ -49,6 +63,10 @@ export const BASE_METADATA_FILE = 'graft-base.json';
 
 export interface BaseMetadataFile {
   inputRange?: [number, number];
+  /** Graph models with a dynamic input size. */
+  inputSize?: [number, number];
+  mean?: [number, number, number];
+  std?: [number, number, number];
   resize?: Preprocessing['resize'];
   defaultCut?: string;
   name?: string;
@@ -82,8 +100,14 @@ export async function loadBase(spec?: string, options: BaseOptions = {}): Promis
   }
   const zoo = findZooEntry(spec);
   if (zoo) return loadZoo(zoo, options);
+  if (/\.onnx$/i.test(spec)) {
+    if (/^https?:\/\//i.test(spec)) throw new Error(`${spec}: ONNX bases are read from a local file; download it first`);
+    if (!existsSync(spec)) throw new Error(`${spec}: ONNX file does not exist`);
+    return (await import('./onnx-base.ts')).loadOnnxBase(spec, options);
+  }
   if (/^https?:\/\//i.test(spec)) {
     const { json, artifacts } = await readRemoteModel(spec);
+    if (json.format === 'graph-model') return (await import('./graph-model.ts')).loadGraphModelBase(spec, 'url', spec, json, artifacts, options, metaOf(json));
     return finish(spec, 'url', spec, artifacts, options.inputRange ?? [0, 1], metaOf(json));
   }
   let file = spec;
@@ -94,6 +118,9 @@ export async function loadBase(spec?: string, options: BaseOptions = {}): Promis
   }
   const { json, artifacts } = await readLocalModel(file);
   const meta = { ...metaOf(json), ...readMetadataFile(path.dirname(file)) };
+  if (json.format === 'graph-model') {
+    return (await import('./graph-model.ts')).loadGraphModelBase(meta.name ?? spec, 'file', path.resolve(file), json, artifacts, options, meta);
+  }
   return finish(meta.name ?? spec, 'file', path.resolve(file), artifacts, options.inputRange ?? meta.inputRange ?? [0, 1], meta);
 }
 
@@ -165,6 +192,7 @@ async function finish(
  * for bases the caller owns and will not use again.
  */
 export function disposeBase(base: Base): void {
+  if (base.foreign) return base.foreign.dispose();
   for (const layer of base.model.layers) {
     for (const w of layer.weights) {
       if (!(w as unknown as { val: { isDisposed: boolean } }).val.isDisposed) w.dispose();

@@ -33,9 +33,36 @@ export interface BaseInspection {
   params: number;
   layers: LayerInfo[];
   candidates: CandidateInfo[];
+  /** 'graph' or 'onnx' for bases that serve feature transfer only; absent for TF.js Layers bases. */
+  format?: 'graph' | 'onnx';
+}
+
+/** Graph and ONNX bases: their nodes stand for layers (parameters = elements of the constants a node reads). */
+function inspectForeign(base: Base): BaseInspection {
+  const f = base.foreign!;
+  const layers: LayerInfo[] = f.nodes.map((n) => ({ name: n.name, className: n.op, shape: n.shape, params: n.params, cutPoint: n.cutPoint }));
+  const top = f.candidates.find((c) => c.name === base.defaultCut)?.index ?? layers.length - 1;
+  const n = f.candidates.length;
+  return {
+    name: base.name,
+    id: base.id,
+    source: base.source,
+    inputSize: base.preprocessing.size,
+    preprocessing: base.preprocessing,
+    defaultCut: base.defaultCut,
+    params: layers.reduce((a, l) => a + l.params, 0),
+    layers,
+    candidates: f.candidates.map((c, k) => ({
+      ...c,
+      blocksBelowHead: n - 1 - k,
+      paramsAbove: layers.slice(c.index + 1, top + 1).reduce((a, l) => a + l.params, 0),
+    })),
+    format: f.format,
+  };
 }
 
 export function inspectBase(base: Base): BaseInspection {
+  if (base.foreign) return inspectForeign(base);
   const model = base.model;
   const cuts = new Set(cutPointIndices(model));
   const layers: LayerInfo[] = model.layers.map((l, i) => ({

@@ -11,6 +11,14 @@ export interface Preprocessing {
   offset: number;
   /** `cover`: resize the shorter side then centre-crop (default); `fill`: stretch to the size. */
   resize: 'cover' | 'fill';
+  /**
+   * Graph and ONNX bases only (applied in JS before the network, not inside a model): per-channel R,G,B mean and
+   * standard deviation subtracted from and divided into the scaled values, as torchvision normalises 0..1 pixels.
+   */
+  mean?: [number, number, number];
+  std?: [number, number, number];
+  /** ONNX bases: the layout the network's input takes (graft's pixels are NHWC). */
+  layout?: 'nchw' | 'nhwc';
 }
 
 /** The preprocessing that maps 0..255 linearly onto [min, max]. */
@@ -29,7 +37,10 @@ export function parseRange(text: string): [number, number] {
 
 /** A stable string for cache keys: two specs that give the same input give the same key. */
 export function preprocessingKey(p: Preprocessing): string {
-  return `${p.size[0]}x${p.size[1]}:${p.resize}:${p.scale.toPrecision(9)}:${p.offset.toPrecision(9)}`;
+  const base = `${p.size[0]}x${p.size[1]}:${p.resize}:${p.scale.toPrecision(9)}:${p.offset.toPrecision(9)}`;
+  // Only present on graph/ONNX bases, so Layers bases keep the keys their caches were written under.
+  const norm = p.mean || p.std ? `:m${(p.mean ?? [0, 0, 0]).join(',')}:s${(p.std ?? [1, 1, 1]).join(',')}` : '';
+  return `${base}${norm}${p.layout ? `:${p.layout}` : ''}`;
 }
 
 /** Converts decoded RGB bytes (HWC, 0..255) into network input values. */
@@ -37,4 +48,28 @@ export function applyPreprocessing(rgb: Uint8Array, p: Preprocessing, out?: Floa
   const result = out ?? new Float32Array(rgb.length);
   for (let i = 0; i < rgb.length; i++) result[i] = rgb[i] * p.scale + p.offset;
   return result;
+}
+
+/**
+ * Raw NHWC pixels (0..255) → network input in `layout`, with scale/offset and the per-channel mean/std applied: what a
+ * graph or ONNX base is fed (Layers bases do this inside the model instead).
+ */
+export function normalisePixels(pixels: Float32Array, n: number, p: Preprocessing, layout: 'nchw' | 'nhwc' = 'nhwc'): Float32Array {
+  const [h, w] = p.size;
+  const hw = h * w;
+  const mean = p.mean ?? [0, 0, 0];
+  const std = p.std ?? [1, 1, 1];
+  const mul = std.map((s) => p.scale / s);
+  const add = std.map((s, c) => (p.offset - mean[c]) / s);
+  const out = new Float32Array(pixels.length);
+  for (let i = 0; i < n; i++) {
+    const o = i * hw * 3;
+    for (let q = 0; q < hw; q++) {
+      for (let c = 0; c < 3; c++) {
+        const v = pixels[o + q * 3 + c] * mul[c] + add[c];
+        out[layout === 'nchw' ? o + c * hw + q : o + q * 3 + c] = v;
+      }
+    }
+  }
+  return out;
 }

@@ -2,18 +2,39 @@
 import type { Command } from 'commander';
 import type { BaseOptions } from '../base/base.ts';
 import { parseRange } from '../base/preprocessing.ts';
+import { parseSize, parseTriple } from '../base/foreign.ts';
 
 export function baseOptions(cmd: Command, o: { withBase: boolean }): Command {
-  if (o.withBase) cmd.option('--base <base>', 'pretrained base: zoo or bundled name (`graft models`), model.json path or URL');
+  if (o.withBase) cmd.option('--base <base>', 'pretrained base: zoo or bundled name (`graft models`), model.json path or URL (Layers or graph-model), or a .onnx file');
   return cmd
     .option('--input-range <min,max>', 'pixel range the base expects, e.g. -1,1 (default 0,1 or the base\'s metadata)')
+    .option('--mean <r,g,b>', 'graph/ONNX bases: per-channel mean subtracted from 0..1 pixels, e.g. 0.485,0.456,0.406 (with --std)')
+    .option('--std <r,g,b>', 'graph/ONNX bases: per-channel standard deviation, e.g. 0.229,0.224,0.225')
+    .option('--input-size <h,w>', 'graph/ONNX bases whose input size is dynamic: HEIGHT,WIDTH (or one SIZE)')
+    .option('--input-layout <layout>', 'ONNX bases: nchw or nhwc (default: read from the input shape)')
     .option('--model-mirror <url>', 'download zoo models from this mirror of https://storage.googleapis.com/ (or GRAFT_MODEL_MIRROR)')
     .option('--offline', 'never touch the network: zoo models must already be cached');
 }
 
-export function parseBaseOptions(opts: { inputRange?: string; modelMirror?: string; offline?: boolean }): BaseOptions {
+export function parseBaseOptions(opts: {
+  inputRange?: string;
+  modelMirror?: string;
+  offline?: boolean;
+  mean?: string;
+  std?: string;
+  inputSize?: string;
+  inputLayout?: string;
+}): BaseOptions {
+  if (opts.inputLayout !== undefined && opts.inputLayout !== 'nchw' && opts.inputLayout !== 'nhwc') {
+    throw new Error(`--input-layout must be nchw or nhwc (got '${opts.inputLayout}')`);
+  }
+  if (opts.inputRange && (opts.mean || opts.std)) throw new Error('give --input-range or --mean/--std, not both');
   return {
     ...(opts.inputRange ? { inputRange: parseRange(opts.inputRange) } : {}),
+    ...(opts.mean ? { mean: parseTriple('--mean', opts.mean) } : {}),
+    ...(opts.std ? { std: parseTriple('--std', opts.std) } : {}),
+    ...(opts.inputSize ? { inputSize: parseSize(opts.inputSize) } : {}),
+    ...(opts.inputLayout ? { inputLayout: opts.inputLayout as 'nchw' | 'nhwc' } : {}),
     ...(opts.modelMirror ? { mirror: opts.modelMirror } : {}),
     ...(opts.offline ? { offline: true } : {}),
   };

@@ -17,9 +17,10 @@ export interface ModelMetadata {
   labels: string[];
   /**
    * Input the model expects. `scale`/`offset` are applied INSIDE the model (a Rescaling layer), so callers feed raw RGB
-   * pixel values 0..255, resized to `size` as `resize` says.
+   * pixel values 0..255, resized to `size` as `resize` says. false for models on graph or ONNX bases, whose folder
+   * holds the base file as it was given: graft applies scale, offset, mean/std and layout in JS before it.
    */
-  preprocessing: Preprocessing & { inModel: true };
+  preprocessing: Preprocessing & { inModel: boolean };
   base: { name: string; id: string; source: string; kind: string };
   cut: string;
   mode: string;
@@ -108,6 +109,8 @@ export function readModelFolder(where: string): LoadedModelFiles {
   let modelJson: { modelTopology: object; weightsManifest: { paths: string[]; weights: io.WeightsManifestEntry[] }[] };
   try {
     metadata = JSON.parse(readFileSync(metaFile, 'utf8'));
+    // Trained on a graph or ONNX base: no Layers model.json; the base file and the head (headData) stand in for it.
+    if (metadata.format === 'graft-model' && metadata.foreign) return { dir, metadata, artifacts: {} };
     modelJson = JSON.parse(readFileSync(path.join(dir, 'model.json'), 'utf8'));
   } catch (e) {
     throw new Error(`${where}: unreadable model files (${(e as Error).message.split('\n')[0]})`);

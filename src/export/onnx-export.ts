@@ -25,6 +25,7 @@ export async function exportOnnx(modelDir: string, out: string, o: { opset?: num
   await initTf();
   const files = readModelFolder(modelDir);
   const m = files.metadata;
+  if (m.foreign) return (await import('./foreign-model.ts')).exportForeignOnnx(files.dir, m, out);
   if (m.headData) throw new Error(`${modelDir}: a ${m.head.kind} head is not expressible as an ONNX graph; retrain with --head softmax or mlp`);
   const model = await tfl.loadLayersModel(tf.io.fromMemory(files.artifacts));
   const opset = o.opset ?? DEFAULT_OPSET;

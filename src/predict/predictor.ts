@@ -12,6 +12,7 @@ import type { EngineChoice } from '../workflows/engine-choice.ts';
 import type { HeadJson, TrainedHead } from '../train/features.ts';
 import { accuracy, argmaxRows, confusionMatrix, perClassMetrics } from '../train/metrics.ts';
 import { headFromJSON } from '../train/heads.ts';
+import { type ForeignFormat, layersOnlyGuard } from '../base/foreign.ts';
 import { type ProgressCallback, checkAbort } from '../util/progress.ts';
 
 export interface Prediction {
@@ -37,6 +38,14 @@ export class Predictor {
   static async load(dir: string, o: { engine?: EngineChoice } = {}): Promise<Predictor> {
     await initTf();
     const files = readModelFolder(dir);
+    if (files.metadata.foreign) {
+      // Graph/ONNX base: the base file runs to the cut, the head runs in JS from headData.
+      const { openForeignRunner } = await import('../export/foreign-model.ts');
+      const runner = await openForeignRunner(files.dir, files.metadata, o.engine);
+      const head = headFromJSON(files.metadata.headData as HeadJson);
+      const noModel = layersOnlyGuard<tfl.LayersModel>((files.metadata.foreign as { format: ForeignFormat }).format, dir, () => {});
+      return new Predictor(files.metadata, noModel, runner, head);
+    }
     const model = await tfl.loadLayersModel(tf.io.fromMemory(files.artifacts));
     const knn = files.metadata.headData ? headFromJSON(files.metadata.headData as HeadJson) : undefined;
     const engine = o.engine ?? 'wasm';

@@ -2,6 +2,7 @@
  * Which engine runs the frozen trunk. `auto` prefers ONNX Runtime (native, multi-threaded) and falls back to TF.js on
  * WASM when onnxruntime-node does not load; the choice is reported so users can see it.
  */
+import type { Base } from '../base/base.ts';
 import { type RunnerFactory, tfjsRunner } from './extract.ts';
 import { buildTrunkModel } from '../engines/trunk.ts';
 
@@ -13,7 +14,9 @@ export function parseEngine(text: string | undefined): EngineChoice {
   return e;
 }
 
-export async function runnerFor(choice: EngineChoice = 'auto'): Promise<{ runner: RunnerFactory; engine: string }> {
+export async function runnerFor(choice: EngineChoice = 'auto', base?: Base): Promise<{ runner: RunnerFactory; engine: string }> {
+  // Graph and ONNX bases each run on the one engine that reads their format.
+  if (base?.foreign) return { runner: (b, cuts) => b.foreign!.runner(cuts, choice), engine: base.foreign.format === 'onnx' ? 'onnx' : 'wasm' };
   if (choice === 'wasm') return { runner: tfjsRunner, engine: 'wasm' };
   let onnx: typeof import('../engines/onnx.ts') | undefined;
   try {

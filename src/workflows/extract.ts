@@ -174,6 +174,7 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
 
 /** Feature size at each cut, read from the graph (pooled channels for spatial outputs unless `pool` is false). */
 export function featureSizesOf(base: Base, cuts: string[], pool = true): number[] {
+  if (base.foreign) return base.foreign.featureSizes(cuts);
   return cuts.map((cut) => {
     const layer = base.model.getLayer(cut);
     const shape = (layer.outputShape as number[]).slice(1);
@@ -183,6 +184,7 @@ export function featureSizesOf(base: Base, cuts: string[], pool = true): number[
 
 /** Default runner: the trunk on the current TF.js backend. */
 export const tfjsRunner: RunnerFactory = async (base, cuts, pool) => {
+  if (base.foreign) return base.foreign.runner(cuts, 'wasm');
   const { tfjsTrunkRunner } = await import('../engines/trunk.ts');
   return tfjsTrunkRunner(buildTrunkModel(base, cuts, { pool }));
 };

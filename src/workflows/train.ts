@@ -8,6 +8,8 @@ import { ActivationCache } from '../cache/activation-cache.ts';
 import { type DatasetListing, type Sample, type Skipped, checkClasses, listDataset, splitByHash } from '../dataset/dataset.ts';
 import { type ModelMetadata, saveModel } from '../export/model-files.ts';
 import { stitchModel } from '../export/stitch.ts';
+import { saveForeignModel } from '../export/foreign-model.ts';
+import { formatWords } from '../base/foreign.ts';
 import type { FeatureSet, HeadKind, TrainHeadOptions, TrainedHead } from '../train/features.ts';
 import { accuracy, argmaxRows, confusionMatrix } from '../train/metrics.ts';
 import { trainHead } from '../train/trainer.ts';
@@ -190,6 +192,9 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
 async function trainWithBase(o: TrainOptions, base: Base, t0: number): Promise<TrainResult> {
   const mode = o.mode ?? 'feature';
   if (mode !== 'feature' && mode !== 'auto' && mode !== 'parameter') throw new Error(`--mode must be feature, auto or parameter (got '${mode}')`);
+  if (base.foreign && (mode === 'parameter' || o.fineTune)) {
+    throw new Error(`${mode === 'parameter' ? '--mode parameter' : '--fine-tune'} needs a TF.js Layers base; ${base.name} is ${formatWords(base.foreign.format)}: feature transfer only (--mode feature or auto)`);
+  }
   if (mode === 'parameter' || o.fineTune) {
     if (mode === 'auto') throw new Error('--fine-tune works with --mode feature or parameter, not auto');
     return trainParameterMode(o, mode, base, t0);
@@ -201,8 +206,8 @@ async function trainWithBase(o: TrainOptions, base: Base, t0: number): Promise<T
     if (v !== undefined && v !== false) throw new Error(`${flag} needs --fine-tune`);
   }
   const candidates = mode === 'auto' ? sweepCandidates(base) : [{ cut: o.cut ?? base.defaultCut, depth: 0 }];
-  for (const c of candidates) requireCutPoint(base.model, c.cut);
-  const { runner, engine } = await runnerFor(o.engine);
+  for (const c of candidates) base.foreign ? base.foreign.requireCut(c.cut) : requireCutPoint(base.model, c.cut);
+  const { runner, engine } = await runnerFor(o.engine, base);
   const data = await prepareData({ ...o, base, cuts: candidates.map((c) => c.cut), runner });
 
   const t1 = performance.now();
@@ -244,7 +249,8 @@ async function trainWithBase(o: TrainOptions, base: Base, t0: number): Promise<T
   };
   const head = await trainHead(trainSet, valSet, data.classes.length, headOptions);
   const trainSeconds = (performance.now() - t1) / 1000;
-  o.onProgress?.({ phase: 'train', done: 1, total: 1 });
+  // Early stopping ends before the maximum: close the bar at the epochs actually run.
+  o.onProgress?.({ phase: 'train', done: head.history.length, total: head.history.length });
 
   const trainAcc = accuracy(head.predictProba(trainSet.x, trainSet.n), trainSet.y, data.classes.length);
   let valAccuracy: number | null = null;
@@ -370,19 +376,20 @@ async function exportTrained(
   confusion?: number[][],
 ): Promise<void> {
   const knn = head.kind === 'knn';
-  const model = stitchModel(base, cut, knn ? undefined : head);
+  // Graph and ONNX bases cannot be stitched into Layers: their folder keeps the base file and the head as JSON.
+  const model = base.foreign ? undefined : stitchModel(base, cut, knn ? undefined : head);
   const metadata: ModelMetadata = {
     format: 'graft-model',
     formatVersion: 1,
     labels: classes,
-    preprocessing: { ...base.preprocessing, inModel: true },
-    base: { name: base.name, id: base.id, source: base.source, kind: base.kind },
+    preprocessing: { ...base.preprocessing, inModel: !base.foreign },
+    base: { name: base.name, id: base.id, source: base.source, kind: base.kind, ...(base.foreign ? { format: base.foreign.format } : {}) },
     cut,
     mode: r.mode,
     parameter: r.parameter,
     sweep: r.sweep ? { method: r.sweepMethod, rows: r.sweep } : undefined,
     head: { kind: head.kind },
-    headData: knn ? head.toJSON() : undefined,
+    headData: knn || base.foreign ? head.toJSON() : undefined,
     metrics: { valAccuracy: r.valAccuracy, trainAccuracy: r.trainAccuracy, valImages: r.valImages, trainImages: r.trainImages, confusion },
     training: {
       data: path.resolve(o.data),
@@ -398,6 +405,7 @@ async function exportTrained(
     versions: versions(),
     createdAt: new Date().toISOString(),
   };
+  if (!model) return saveForeignModel(out, base, metadata);
   try {
     await saveModel(out, model, metadata);
   } finally {

@@ -18,10 +18,10 @@ export function inspectCommand(): Command {
     const info = await inspect(baseSpec, parseBaseOptions(opts));
     if (opts.json) return printJson(info);
     const out: string[] = [];
-    out.push(`base ${info.name}  id ${info.id}`);
+    out.push(`base ${info.name}  id ${info.id}${info.format ? `  (${info.format === 'onnx' ? 'ONNX' : 'TF.js graph model'}: feature transfer only)` : ''}`);
     out.push(`source ${info.source}`);
     out.push(
-      `input ${info.inputSize.join('x')} RGB, pixel*${info.preprocessing.scale.toPrecision(4)}${info.preprocessing.offset >= 0 ? '+' : ''}${info.preprocessing.offset}, ${info.params.toLocaleString('en')} parameters, ${info.layers.length} layers`,
+      `input ${info.inputSize.join('x')} RGB${info.preprocessing.layout ? ` ${info.preprocessing.layout.toUpperCase()}` : ''}, pixel*${info.preprocessing.scale.toPrecision(4)}${info.preprocessing.offset >= 0 ? '+' : ''}${info.preprocessing.offset}${info.preprocessing.mean ? `, then (x - [${info.preprocessing.mean.join(', ')}]) / [${(info.preprocessing.std ?? [1, 1, 1]).join(', ')}]` : ''}, ${info.params.toLocaleString('en')} parameters, ${info.layers.length} ${info.format ? 'nodes' : 'layers'}`,
     );
     if (opts.all) {
       out.push('', 'layer'.padEnd(34) + 'type'.padEnd(24) + 'output'.padEnd(18) + 'params'.padStart(10) + '  cut');
@@ -29,7 +29,7 @@ export function inspectCommand(): Command {
         out.push(l.name.padEnd(34) + l.className.padEnd(24) + JSON.stringify(l.shape).padEnd(18) + String(l.params).padStart(10) + (l.cutPoint ? '  yes' : ''));
       }
     }
-    out.push('', `candidate cut points (default: ${info.defaultCut}); "blocks" is the --retrain-layers value that splits there`);
+    out.push('', `candidate cut points (default: ${info.defaultCut}); "blocks" ${info.format ? 'counts the candidates between it and the default cut' : 'is the --retrain-layers value that splits there'}`);
     out.push('cut'.padEnd(34) + 'blocks'.padStart(7) + 'output'.padStart(16) + 'features'.padStart(10) + 'params above'.padStart(14));
     for (const c of info.candidates) {
       out.push(c.name.padEnd(34) + String(c.blocksBelowHead).padStart(7) + JSON.stringify(c.shape).padStart(16) + String(c.featureSize).padStart(10) + c.paramsAbove.toLocaleString('en').padStart(14));

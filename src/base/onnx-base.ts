@@ -1,0 +1,405 @@
+/**
+ * ONNX files as bases (feature transfer only), run by ONNX Runtime: a network exported from PyTorch, timm, Hugging
+ * Face, or by graft's own converter.
+ *
+ * The file is never re-encoded through graft's onnx.proto subset, which would drop every field the subset leaves out
+ * (external data, sparse initializers, subgraphs…). To read an intermediate tensor, graft appends a second `graph`
+ * field holding only extra `output` entries: protobuf parsers merge repeated occurrences of a message field, so ONNX
+ * Runtime sees the original graph with more outputs. Exports rewrite the graph field by field the same way.
+ *
+ * Input: layout NCHW or NHWC (flag, `graft.layout` metadata, or the dimension of size 3), size from the input shape
+ * (or flag / `graft.size` when dynamic), normalisation by range or per-channel mean/std (flags, or `graft.range`,
+ * `graft.mean`, `graft.std` metadata), default range [0, 1]. All of it is applied in JS before the network.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { TrunkRunner } from '../engines/trunk.ts';
+import { type ModelMsg, decodeModel } from '../export/onnx/proto.ts';
+import type { Base, BaseOptions } from './base.ts';
+import { type EngineChoice, type ForeignBase, type ForeignNode, type SeqNode, cutPositions, guessLayout, layersOnlyGuard, pooledSize, poolRows } from './foreign.ts';
+import type { CutPoint } from './graph.ts';
+import { type Preprocessing, fromRange, normalisePixels, parseRange } from './preprocessing.ts';
+
+type Ort = typeof import('onnxruntime-node');
+type Layout = 'nchw' | 'nhwc';
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Protobuf wire format, just enough to add outputs and nodes to a graph without decoding the rest
+
+function varint(n: number): number[] {
+  const out: number[] = [];
+  while (n >= 0x80) {
+    out.push((n % 0x80) | 0x80);
+    n = Math.floor(n / 0x80);
+  }
+  out.push(n);
+  return out;
+}
+
+/** A length-delimited field: tag, length, bytes. */
+export function lenField(field: number, data: Uint8Array): Uint8Array {
+  return Buffer.concat([Uint8Array.from([...varint(field * 8 + 2), ...varint(data.length)]), data]);
+}
+
+const str = (field: number, s: string) => lenField(field, Buffer.from(s, 'utf8'));
+
+interface WireField {
+  field: number;
+  /** The whole field, tag included. */
+  bytes: Uint8Array;
+  /** Length-delimited fields: the payload. */
+  payload?: Uint8Array;
+}
+
+/** Splits a message into its top-level fields, in order. */
+export function wireFields(msg: Uint8Array): WireField[] {
+  const out: WireField[] = [];
+  let p = 0;
+  const readVarint = () => {
+    let n = 0;
+    let mul = 1;
+    for (;;) {
+      if (p >= msg.length) throw new Error('truncated protobuf');
+      const b = msg[p++];
+      n += (b & 0x7f) * mul;
+      if (b < 0x80) return n;
+      mul *= 0x80;
+    }
+  };
+  while (p < msg.length) {
+    const start = p;
+    const tag = readVarint();
+    const wire = tag % 8;
+    let payload: Uint8Array | undefined;
+    if (wire === 0) readVarint();
+    else if (wire === 1) p += 8;
+    else if (wire === 5) p += 4;
+    else if (wire === 2) {
+      const len = readVarint();
+      payload = msg.subarray(p, p + len);
+      p += len;
+    } else throw new Error(`unsupported protobuf wire type ${wire}`);
+    if (p > msg.length) throw new Error('truncated protobuf');
+    out.push({ field: Math.floor(tag / 8), bytes: msg.subarray(start, p), payload });
+  }
+  return out;
+}
+
+/** ModelProto bytes with `names` added as graph outputs (type left for ONNX Runtime to infer). */
+export function withOutputs(model: Uint8Array, names: string[]): Uint8Array {
+  if (names.length === 0) return model;
+  const outputs = names.map((n) => lenField(12, str(1, n)));
+  return Buffer.concat([model, lenField(7, Buffer.concat(outputs))]);
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Reading the graph
+
+export interface OnnxGraphInfo {
+  model: ModelMsg;
+  inputName: string;
+  /** Input dimensions; 0 where symbolic. */
+  inputDims: number[];
+  outputs: string[];
+  metadata: Record<string, string>;
+  /** Nodes in file order (ONNX requires topological order), Constant nodes left out. */
+  seq: SeqNode[];
+  /** Parameters per sequence node (elements of the initializers and constants it reads). */
+  params: number[];
+}
+
+export function readOnnxGraph(bytes: Uint8Array, where: string): OnnxGraphInfo {
+  let model: ModelMsg;
+  try {
+    model = decodeModel(bytes);
+  } catch (e) {
+    throw new Error(`${where}: not an ONNX model (${(e as Error).message})`);
+  }
+  const g = model.graph;
+  if (!g || !Array.isArray(g.node) || g.node.length === 0) throw new Error(`${where}: not an ONNX model (no graph nodes)`);
+  const constSize = new Map<string, number>();
+  for (const t of g.initializer ?? []) constSize.set(t.name, (t.dims ?? []).reduce((a, b) => a * Number(b), 1));
+  const seq: SeqNode[] = [];
+  const params: number[] = [];
+  for (const n of g.node) {
+    if (n.op_type === 'Constant') {
+      for (const o of n.output ?? []) constSize.set(o, 0);
+      continue;
+    }
+    const inputs = (n.input ?? []).filter((t) => t && !constSize.has(t));
+    seq.push({ name: n.output?.[0] ?? n.name, op: n.op_type, inputs, outputs: (n.output ?? []).filter(Boolean) });
+    params.push((n.input ?? []).reduce((a, t) => a + (constSize.get(t) ?? 0), 0));
+  }
+  const input = (g.input ?? []).find((i) => !constSize.has(i.name));
+  if (!input) throw new Error(`${where}: the ONNX graph has no input`);
+  const dims = input.type?.tensor_type?.shape?.dim ?? [];
+  const inputDims = dims.map((d) => Number((d as { dim_value?: number }).dim_value ?? 0));
+  const metadata = Object.fromEntries((model.metadata_props ?? []).map((p) => [p.key, p.value]));
+  return { model, inputName: input.name, inputDims, outputs: (g.output ?? []).map((o) => o.name), metadata, seq, params };
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Running it
+
+let ortPromise: Promise<Ort> | undefined;
+async function ort(): Promise<Ort> {
+  ortPromise ??= import('onnxruntime-node');
+  try {
+    return await ortPromise;
+  } catch (e) {
+    throw new Error(`ONNX bases need onnxruntime-node, which does not load here (${(e as Error).message.split('\n')[0]})`);
+  }
+}
+
+export interface OnnxTrunkSpec {
+  bytes: Uint8Array;
+  inputName: string;
+  layout: Layout;
+  preprocessing: Preprocessing;
+  /** A fixed batch dimension in the file (0 when symbolic). */
+  fixedBatch: number;
+  /** Tensors the graph already outputs (need not be added). */
+  outputs: string[];
+}
+
+/** Pixels (NHWC 0..255) → normalised input → ONNX Runtime → pooled activations at `cuts`. */
+export async function onnxBaseRunner(spec: OnnxTrunkSpec, cuts: string[], featureSizes?: number[], batch = 16): Promise<TrunkRunner> {
+  const o = await ort();
+  const added = [...new Set(cuts.filter((c) => !spec.outputs.includes(c)))];
+  const session = await o.InferenceSession.create(withOutputs(spec.bytes, added), {
+    intraOpNumThreads: os.availableParallelism(),
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    graphOptimizationLevel: 'all',
+  });
+  const [h, w] = spec.preprocessing.size;
+  const perImage = h * w * 3;
+  const batchSize = spec.fixedBatch > 0 ? spec.fixedBatch : batch;
+  const inputLayout = spec.layout;
+  const runChunk = async (pixels: Float32Array, n: number): Promise<Float32Array[]> => {
+    const x = normalisePixels(pixels, n, spec.preprocessing, inputLayout);
+    const dims = inputLayout === 'nchw' ? [n, 3, h, w] : [n, h, w, 3];
+    const res = await session.run({ [spec.inputName]: new o.Tensor('float32', x, dims) }, cuts);
+    return cuts.map((c) => {
+      const t = res[c];
+      if (t.type !== 'float32') throw new Error(`cut '${c}' is a ${t.type} tensor; graft reads float32 activations`);
+      const d = [...t.dims];
+      return poolRows(t.data as Float32Array, d, d.length === 4 ? guessLayout(d.slice(1), inputLayout) : inputLayout);
+    });
+  };
+  let sizes = featureSizes;
+  const runner: TrunkRunner = {
+    engine: 'onnx',
+    get featureSizes() {
+      return sizes ?? [];
+    },
+    batchSize,
+    async run(pixels, n) {
+      if (pixels.length !== n * perImage) throw new Error(`trunk input: expected ${n * perImage} values, got ${pixels.length}`);
+      // A file with a fixed batch dimension takes exactly that many images per call: pad the last chunk.
+      const step = batchSize;
+      const parts: Float32Array[][] = [];
+      for (let i = 0; i < n; i += step) {
+        const m = Math.min(step, n - i);
+        let chunk = pixels.subarray(i * perImage, (i + m) * perImage);
+        if (spec.fixedBatch > 0 && m < spec.fixedBatch) {
+          const padded = new Float32Array(spec.fixedBatch * perImage);
+          padded.set(chunk);
+          chunk = padded;
+        }
+        const out = await runChunk(chunk, spec.fixedBatch > 0 ? spec.fixedBatch : m);
+        sizes ??= out.map((r) => r.length / (spec.fixedBatch > 0 ? spec.fixedBatch : m));
+        parts.push(out.map((r, k) => r.subarray(0, m * sizes![k])));
+      }
+      if (parts.length === 1) return parts[0];
+      return cuts.map((_, k) => {
+        const all = new Float32Array(n * sizes![k]);
+        let off = 0;
+        for (const p of parts) {
+          all.set(p[k], off);
+          off += p[k].length;
+        }
+        return all;
+      });
+    },
+    async dispose() {
+      await session.release();
+    },
+  };
+  return runner;
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// The base
+
+/** Positions right before these ops give activations no user wants (pre-BatchNorm, pre-activation). */
+const ABSORBED_AFTER = new Set(['Identity', 'Transpose', 'BatchNormalization', 'Relu', 'Clip', 'LeakyRelu', 'Elu', 'Sigmoid', 'HardSigmoid', 'HardSwish', 'Softmax', 'Selu', 'Gelu', 'PRelu']);
+
+function parseList(value: string, n: number, what: string): number[] {
+  let v: unknown;
+  try {
+    v = JSON.parse(value.trim().startsWith('[') ? value : `[${value}]`);
+  } catch {
+    v = undefined;
+  }
+  if (!Array.isArray(v) || v.length !== n || v.some((x) => typeof x !== 'number' || !Number.isFinite(x))) {
+    throw new Error(`metadata ${what} must hold ${n} numbers (got '${value}')`);
+  }
+  return v as number[];
+}
+
+/** Chooses layout, size and normalisation: flags first, then the model's metadata, then the input shape. */
+export function onnxPreprocessing(info: OnnxGraphInfo, o: BaseOptions, where: string): { layout: Layout; preprocessing: Preprocessing } {
+  const meta = info.metadata;
+  const dims = info.inputDims;
+  if (dims.length !== 4) throw new Error(`${where}: expected an image input of rank 4 (NCHW or NHWC), found rank ${dims.length}`);
+  let layout: Layout | undefined = o.inputLayout ?? (meta['graft.layout'] as Layout | undefined);
+  if (layout && layout !== 'nchw' && layout !== 'nhwc') throw new Error(`${where}: input layout must be nchw or nhwc (got '${layout}')`);
+  if (!layout) {
+    if (dims[1] === 3) layout = 'nchw';
+    else if (dims[3] === 3) layout = 'nhwc';
+    else throw new Error(`${where}: cannot tell the input layout from shape [${dims.map((d) => d || '?').join(', ')}]; give --input-layout nchw or nhwc`);
+  }
+  const channels = layout === 'nchw' ? dims[1] : dims[3];
+  if (channels && channels !== 3) throw new Error(`${where}: input has ${channels} channels in ${layout} layout; graft feeds RGB (3)`);
+  const fromShape: [number, number] = layout === 'nchw' ? [dims[2], dims[3]] : [dims[1], dims[2]];
+  let size: [number, number] | undefined = fromShape[0] > 0 && fromShape[1] > 0 ? fromShape : undefined;
+  if (o.inputSize) size = o.inputSize;
+  else if (!size && meta['graft.size']) size = parseList(meta['graft.size'], 2, 'graft.size') as [number, number];
+  if (!size) throw new Error(`${where}: the input size is dynamic; give --input-size HEIGHT,WIDTH`);
+  if (fromShape[0] > 0 && fromShape[1] > 0 && (size[0] !== fromShape[0] || size[1] !== fromShape[1])) {
+    throw new Error(`${where}: --input-size ${size.join(',')} does not match the model's fixed input ${fromShape.join('x')}`);
+  }
+  const resize = (meta['graft.resize'] as Preprocessing['resize'] | undefined) === 'fill' ? 'fill' : 'cover';
+  let preprocessing: Preprocessing;
+  if (o.mean || o.std) {
+    preprocessing = { size, scale: 1 / 255, offset: 0, resize, mean: o.mean ?? [0, 0, 0], std: o.std ?? [1, 1, 1] };
+  } else if (o.inputRange) {
+    preprocessing = fromRange(size, o.inputRange[0], o.inputRange[1], resize);
+  } else if (meta['graft.mean'] || meta['graft.std']) {
+    const mean = meta['graft.mean'] ? (parseList(meta['graft.mean'], 3, 'graft.mean') as [number, number, number]) : ([0, 0, 0] as [number, number, number]);
+    const std = meta['graft.std'] ? (parseList(meta['graft.std'], 3, 'graft.std') as [number, number, number]) : ([1, 1, 1] as [number, number, number]);
+    preprocessing = { size, scale: 1 / 255, offset: 0, resize, mean, std };
+  } else if (meta['graft.range']) {
+    const r = parseRange(parseList(meta['graft.range'], 2, 'graft.range').join(','));
+    preprocessing = fromRange(size, r[0], r[1], resize);
+  } else {
+    preprocessing = fromRange(size, 0, 1, resize);
+  }
+  return { layout, preprocessing: { ...preprocessing, layout } };
+}
+
+/** Loads `file` (.onnx) as a base: reads the graph, probes every cut point once for its shape, lists candidates. */
+export async function loadOnnxBase(file: string, o: BaseOptions = {}, name?: string): Promise<Base> {
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(file);
+  } catch (e) {
+    throw new Error(`${file}: cannot read ONNX file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  const source = path.resolve(file);
+  const info = readOnnxGraph(bytes, file);
+  const { layout, preprocessing } = onnxPreprocessing(info, o, file);
+  const spec: OnnxTrunkSpec = { bytes, inputName: info.inputName, layout, preprocessing, fixedBatch: info.inputDims[0] || 0, outputs: info.outputs };
+
+  const positions = cutPositions(info.seq, [info.inputName], info.outputs);
+  const read = new Set([...info.seq.flatMap((n) => n.inputs), ...info.outputs]);
+  // A cut point has at most one live output: that is the tensor a cut there reads.
+  const cutTensor = (i: number) => info.seq[i].outputs.find((t) => read.has(t)) ?? info.seq[i].outputs[0];
+  const cutNames = positions.map(cutTensor);
+  // One probe image through a session that outputs every cut point: exact shapes and types, whatever the exporter
+  // wrote (or did not write) in value_info.
+  const probe = await probeShapes(spec, cutNames);
+  const consumers = new Map<string, string[]>();
+  for (const n of info.seq) for (const t of n.inputs) consumers.set(t, [...(consumers.get(t) ?? []), n.op]);
+  const usable = new Map<string, { index: number; shape: number[]; op: string }>();
+  positions.forEach((i, k) => {
+    const p = probe.get(cutNames[k]);
+    if (p && p.type === 'float32' && (p.dims.length === 2 || p.dims.length === 4)) usable.set(cutNames[k], { index: i, shape: p.dims.slice(1), op: info.seq[i].op });
+  });
+  if (usable.size === 0) throw new Error(`${file}: no tensor in the graph splits it cleanly with a float rank-2 or rank-4 activation`);
+  const metaCut = info.metadata['graft.cut'];
+  const defaultCut = [metaCut, ...info.outputs].find((t) => t && usable.has(t)) ?? [...usable.keys()].at(-1)!;
+  const topIndex = usable.get(defaultCut)!.index;
+  const sizeOf = (cut: string) => {
+    const u = usable.get(cut)!;
+    return pooledSize(u.shape, u.shape.length === 3 ? guessLayout(u.shape, layout) : layout);
+  };
+  const candidates: CutPoint[] = [...usable.entries()]
+    .filter(([t, u]) => {
+      if (u.index > topIndex) return false;
+      if (t === defaultCut) return true;
+      // A transpose or copy only reorders the activation below it.
+      if (u.op === 'Transpose' || u.op === 'Identity') return false;
+      const next = consumers.get(t) ?? [];
+      return !(next.length === 1 && ABSORBED_AFTER.has(next[0]));
+    })
+    .map(([t, u]) => ({ name: t, index: u.index, className: u.op, shape: u.shape, featureSize: sizeOf(t) }));
+  const cutSet = new Set(cutNames);
+  const nodes: ForeignNode[] = info.seq.map((n, i) => ({
+    name: n.name,
+    op: n.op,
+    shape: probe.get(n.name)?.dims.slice(1) ?? [],
+    params: info.params[i],
+    cutPoint: cutSet.has(n.name) && usable.has(n.name),
+  }));
+  const requireCut = (cut: string) => {
+    if (usable.has(cut)) return;
+    if (!info.seq.some((n) => n.outputs.includes(cut))) throw new Error(`no tensor named '${cut}' in the ONNX base (see \`graft inspect ${file}\`)`);
+    if (cutSet.has(cut)) throw new Error(`tensor '${cut}' is not a float activation of rank 2 or 4: graft cannot read features there`);
+    throw new Error(`tensor '${cut}' is not a cut point: other tensors cross the graph there (inside a residual or branched block)`);
+  };
+  const foreign: ForeignBase = {
+    format: 'onnx',
+    nodes,
+    candidates,
+    requireCut,
+    cutInfo: (cut) => {
+      requireCut(cut);
+      const s = usable.get(cut)!.shape;
+      return { shape: s, layout: s.length === 3 ? guessLayout(s, layout) : layout };
+    },
+    featureSizes: (cuts) => cuts.map((c) => (requireCut(c), sizeOf(c))),
+    async runner(cuts, engine?: EngineChoice) {
+      if (engine === 'wasm') throw new Error(`${file}: an ONNX base runs on ONNX Runtime only (--engine auto or onnx, not wasm)`);
+      cuts.forEach(requireCut);
+      return onnxBaseRunner(spec, cuts, cuts.map(sizeOf));
+    },
+    modelFiles: () => ({ files: { 'base.onnx': bytes }, record: { format: 'onnx', file: 'base.onnx', inputName: info.inputName, layout, fixedBatch: spec.fixedBatch, outputs: info.outputs } }),
+    // Sessions belong to the runners that open them; the bytes go with the base.
+    dispose() {},
+  };
+  return {
+    name: name ?? info.metadata['graft.name'] ?? file,
+    id: createHash('sha256').update(bytes).digest('hex').slice(0, 16),
+    kind: 'file',
+    source,
+    model: layersOnlyGuard('onnx', file, () => foreign.dispose()),
+    preprocessing,
+    defaultCut,
+    artifacts: {},
+    format: 'onnx',
+    foreign,
+  };
+}
+
+async function probeShapes(spec: OnnxTrunkSpec, names: string[]): Promise<Map<string, { dims: number[]; type: string }>> {
+  const o = await ort();
+  const session = await o.InferenceSession.create(withOutputs(spec.bytes, names.filter((n) => !spec.outputs.includes(n))), {
+    intraOpNumThreads: os.availableParallelism(),
+    graphOptimizationLevel: 'basic',
+  });
+  try {
+    const [h, w] = spec.preprocessing.size;
+    const b = spec.fixedBatch || 1;
+    const dims = spec.layout === 'nchw' ? [b, 3, h, w] : [b, h, w, 3];
+    const res = await session.run({ [spec.inputName]: new o.Tensor('float32', new Float32Array(b * 3 * h * w), dims) }, names);
+    return new Map(names.map((n) => [n, { dims: [...res[n].dims], type: res[n].type }]));
+  } catch (e) {
+    throw new Error(`ONNX Runtime cannot run the base (${(e as Error).message.split('\n')[0]})`);
+  } finally {
+    await session.release();
+  }
+}
