@@ -114,6 +114,9 @@ const convCases: ConvCase[] = [
   { batch: 1, h: 13, w: 12, ci: 3, co: 2, k: 7, stride: 1, pad: 'valid' },
   { batch: 3, h: 15, w: 14, ci: 2, co: 3, k: 7, stride: 2, pad: 'same' },
   { batch: 3, h: 9, w: 10, ci: 3, co: 2, k: 3, stride: [2, 1], pad: 'same' },
+  { batch: 3, h: 5, w: 6, ci: 7, co: 9, k: 1, stride: 1, pad: 'valid' },
+  { batch: 2, h: 7, w: 6, ci: 3, co: 4, k: 1, stride: 1, pad: 1 },
+  { batch: 2, h: 8, w: 9, ci: 3, co: 4, k: 2, stride: 2, pad: 'same' },
 ];
 
 const label = (c: object) => JSON.stringify(c).replace(/"/g, '');
@@ -157,6 +160,30 @@ describe('Conv2D gradients match the CPU backend', () => {
       return tf.grads(loss)([x, f, b]);
     });
     assertClose(r, ['dx', 'dfilter', 'dbias']);
+  });
+
+  test('NCHW input gradient through the kernel directly', async () => {
+    for (const [k, stride] of [
+      [1, 1],
+      [3, 2],
+    ] as const) {
+      const r = await onBoth(() => {
+        const dy = rand([2, 4, 5, 4], 20 + k);
+        const filter = rand([k, k, 3, 4], 21 + k);
+        const attrs = { strides: stride, pad: 'same', dataFormat: 'NCHW', inputShape: [2, 3, 4 * stride + 1, 4 * stride] };
+        return [tf.engine().runKernel('Conv2DBackpropInput', { dy, filter }, attrs as never) as tf.Tensor];
+      });
+      assertClose(r, [`dx ${k}x${k} stride ${stride}`]);
+    }
+  });
+
+  test('conv2dTranspose, the public op on the same kernel', async () => {
+    const r = await onBoth(() => {
+      const x = rand([2, 4, 5, 6], 22);
+      const f = rand([3, 3, 3, 6], 23);
+      return [tf.conv2dTranspose(x as tf.Tensor4D, f as tf.Tensor4D, [2, 8, 10, 3], 2, 'same'), tf.conv2dTranspose(x as tf.Tensor4D, f as tf.Tensor4D, [2, 9, 11, 3], 2, 'valid')];
+    });
+    assertClose(r, ['same', 'valid']);
   });
 
   test('NCHW filter gradient through the kernel directly', async () => {
@@ -251,6 +278,35 @@ describe('DepthwiseConv2D gradients match the CPU backend', () => {
       /dilations \[2, 2\] are not supported/,
     );
     tf.dispose([x, dy]);
+  });
+});
+
+describe('BatchNorm gradient', () => {
+  test('matches the gradient of BatchNorm written out in elementary ops, on WASM and CPU', async () => {
+    // With a scale, as every Keras BatchNormalization layer of the bases has: without one, tfjs-core's engine fails
+    // before any gradient function runs (it tries to save the missing input for the backward pass).
+    const eps = 1e-3;
+    const names = ['x', 'mean', 'variance', 'scale', 'offset'];
+    const r = await onBoth(() => {
+      const x = rand([2, 5, 4, 6], 30);
+      const mean = rand([6], 31);
+      const variance = tf.add(tf.abs(rand([6], 32)), 0.1);
+      const scale = rand([6], 33);
+      const offset = rand([6], 34);
+      const weights = rand([2, 5, 4, 6], 35);
+      const fused = (a: tf.Tensor, m: tf.Tensor, v: tf.Tensor, s: tf.Tensor, o: tf.Tensor) =>
+        tf.sum(tf.mul(tf.batchNorm(a, m, v, o, s, eps), weights));
+      const plain = (a: tf.Tensor, m: tf.Tensor, v: tf.Tensor, s: tf.Tensor, o: tf.Tensor) =>
+        tf.sum(tf.mul(tf.add(tf.mul(tf.mul(tf.sub(a, m), tf.rsqrt(tf.add(v, eps))), s), o), weights));
+      const inputs = [x, mean, variance, scale, offset];
+      return [...tf.grads(fused)(inputs), ...tf.grads(plain)(inputs)];
+    });
+    for (const [backend, data] of Object.entries(r)) {
+      names.forEach((n, i) => {
+        const e = relError(data[i], data[i + names.length]);
+        assert.ok(e <= 1e-4, `${backend} d${n}: relative error ${e.toExponential(2)}`);
+      });
+    }
   });
 });
 

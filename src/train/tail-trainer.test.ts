@@ -3,7 +3,7 @@ import { before, test } from 'node:test';
 import { layerIndex, runSegment } from '../base/graph.ts';
 import { initTf, tf, tfl } from '../engines/tf.ts';
 import { mulberry32 } from './random.ts';
-import { type JointHead, type Tail, type TailData, disposeJointHead, reinitialiseLayers, tailPredict, trainTail } from './tail-trainer.ts';
+import { type JointHead, type Tail, type TailData, capInvStd, disposeJointHead, reinitialiseLayers, tailPredict, trainTail } from './tail-trainer.ts';
 
 before(async () => {
   await initTf('wasm');
@@ -113,6 +113,28 @@ test('same seed, same weights; best epoch restored', async () => {
     disposeJointHead(x.head);
     x.model.dispose();
   }
+});
+
+test('the starting weights compete as epoch 0: training that only makes things worse leaves everything as it was', async () => {
+  const model = network();
+  const tail = tailOf(model, false);
+  const head = zeroHead(8, 2);
+  const before = weightsOf(model, 'conv_b');
+  // A learning rate this large throws every weight far off: no epoch beats the start on validation loss.
+  const r = await trainTail(tail, head, dataset(24, 1), dataset(12, 2), { lr: 1000, epochs: 3, patience: 2, batchSize: 8, seed: 3 });
+  assert.equal(r.bestEpoch, 0);
+  assert.ok(r.start && Math.abs(r.start.valLoss - Math.log(2)) < 1e-6, 'a zero head scores log 2 at the start');
+  assert.deepEqual(weightsOf(model, 'conv_b'), before);
+  assert.ok(Array.from(head.kernel.dataSync()).every((v) => v === 0));
+  disposeJointHead(head);
+  model.dispose();
+});
+
+test('capInvStd: no feature scaled up more than 10x the median one; constant features stay at 0', () => {
+  const inv = Float32Array.from([0, 1, 2, 3, 4, 5, 1e5]);
+  // Median of the non-zero entries [1, 2, 3, 4, 5, 1e5] taken at index 3: 4.
+  assert.deepEqual(Array.from(capInvStd(inv)), [0, 1, 2, 3, 4, 5, 40]);
+  assert.deepEqual(Array.from(capInvStd(new Float32Array(3))), [0, 0, 0]);
 });
 
 test('reinitialise: Glorot kernels from the seed, BatchNorm as the identity', () => {

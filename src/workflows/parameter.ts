@@ -213,9 +213,10 @@ export async function trainParameter(
   try {
     const history: StageLog[] = [];
     const stages: ParameterOutcome['stages'] = [];
-    const record = (stage: StageName, lr: number, logs: EpochLog[], bestEpoch: number, seconds: number) => {
+    const record = (stage: StageName, lr: number, logs: EpochLog[], bestEpoch: number, seconds: number, start?: { valLoss: number; valAccuracy: number }) => {
       history.push(...logs.map((l) => ({ ...l, stage })));
-      const b = logs[bestEpoch - 1];
+      // Best epoch 0: the stage kept the weights it started from.
+      const b = bestEpoch === 0 ? start : logs[bestEpoch - 1];
       stages.push({ stage, epochs: logs.length, bestEpoch, lr, valAccuracy: b?.valAccuracy, valLoss: b?.valLoss, seconds });
     };
     const progress = (phase: string) => (log: EpochLog, total: number) =>
@@ -261,7 +262,7 @@ export async function trainParameter(
         signal: o.signal,
         onEpoch: progress('tail'),
       });
-      record('tail', lr, r.history, r.bestEpoch, (performance.now() - t) / 1000);
+      record('tail', lr, r.history, r.bestEpoch, (performance.now() - t) / 1000, r.start);
     }
     // Stage 3: fine-tune from the unfreeze point.
     if (plan.unfreezeFrom) {
@@ -279,7 +280,7 @@ export async function trainParameter(
         signal: o.signal,
         onEpoch: progress('fine-tune'),
       });
-      record('fine-tune', lr, r.history, r.bestEpoch, (performance.now() - t) / 1000);
+      record('fine-tune', lr, r.history, r.bestEpoch, (performance.now() - t) / 1000, r.start);
       last = { tail: deep, train: train2, val: val2 };
     }
 
