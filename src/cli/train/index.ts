@@ -47,7 +47,7 @@ export function trainCommand(): Command {
     .option('--val-split <fraction>', 'hold out this fraction of <data> for validation when --val is not given', '0.2')
     .option('--mode <mode>', 'feature (one cut, default), auto (measure candidate cuts, keep the best) or parameter (retrain the top layers with the head)', 'feature')
     .option('--cut <layer>', 'layer to cut the base at (see `graft inspect`); default: below the base\'s classifier. With --mode parameter: where the retrained layers start')
-    .option('--retrain-layers <n>', '--mode parameter: retrain the base above the candidate cut n blocks below the head input (default 1; see `graft inspect`)')
+    .option('--retrain-layers <n>', '--mode parameter: retrain the base layers above the n-th candidate cut point below the head input (default 1; `graft inspect` lists each candidate with its n)')
     .option('--reinit', '--mode parameter: re-initialise the retrained layers instead of starting from their pretrained weights')
     .option('--tail-lr <rate>', '--mode parameter: learning rate for the retrained layers (default 1e-4, 1e-3 with --reinit)')
     .option('--tail-epochs <n>', '--mode parameter: maximum epochs for the retrained layers (default 30)')
