@@ -3,7 +3,9 @@
  * side: sharp to resize, raw 0..255 pixels in) on every image of a folder of class folders, and compares with
  * `graft predict` on the same files: same top-1 everywhere, probabilities within 1e-4.
  *
- *   node --import tsx scripts/check-onnx-export.ts MODEL_DIR MODEL.onnx IMAGES_DIR
+ *   node --import tsx scripts/check-onnx-export.ts MODEL_DIR MODEL.onnx IMAGES_DIR [ENGINE]
+ *
+ * ENGINE (auto, onnx or wasm) is what `graft predict` runs on; wasm makes the comparison independent of ONNX Runtime.
  */
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -11,7 +13,7 @@ import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 
-const [modelDir, onnxFile, images] = process.argv.slice(2);
+const [modelDir, onnxFile, images, engine = 'auto'] = process.argv.slice(2);
 const meta = JSON.parse(readFileSync(path.join(modelDir, 'graft.json'), 'utf8'));
 const [h, w] = meta.preprocessing.size;
 const files = readdirSync(images, { withFileTypes: true })
@@ -31,7 +33,7 @@ for (const file of files) {
   onnxProbs.set(file, out[session.outputNames[0]].data as Float32Array);
 }
 
-const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'predict', modelDir, ...files, '--top', String(meta.labels.length), '--json'], {
+const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'predict', modelDir, ...files, '--top', String(meta.labels.length), '--engine', engine, '--json'], {
   encoding: 'utf8',
   maxBuffer: 1 << 26,
 });
@@ -44,5 +46,5 @@ for (const p of graft.predictions) {
   if (top === p.top[0].label) sameTop++;
   for (const t of p.top) maxDiff = Math.max(maxDiff, Math.abs(o[meta.labels.indexOf(t.label)] - t.probability));
 }
-console.log(JSON.stringify({ images: graft.predictions.length, onnxImages: onnxProbs.size, sameTop1: sameTop, maxAbsProbDiff: maxDiff }));
+console.log(JSON.stringify({ engine, images: graft.predictions.length, onnxImages: onnxProbs.size, sameTop1: sameTop, maxAbsProbDiff: maxDiff }));
 process.exit(sameTop === graft.predictions.length && graft.predictions.length === onnxProbs.size && maxDiff <= 1e-4 ? 0 : 1);
