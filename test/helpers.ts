@@ -1,5 +1,7 @@
 /** Fixtures shared by the end-to-end tests: a tiny base network, small image sets, and a CLI runner. */
 import { spawnSync } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -86,4 +88,26 @@ export function runCli(args: string[], env: Record<string, string> = {}): CliRes
     json = undefined;
   }
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr, json };
+}
+
+/** Deterministic pixels in (0, 255]: seeded so a failure reproduces, never zero so padding bugs cannot hide. */
+export function seededPixels(count: number, seed: number): Float32Array {
+  const out = new Float32Array(count);
+  let s = seed >>> 0;
+  for (let i = 0; i < count; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = 1 + (s / 2 ** 32) * 254;
+  }
+  return out;
+}
+
+/** A loopback port nothing listens on (fetch refuses well-known ports such as 1 outright, which tests nothing). */
+export function closedPort(): Promise<number> {
+  const s = createServer();
+  return new Promise((resolve) =>
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as AddressInfo;
+      s.close(() => resolve(port));
+    }),
+  );
 }

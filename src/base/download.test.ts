@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { closedPort } from '../../test/helpers.ts';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -86,16 +87,6 @@ function startServer(o: { cutOnce?: Record<string, number>; ignoreRange?: boolea
   });
 }
 
-/** A port nothing listens on (fetch refuses well-known ports such as 1 outright, which tests nothing). */
-function closedPort(): Promise<number> {
-  const s = http.createServer();
-  return new Promise((resolve) =>
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    }),
-  );
-}
 
 describe('ensureModelFiles', { skip }, () => {
   let tmp: string;

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { closedPort } from '../../test/helpers.ts';
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import http from 'node:http';
@@ -88,15 +89,6 @@ async function captureJson(key: string, fn: () => Promise<unknown>): Promise<str
   return out;
 }
 
-function closedPort(): Promise<number> {
-  const s = http.createServer();
-  return new Promise((resolve) =>
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    }),
-  );
-}
 
 describe('zoo bases through loadBase and the CLI', { skip }, () => {
   let tmp: string;

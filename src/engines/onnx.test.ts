@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { seededPixels as pixels } from '../../test/helpers.ts';
 import { before, test } from 'node:test';
 import { loadBase } from '../base/base.ts';
 import { onnxAvailable, onnxTrunkRunner } from './onnx.ts';
@@ -7,15 +8,6 @@ import { buildTrunkModel, tfjsTrunkRunner } from './trunk.ts';
 
 before(() => initTf('wasm'));
 
-function pixels(count: number, seed: number): Float32Array {
-  const out = new Float32Array(count);
-  let s = seed >>> 0;
-  for (let i = 0; i < count; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = 1 + (s / 2 ** 32) * 254;
-  }
-  return out;
-}
 
 test('onnxAvailable is true here and answers from its cache the second time', async () => {
   assert.equal(await onnxAvailable(), true);

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { before, test } from 'node:test';
 import type { SymbolicTensor } from '@tensorflow/tfjs-layers';
 import * as ort from 'onnxruntime-node';
@@ -8,23 +9,15 @@ import { buildTrunkModel } from '../../engines/trunk.ts';
 import { initTf, tf, tfl } from '../../engines/tf.ts';
 import { layersToOnnx } from './convert.ts';
 import { decodeModel } from './proto.ts';
+import { seededPixels as pixels } from '../../../test/helpers.ts';
 
-const SHARED_V1 = '/work/shared/models/mobilenet_v1_1.0_224_imagenet_trunc/model.json';
+// ../shared sits beside the repository (tests run from its root), wherever that is checked out.
+const SHARED_V1 = path.resolve('../shared/models/mobilenet_v1_1.0_224_imagenet_trunc/model.json');
 const SHARED_V2_035 =
-  '/work/shared/models/mirror/teachable-machine-models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top/model.json';
+  path.resolve('../shared/models/mirror/teachable-machine-models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top/model.json');
 
 before(() => initTf('wasm'));
 
-/** Deterministic pixels in (0, 255]: seeded so a failure reproduces, never zero so padding bugs cannot hide. */
-function pixels(count: number, seed: number): Float32Array {
-  const out = new Float32Array(count);
-  let s = seed >>> 0;
-  for (let i = 0; i < count; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = 1 + (s / 2 ** 32) * 254;
-  }
-  return out;
-}
 
 function relErr(a: Float32Array, b: Float32Array): number {
   assert.equal(a.length, b.length);
@@ -115,7 +108,7 @@ test('bundled InceptionV3 trunk at mixed5 and mixed10 matches TF.js', async () =
   await parity(buildTrunkModel(base, ['mixed5', 'mixed10']), 1);
 });
 
-test('shared ImageNet MobileNets (v1 trunc, v2 0.35) match TF.js', { skip: !existsSync(SHARED_V1) && 'no /work/shared' }, async () => {
+test('shared ImageNet MobileNets (v1 trunc, v2 0.35) match TF.js', { skip: !existsSync(SHARED_V1) && '../shared is absent' }, async () => {
   for (const file of [SHARED_V1, SHARED_V2_035]) {
     if (!existsSync(file)) continue;
     const base = await loadBase(file);
