@@ -37,12 +37,9 @@ export interface BaseInspection {
   format?: 'graph' | 'onnx';
 }
 
-/** Graph and ONNX bases: their nodes stand for layers (parameters = elements of the constants a node reads). */
-function inspectForeign(base: Base): BaseInspection {
-  const f = base.foreign!;
-  const layers: LayerInfo[] = f.nodes.map((n) => ({ name: n.name, className: n.op, shape: n.shape, params: n.params, cutPoint: n.cutPoint }));
-  const top = f.candidates.find((c) => c.name === base.defaultCut)?.index ?? layers.length - 1;
-  const n = f.candidates.length;
+/** The inspection of any base from its layer list and candidate cuts (positions index into `layers`). */
+function describeBase(base: Base, layers: LayerInfo[], candidates: CutPoint[], top: number, params: number, format?: BaseInspection['format']): BaseInspection {
+  const n = candidates.length;
   return {
     name: base.name,
     id: base.id,
@@ -50,15 +47,23 @@ function inspectForeign(base: Base): BaseInspection {
     inputSize: base.preprocessing.size,
     preprocessing: base.preprocessing,
     defaultCut: base.defaultCut,
-    params: layers.reduce((a, l) => a + l.params, 0),
+    params,
     layers,
-    candidates: f.candidates.map((c, k) => ({
+    candidates: candidates.map((c, k) => ({
       ...c,
       blocksBelowHead: n - 1 - k,
       paramsAbove: layers.slice(c.index + 1, top + 1).reduce((a, l) => a + l.params, 0),
     })),
-    format: f.format,
+    ...(format ? { format } : {}),
   };
+}
+
+/** Graph and ONNX bases: their nodes stand for layers (parameters = elements of the constants a node reads). */
+function inspectForeign(base: Base): BaseInspection {
+  const f = base.foreign!;
+  const layers: LayerInfo[] = f.nodes.map((n) => ({ name: n.name, className: n.op, shape: n.shape, params: n.params, cutPoint: n.cutPoint }));
+  const top = f.candidates.find((c) => c.name === base.defaultCut)?.index ?? layers.length - 1;
+  return describeBase(base, layers, f.candidates, top, layers.reduce((a, l) => a + l.params, 0), f.format);
 }
 
 export function inspectBase(base: Base): BaseInspection {
@@ -73,24 +78,7 @@ export function inspectBase(base: Base): BaseInspection {
     cutPoint: cuts.has(i),
   }));
   const top = layerIndex(model, base.defaultCut);
-  const candidates = candidateCuts(model, base.defaultCut);
-  const n = candidates.length;
-  const withDepth = candidates.map((c, k) => ({
-    ...c,
-    blocksBelowHead: n - 1 - k,
-    paramsAbove: layers.slice(c.index + 1, top + 1).reduce((a, l) => a + l.params, 0),
-  }));
-  return {
-    name: base.name,
-    id: base.id,
-    source: base.source,
-    inputSize: base.preprocessing.size,
-    preprocessing: base.preprocessing,
-    defaultCut: base.defaultCut,
-    params: model.countParams(),
-    layers,
-    candidates: withDepth,
-  };
+  return describeBase(base, layers, candidateCuts(model, base.defaultCut), top, model.countParams());
 }
 
 /** The candidate `n` blocks below the head (what `--retrain-layers n` means). */
