@@ -60,22 +60,34 @@ export const PARAMETER_DEFAULTS = {
   unfreezeFraction: 1 / 3,
 } as const;
 
-export interface ParameterOptions {
+/** The parameter-transfer and fine-tuning settings, as `train` and the CLI take them. */
+export interface TransferSettings {
+  /** mode 'parameter': how many candidate cuts below the head input the split lies (default 1). `cut` overrides it. */
+  retrainLayers?: number;
+  /** mode 'parameter': re-initialise the tail instead of starting from its pretrained weights. */
+  reinit?: boolean;
+  /** mode 'parameter': Adam learning rate of the tail stage (default 1e-4, 1e-3 with `reinit`). */
+  tailLr?: number;
+  /** mode 'parameter': maximum epochs of the tail stage (default 30). */
+  tailEpochs?: number;
+  /** After the head (and tail) converge, unfreeze more of the base and train again at a very low learning rate. */
+  fineTune?: boolean;
+  /** A cut point below the split, or 'all' (the whole base trains, images flow through it every step); default: the
+   *  top third of the candidate cuts. */
+  unfreezeFrom?: string;
+  /** Adam learning rate of the fine-tune stage (default 1e-5). */
+  fineTuneLr?: number;
+  /** Maximum epochs of the fine-tune stage (default 10). */
+  fineTuneEpochs?: number;
+  /** BatchNorm layers that train run in training mode (batch statistics, moving statistics updated), as in fastai.
+   *  Default false: inference mode, the Keras rule. */
+  trainBn?: boolean;
+}
+
+export interface ParameterOptions extends TransferSettings {
   mode: 'feature' | 'parameter';
   /** parameter mode: the split (tail input). feature mode: the head input. */
   cut?: string;
-  /** parameter mode: the split, in candidate cuts below the head input (ignored when `cut` is given). */
-  retrainLayers?: number;
-  reinit?: boolean;
-  tailLr?: number;
-  tailEpochs?: number;
-  fineTune?: boolean;
-  /** A cut point below the split, or 'all' (the whole base trains, images flow through it every step). */
-  unfreezeFrom?: string;
-  fineTuneLr?: number;
-  fineTuneEpochs?: number;
-  /** Train BatchNorm layers in training mode (batch statistics, moving statistics updated). Default false. */
-  trainBn?: boolean;
   patience?: number;
   head: TrainHeadOptions;
   onProgress?: ProgressCallback;

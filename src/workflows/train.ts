@@ -18,9 +18,9 @@ import { versions } from '../util/versions.ts';
 import { type Extracted, type RunnerFactory, extractFeatures } from './extract.ts';
 import { type SweepRow, sweep, sweepCandidates } from './autocut.ts';
 import { type EngineChoice, runnerFor } from './engine-choice.ts';
-import { type ParameterOutcome, planParameter, trainParameter } from './parameter.ts';
+import { type ParameterOutcome, type TransferSettings, planParameter, trainParameter } from './parameter.ts';
 
-export interface TrainOptions extends BaseOptions {
+export interface TrainOptions extends BaseOptions, TransferSettings {
   /** Training data: folder of class folders, or CSV of path,label. */
   data: string;
   /** Separate validation data (same layout). */
@@ -36,25 +36,6 @@ export interface TrainOptions extends BaseOptions {
    * 'parameter': retrain the base's top layers (the tail) with the head (see workflows/parameter.ts).
    */
   mode?: TrainMode;
-  /** mode 'parameter': how many candidate cuts below the head input the split lies (default 1). `cut` overrides it. */
-  retrainLayers?: number;
-  /** mode 'parameter': re-initialise the tail instead of starting from its pretrained weights. */
-  reinit?: boolean;
-  /** mode 'parameter': Adam learning rate of the tail stage (default 1e-4, 1e-3 with `reinit`). */
-  tailLr?: number;
-  /** mode 'parameter': maximum epochs of the tail stage (default 30). */
-  tailEpochs?: number;
-  /** After the head (and tail) converge, unfreeze more of the base and train again at a very low learning rate. */
-  fineTune?: boolean;
-  /** Cut point to unfreeze from, or 'all' (default: the top third of the candidate cuts). */
-  unfreezeFrom?: string;
-  /** Adam learning rate of the fine-tune stage (default 1e-5). */
-  fineTuneLr?: number;
-  /** Maximum epochs of the fine-tune stage (default 10). */
-  fineTuneEpochs?: number;
-  /** BatchNorm layers that train run in training mode (batch statistics, moving statistics updated), as in fastai.
-   *  Default false: inference mode, the Keras rule. */
-  trainBn?: boolean;
   head?: HeadKind;
   epochs?: number;
   lr?: number;
@@ -168,6 +149,21 @@ export async function prepareData(
   return { base: o.base, classes: listing.classes, train, val, skipped, extractSeconds: (performance.now() - t0) / 1000 };
 }
 
+/** What every mode reports the same way: data, base, engine, cache and timing. */
+function runFacts(base: Base, data: PreparedData, engine: string, trainSeconds: number) {
+  return {
+    classes: data.classes,
+    base: base.name,
+    baseId: base.id,
+    baseFallback: base.fallback,
+    engine: data.train.engine ?? engine,
+    seconds: { total: 0, extract: data.extractSeconds, train: trainSeconds, export: 0 },
+    cache: { hits: data.train.hits, misses: data.train.misses },
+    trunkCalls: data.train.trunkCalls,
+    skipped: data.skipped,
+  };
+}
+
 export function featureSet(e: Extracted, cutIndex: number, classes: string[]): FeatureSet {
   const y = Int32Array.from(e.samples.map((s) => classes.indexOf(s.label)));
   return { x: e.features[cutIndex], n: e.samples.length, dim: e.featureSizes[cutIndex], y };
@@ -270,19 +266,11 @@ async function trainWithBase(o: TrainOptions, base: Base, t0: number): Promise<T
     trainAccuracy: trainAcc,
     trainImages: trainSet.n,
     valImages: valSet?.n ?? 0,
-    classes: data.classes,
-    base: base.name,
-    baseId: base.id,
-    baseFallback: (base as Base & { fallback?: TrainResult['baseFallback'] }).fallback,
+    ...runFacts(base, data, engine, trainSeconds),
     cut,
     head: head.kind,
-    engine: data.train.engine ?? engine,
     epochs: head.history.length,
     bestEpoch: head.bestEpoch,
-    seconds: { total: 0, extract: data.extractSeconds, train: trainSeconds, export: 0 },
-    cache: { hits: data.train.hits, misses: data.train.misses },
-    trunkCalls: data.train.trunkCalls,
-    skipped: data.skipped,
     history: head.history,
   };
   if (o.out) {
@@ -333,19 +321,11 @@ async function trainParameterMode(o: TrainOptions, mode: 'feature' | 'parameter'
       trainAccuracy: outcome.trainAccuracy,
       trainImages: data.train.samples.length,
       valImages: valSamples.length,
-      classes: data.classes,
-      base: base.name,
-      baseId: base.id,
-      baseFallback: (base as Base & { fallback?: TrainResult['baseFallback'] }).fallback,
+      ...runFacts(base, data, engine, trainSeconds),
       cut: plan.cut,
       head: 'softmax',
-      engine: data.train.engine ?? engine,
       epochs: outcome.history.length,
       bestEpoch: outcome.bestEpoch,
-      seconds: { total: 0, extract: data.extractSeconds, train: trainSeconds, export: 0 },
-      cache: { hits: data.train.hits, misses: data.train.misses },
-      trunkCalls: data.train.trunkCalls,
-      skipped: data.skipped,
       history: outcome.history,
       parameter: { top: plan.top, unfreezeFrom: plan.unfreezeFrom, reinit: o.reinit ?? false, trainBn: o.trainBn ?? false, stages: outcome.stages },
       valPredictions: outcome.valProbabilities
