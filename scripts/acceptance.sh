@@ -5,7 +5,7 @@ set -u
 H=../shared/data/hymenoptera
 V1=../shared/models/mobilenet_v1_1.0_224_imagenet_trunc/model.json
 last() { tail -1 | cut -c1-400; }
-t() { local s=$(date +%s.%N); "$@"; local e=$(date +%s.%N); echo "wall $(echo "$e - $s" | bc) s" >&2; }
+t() { local s=$(date +%s%N); "$@"; local e=$(date +%s%N); echo "wall $(( (e - s) / 1000000 )) ms" >&2; }
 export GRAFT_CACHE_DIR=$(mktemp -d)
 rm -rf out/hym out/hym2 out/auto out/auto-v1
 echo "== issue 2: v1 trunc, cold then warm"
