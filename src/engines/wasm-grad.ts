@@ -30,6 +30,23 @@ type KernelArgs = Parameters<tf.KernelFunc>[0];
  * one pad express TensorFlow's (possibly asymmetric or explicit) padding, and the cropping of rows a strided conv never
  * reads, in a single shape-exact step.
  */
+/**
+ * Inserts stride-1 zeros after every row and column of an NHWC gradient, so a strided convolution's dy lines up with
+ * its input grid: one reshape + pad + reshape, no element loop.
+ */
+function spreadByStride(t: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
+  if (sh === 1 && sw === 1) return t;
+  const [n, ho, wo, ch] = t.shape;
+  const spread = tf.pad(tf.reshape(t, [n * ho, 1, wo, 1, ch]), [
+    [0, 0],
+    [0, sh - 1],
+    [0, 0],
+    [0, sw - 1],
+    [0, 0],
+  ]);
+  return tf.reshape(spread, [n, ho * sh, wo * sw, ch]);
+}
+
 function placeWindow(t: tf.Tensor4D, top: number, left: number, height: number, width: number): tf.Tensor4D {
   const [n, h, w, c] = t.shape;
   const r0 = Math.max(0, -top);
@@ -168,21 +185,11 @@ function depthwiseBackpropInput({ inputs, attrs }: KernelArgs): tf.Tensor {
     a.dimRoundingMode,
     true,
   );
-  const { batchSize: n, inHeight: h, inWidth: w, inChannels: c, outChannels: k, outHeight: ho, outWidth: wo } = info;
+  const { batchSize: n, inHeight: h, inWidth: w, inChannels: c, outChannels: k } = info;
   const { filterHeight: fh, filterWidth: fw, strideHeight: sh, strideWidth: sw } = info;
   const m = k / c;
   return tf.tidy(() => {
-    let up: tf.Tensor4D = dy;
-    if (sh > 1 || sw > 1) {
-      const spread = tf.pad(tf.reshape(dy, [n * ho, 1, wo, 1, k]), [
-        [0, 0],
-        [0, sh - 1],
-        [0, 0],
-        [0, sw - 1],
-        [0, 0],
-      ]);
-      up = tf.reshape(spread, [n, ho * sh, wo * sw, k]);
-    }
+    const up = spreadByStride(dy, sh, sw);
     const z = placeWindow(up, fh - 1 - info.padInfo.top, fw - 1 - info.padInfo.left, h + fh - 1, w + fw - 1);
     const flipped = tf.reshape(tf.reverse(filter, [0, 1]), [fh, fw, k, 1]) as tf.Tensor4D;
     const dx = tf.depthwiseConv2d(z, flipped, 1, 'valid');
@@ -216,17 +223,7 @@ function conv2DBackpropInput({ inputs, attrs }: KernelArgs): tf.Tensor {
       const wt = tf.transpose(tf.reshape(filter, [ci, co])) as tf.Tensor2D;
       dx = tf.reshape(tf.matMul(tf.reshape(g, [n * ho * wo, co]) as tf.Tensor2D, wt), [n, h, w, ci]);
     } else {
-      let up: tf.Tensor4D = g;
-      if (sh > 1 || sw > 1) {
-        const spread = tf.pad(tf.reshape(g, [n * ho, 1, wo, 1, co]), [
-          [0, 0],
-          [0, sh - 1],
-          [0, 0],
-          [0, sw - 1],
-          [0, 0],
-        ]);
-        up = tf.reshape(spread, [n, ho * sh, wo * sw, co]);
-      }
+      const up = spreadByStride(g, sh, sw);
       const z = placeWindow(up, fh - 1 - info.padInfo.top, fw - 1 - info.padInfo.left, h + fh - 1, w + fw - 1);
       const flipped = tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]) as tf.Tensor4D;
       dx = tf.conv2d(z, flipped, 1, 'valid');

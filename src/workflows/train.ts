@@ -5,7 +5,7 @@ import path from 'node:path';
 import { type Base, type BaseOptions, disposeBase, loadBase } from '../base/base.ts';
 import { requireCutPoint } from '../base/graph.ts';
 import { ActivationCache } from '../cache/activation-cache.ts';
-import { type DatasetListing, type Sample, type Skipped, checkClasses, listDataset, splitByHash } from '../dataset/dataset.ts';
+import { type Sample, type Skipped, checkClasses, listDataset, splitByHash } from '../dataset/dataset.ts';
 import { type ModelMetadata, saveModel } from '../export/model-files.ts';
 import { stitchModel } from '../export/stitch.ts';
 import { saveForeignModel } from '../export/foreign-model.ts';
