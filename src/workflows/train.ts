@@ -20,7 +20,10 @@ import { type SweepRow, sweep, sweepCandidates } from './autocut.ts';
 import { type EngineChoice, runnerFor } from './engine-choice.ts';
 import { type ParameterOutcome, type TransferSettings, planParameter, trainParameter } from './parameter.ts';
 
-export interface TrainOptions extends BaseOptions, TransferSettings {
+/** The head's settings, documented (with their defaults) on TrainHeadOptions. */
+type HeadSettings = Pick<TrainHeadOptions, 'head' | 'epochs' | 'lr' | 'batchSize' | 'seed' | 'patience'>;
+
+export interface TrainOptions extends BaseOptions, TransferSettings, HeadSettings {
   /** Training data: folder of class folders, or CSV of path,label. */
   data: string;
   /** Separate validation data (same layout). */
@@ -36,12 +39,6 @@ export interface TrainOptions extends BaseOptions, TransferSettings {
    * 'parameter': retrain the base's top layers (the tail) with the head (see workflows/parameter.ts).
    */
   mode?: TrainMode;
-  head?: HeadKind;
-  epochs?: number;
-  lr?: number;
-  batchSize?: number;
-  seed?: number;
-  patience?: number;
   /** Where to write the trained model folder. Nothing is written when omitted. */
   out?: string;
   engine?: EngineChoice;
