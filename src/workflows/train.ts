@@ -5,7 +5,7 @@ import path from 'node:path';
 import { type Base, type BaseOptions, disposeBase, loadBase } from '../base/base.ts';
 import { requireCutPoint } from '../base/graph.ts';
 import { ActivationCache } from '../cache/activation-cache.ts';
-import { type Sample, type Skipped, checkClasses, listDataset, splitByHash } from '../dataset/dataset.ts';
+import { type DatasetListing, type Sample, type Skipped, checkClasses, listDataset, splitByHash } from '../dataset/dataset.ts';
 import { type ModelMetadata, saveModel } from '../export/model-files.ts';
 import { stitchModel } from '../export/stitch.ts';
 import { saveForeignModel } from '../export/foreign-model.ts';
@@ -99,16 +99,21 @@ export interface PreparedData {
   extractSeconds: number;
 }
 
+/** Data sets already listed by the caller, so the folders are walked once per run. */
+interface Listed {
+  listings?: { train: DatasetListing; val?: DatasetListing };
+}
+
 export async function prepareData(
-  o: TrainOptions & { cuts: string[]; base: Base; runner: RunnerFactory; pool?: boolean },
+  o: TrainOptions & Listed & { cuts: string[]; base: Base; runner: RunnerFactory; pool?: boolean },
 ): Promise<PreparedData> {
   const t0 = performance.now();
-  const listing = await listDataset(o.data);
+  const listing = o.listings?.train ?? (await listDataset(o.data));
   let trainSamples: Sample[] = listing.samples;
   let valSamples: Sample[] = [];
   const skipped: Skipped[] = [...listing.skipped];
   if (o.val) {
-    const v = await listDataset(o.val);
+    const v = o.listings?.val ?? (await listDataset(o.val));
     skipped.push(...v.skipped);
     for (const s of v.samples) {
       if (listing.classes.includes(s.label)) valSamples.push(s);
@@ -169,20 +174,19 @@ export function featureSet(e: Extracted, cutIndex: number, classes: string[]): F
 export async function train(o: TrainOptions): Promise<TrainResult> {
   const t0 = performance.now();
   checkAbort(o.signal);
-  // Fail on a bad data path before spending time on the base.
-  await listDataset(o.data);
-  if (o.val) await listDataset(o.val);
+  // Fail on a bad data path before spending time on the base; the listings are reused below.
+  const listings = { train: await listDataset(o.data), val: o.val ? await listDataset(o.val) : undefined };
   const owned = typeof o.base !== 'object';
   const base = typeof o.base === 'object' ? o.base : await loadBase(o.base, o);
   try {
-    return await trainWithBase(o, base, t0);
+    return await trainWithBase({ ...o, listings }, base, t0);
   } finally {
     // A base loaded here is ours to release; one passed in belongs to the caller.
     if (owned) disposeBase(base);
   }
 }
 
-async function trainWithBase(o: TrainOptions, base: Base, t0: number): Promise<TrainResult> {
+async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): Promise<TrainResult> {
   const mode = o.mode ?? 'feature';
   if (mode !== 'feature' && mode !== 'auto' && mode !== 'parameter') throw new Error(`--mode must be feature, auto or parameter (got '${mode}')`);
   if (base.foreign && (mode === 'parameter' || o.fineTune)) {
@@ -280,7 +284,7 @@ async function trainWithBase(o: TrainOptions, base: Base, t0: number): Promise<T
   return result;
 }
 
-async function trainParameterMode(o: TrainOptions, mode: 'feature' | 'parameter', base: Base, t0: number): Promise<TrainResult> {
+async function trainParameterMode(o: TrainOptions & Listed, mode: 'feature' | 'parameter', base: Base, t0: number): Promise<TrainResult> {
   if (o.head !== undefined && o.head !== 'softmax') throw new Error(`--mode parameter and --fine-tune train a softmax head (got --head ${o.head})`);
   if (mode === 'parameter' && o.cut !== undefined && o.retrainLayers !== undefined) throw new Error('give --cut or --retrain-layers, not both');
   const plan = planParameter(base, { mode, cut: o.cut, retrainLayers: o.retrainLayers, fineTune: o.fineTune, unfreezeFrom: o.unfreezeFrom });
