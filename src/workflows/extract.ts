@@ -9,7 +9,7 @@ import { preprocessingKey } from '../base/preprocessing.ts';
 import { ActivationCache, activationKey, hashBytes } from '../cache/activation-cache.ts';
 import type { Sample, Skipped } from '../dataset/dataset.ts';
 import { ImageDecodeError, decodeImage } from '../dataset/decode.ts';
-import { type TrunkRunner, buildTrunkModel } from '../engines/trunk.ts';
+import { type TrunkRunner, buildTrunkModel, tfjsTrunkRunner } from '../engines/trunk.ts';
 import { type ProgressCallback, checkAbort } from '../util/progress.ts';
 
 const DECODE_CONCURRENCY = 4;
@@ -185,6 +185,5 @@ export function featureSizesOf(base: Base, cuts: string[], pool = true): number[
 /** Default runner: the trunk on the current TF.js backend. */
 export const tfjsRunner: RunnerFactory = async (base, cuts, pool) => {
   if (base.foreign) return base.foreign.runner(cuts, 'wasm');
-  const { tfjsTrunkRunner } = await import('../engines/trunk.ts');
   return tfjsTrunkRunner(buildTrunkModel(base, cuts, { pool }));
 };
