@@ -1,5 +1,6 @@
 /** Options several commands take in the same words. */
 import type { Command } from 'commander';
+import { UsageError } from './output.ts';
 import type { BaseOptions } from '../base/base.ts';
 import { parseRange } from '../base/preprocessing.ts';
 import { parseSize, parseTriple } from '../base/foreign.ts';
@@ -46,4 +47,14 @@ export function printSkipped(opts: { json?: boolean }, skipped: { file: string; 
   const lines = [`skipped ${skipped.length} file(s):`, ...skipped.map((s) => `  ${s.file}: ${s.reason}`)];
   const stream = opts.json ? process.stderr : process.stdout;
   stream.write(`${lines.join('\n')}\n`);
+}
+
+/** Parses a numeric flag; a bad value is a usage error naming the flag. */
+export function number(name: string, text: string | undefined, integer = false): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < 0) {
+    throw new UsageError(`${name} must be a ${integer ? 'non-negative integer' : 'non-negative number'} (got '${text}')`);
+  }
+  return n;
 }

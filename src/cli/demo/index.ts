@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import path from 'node:path';
 import { train, writeDemoDataset } from '../../index.ts';
 import { type GlobalOptions, printJson, progressBars, say } from '../output.ts';
-import { number } from '../train/index.ts';
+import { number } from '../shared-options.ts';
 
 export function demoCommand(): Command {
   return new Command('demo')

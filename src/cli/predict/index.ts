@@ -3,7 +3,7 @@ import { parseEngine } from '../../workflows/engine-choice.ts';
 import { Predictor } from '../../index.ts';
 import { type GlobalOptions, printJson, progressBars } from '../output.ts';
 import { printSkipped } from '../shared-options.ts';
-import { number } from '../train/index.ts';
+import { number } from '../shared-options.ts';
 
 export function predictCommand(): Command {
   return new Command('predict')

@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import { train } from '../../index.ts';
 import { parseEngine } from '../../workflows/engine-choice.ts';
 import { type GlobalOptions, UsageError, printJson, progressBars, say } from '../output.ts';
-import { baseOptions, parseBaseOptions, printSkipped } from '../shared-options.ts';
+import { baseOptions, number, parseBaseOptions, printSkipped } from '../shared-options.ts';
 
 interface TrainFlags extends GlobalOptions {
   base?: string;
@@ -30,14 +30,6 @@ interface TrainFlags extends GlobalOptions {
   trainBn?: boolean;
 }
 
-export function number(name: string, text: string | undefined, integer = false): number | undefined {
-  if (text === undefined) return undefined;
-  const n = Number(text);
-  if (!Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < 0) {
-    throw new UsageError(`${name} must be a ${integer ? 'non-negative integer' : 'non-negative number'} (got '${text}')`);
-  }
-  return n;
-}
 
 export function trainCommand(): Command {
   const cmd = new Command('train')
