@@ -29,3 +29,19 @@ export function selectRows(x: Float32Array, dim: number, rows: number[]): Float3
   rows.forEach((r, i) => out.set(x.subarray(r * dim, (r + 1) * dim), i * dim));
   return out;
 }
+
+/** Stacks row sets of the same width, in order (original rows, then each augmentation view's). */
+export function concatRows<T extends { x: Float32Array; n: number; y: Int32Array }>(sets: T[], dim: number): { x: Float32Array; n: number; y: Int32Array } {
+  if (sets.length === 1) return sets[0];
+  const n = sets.reduce((a, s) => a + s.n, 0);
+  const x = new Float32Array(n * dim);
+  const y = new Int32Array(n);
+  let r = 0;
+  for (const s of sets) {
+    if (s.x.length !== s.n * dim) throw new Error(`concatRows: a set of ${s.n} rows holds ${s.x.length} values, expected ${s.n * dim}`);
+    x.set(s.x, r * dim);
+    y.set(s.y, r);
+    r += s.n;
+  }
+  return { x, n, y };
+}

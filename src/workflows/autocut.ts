@@ -5,7 +5,7 @@
  */
 import type { Base } from '../base/base.ts';
 import { candidateCuts } from '../base/graph.ts';
-import { selectRows, stratifiedFolds } from '../train/folds.ts';
+import { concatRows, selectRows, stratifiedFolds } from '../train/folds.ts';
 import type { FeatureSet, TrainHeadOptions } from '../train/features.ts';
 import { accuracy } from '../train/metrics.ts';
 import { trainHead } from '../train/trainer.ts';
@@ -52,6 +52,9 @@ export function sweepCandidates(base: Base): { cut: string; depth: number }[] {
 export interface SweepInput {
   cuts: { cut: string; depth: number }[];
   train: FeatureSet[];
+  /** Extra views of the training images, per view then per cut, row r a view of train row r. They join the rows a
+   *  head is fitted on, never the rows that score it, so a fold's held-out images are not seen flipped either. */
+  augmented?: FeatureSet[][];
   /** Hold-out features per cut; used when it has at least MIN_VAL_FOR_HOLDOUT rows. */
   val?: FeatureSet[];
   numClasses: number;
@@ -72,10 +75,12 @@ export async function sweep(o: SweepInput): Promise<{ rows: SweepRow[]; chosen: 
     checkAbort(o.signal);
     const t0 = performance.now();
     const tr = o.train[c];
+    const views = (o.augmented ?? []).map((a) => a[c]);
+    const fitRows = (sets: FeatureSet[]): FeatureSet => ({ ...concatRows(sets, tr.dim), dim: tr.dim });
     let scores: number[];
     if (useHoldout) {
       const v = o.val![c];
-      const head = await trainHead(tr, v, o.numClasses, headOpts);
+      const head = await trainHead(fitRows([tr, ...views]), v, o.numClasses, headOpts);
       scores = [accuracy(head.predictProba(v.x, v.n), v.y, o.numClasses)];
       head.dispose();
     } else {
@@ -84,7 +89,8 @@ export async function sweep(o: SweepInput): Promise<{ rows: SweepRow[]; chosen: 
         const inFold = [...folds!.keys()].filter((i) => folds![i] === f);
         const outFold = [...folds!.keys()].filter((i) => folds![i] !== f);
         if (inFold.length === 0) continue;
-        const fit: FeatureSet = { x: selectRows(tr.x, tr.dim, outFold), n: outFold.length, dim: tr.dim, y: Int32Array.from(outFold, (i) => tr.y[i]) };
+        const rows = (s: FeatureSet): FeatureSet => ({ x: selectRows(s.x, s.dim, outFold), n: outFold.length, dim: s.dim, y: Int32Array.from(outFold, (i) => s.y[i]) });
+        const fit = fitRows([tr, ...views].map(rows));
         const held: FeatureSet = { x: selectRows(tr.x, tr.dim, inFold), n: inFold.length, dim: tr.dim, y: Int32Array.from(inFold, (i) => tr.y[i]) };
         const head = await trainHead(fit, held, o.numClasses, headOpts);
         scores.push(accuracy(head.predictProba(held.x, held.n), held.y, o.numClasses));

@@ -9,6 +9,7 @@ import { preprocessingKey } from '../base/preprocessing.ts';
 import { ActivationCache, activationKey, hashBytes } from '../cache/activation-cache.ts';
 import type { Sample, Skipped } from '../dataset/dataset.ts';
 import { ImageDecodeError, decodeImage } from '../dataset/decode.ts';
+import { type View, applyView } from '../dataset/views.ts';
 import { type TrunkRunner, buildTrunkModel, tfjsTrunkRunner } from '../engines/trunk.ts';
 import { type ProgressCallback, checkAbort } from '../util/progress.ts';
 
@@ -46,11 +47,15 @@ export interface ExtractOptions {
    * cached under a key of its own so pooled and spatial rows never collide.
    */
   pool?: boolean;
+  /** The view of each sample (parallel to `samples`; default all 'orig'). A sample may appear once per view. */
+  views?: View[];
 }
 
 export interface Extracted {
   /** Samples that produced activations, in input order. */
   samples: Sample[];
+  /** The view of each row (parallel to `samples`). */
+  views: View[];
   /** Per cut (same order as `cuts`): samples.length × featureSize, row-major. */
   features: Float32Array[];
   featureSizes: number[];
@@ -72,7 +77,16 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
   const sizes = featureSizesOf(base, cuts, pool);
   const rows: (Float32Array[] | undefined)[] = new Array(samples.length);
   const skipped: Skipped[] = [];
+  const views = o.views ?? samples.map((): View => 'orig');
+  if (views.length !== samples.length) throw new Error(`extractFeatures: ${views.length} views for ${samples.length} samples`);
   const pending: { i: number; bytes: Uint8Array; keys: string[] }[] = [];
+  // A file listed under several views is reported once when it cannot be read or decoded.
+  const skippedFiles = new Set<string>();
+  const skip = (file: string, reason: string) => {
+    if (skippedFiles.has(file)) return;
+    skippedFiles.add(file);
+    skipped.push({ file, reason });
+  };
   let hits = 0;
   let misses = 0;
   let done = 0;
@@ -84,17 +98,19 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
     try {
       bytes = await readFile(samples[i].file);
     } catch (e) {
-      skipped.push({ file: samples[i].file, reason: `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})` });
+      skip(samples[i].file, `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
       done++;
       continue;
     }
     if (bytes.length === 0) {
-      skipped.push({ file: samples[i].file, reason: 'empty file' });
+      skip(samples[i].file, 'empty file');
       done++;
       continue;
     }
     const image = hashBytes(bytes);
-    const keys = cuts.map((cut) => activationKey({ image, base: base.id, cut: pool ? cut : `${cut}:spatial`, preprocessing: pre }));
+    const keys = cuts.map((cut) =>
+      activationKey({ image, base: base.id, cut: pool ? cut : `${cut}:spatial`, preprocessing: pre, view: views[i] }),
+    );
     const found = keys.map((k, c) => cache.get(k, sizes[c]));
     if (found.every((f) => f !== undefined)) {
       rows[i] = found as Float32Array[];
@@ -117,12 +133,23 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
       const px = h * w * 3;
       const decodeBatch = async (batch: typeof pending) => {
         // sharp decodes on its own threads: a few images in flight keep both cores busy (one alone is ~2x slower).
+        // Views of one image are usually adjacent: decode each file once per batch and derive its views from that.
+        const once = new Map<string, Promise<Uint8Array>>();
+        const decodeOnce = (item: (typeof pending)[number]) => {
+          const file = samples[item.i].file;
+          let p = once.get(file);
+          if (!p) {
+            p = decodeImage(item.bytes, file, base.preprocessing);
+            once.set(file, p);
+          }
+          return p;
+        };
         const decoded = await mapLimit(batch, DECODE_CONCURRENCY, async (item) => {
           try {
-            return await decodeImage(item.bytes, samples[item.i].file, base.preprocessing);
+            return applyView(await decodeOnce(item), base.preprocessing.size, views[item.i]);
           } catch (e) {
             const reason = e instanceof ImageDecodeError ? e.reason : (e as Error).message;
-            skipped.push({ file: samples[item.i].file, reason });
+            skip(samples[item.i].file, reason);
             done++;
             return undefined;
           }
@@ -169,7 +196,7 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
     kept.forEach((i, r) => m.set(rows[i]![c], r * size));
     return m;
   });
-  return { samples: kept.map((i) => samples[i]), features, featureSizes: sizes, skipped, hits, misses, trunkCalls, engine };
+  return { samples: kept.map((i) => samples[i]), views: kept.map((i) => views[i]), features, featureSizes: sizes, skipped, hits, misses, trunkCalls, engine };
 }
 
 /** Feature size at each cut, read from the graph (pooled channels for spatial outputs unless `pool` is false). */

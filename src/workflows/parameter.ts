@@ -35,6 +35,7 @@ import {
   toDenseHead,
   trainTail,
 } from '../train/tail-trainer.ts';
+import { concatRows } from '../train/folds.ts';
 import { trainHead } from '../train/trainer.ts';
 import type { ProgressCallback } from '../util/progress.ts';
 import type { Extracted } from './extract.ts';
@@ -191,6 +192,12 @@ function tailData(e: Extracted, cutPos: number, classes: string[]): TailData {
   return { x: e.features[cutPos], n: e.samples.length, y: Int32Array.from(e.samples.map((s) => classes.indexOf(s.label))) };
 }
 
+/** Training rows at one split: the images, then each augmentation view of them. */
+function trainingData(data: { classes: string[]; train: Extracted; augmented?: Extracted[] }, cutPos: number): TailData {
+  const sets = [data.train, ...(data.augmented ?? [])].map((e) => tailData(e, cutPos, data.classes));
+  return concatRows(sets, data.train.featureSizes[cutPos]);
+}
+
 /**
  * Runs the stages on prepared spatial activations (`train.features[i]` at `plan.cuts[i]`, extracted with pool: false).
  * Tail weights are changed in place; call `restore()` on the outcome (it is also called on error).
@@ -198,7 +205,7 @@ function tailData(e: Extracted, cutPos: number, classes: string[]): TailData {
 export async function trainParameter(
   base: Base,
   plan: ParameterPlan,
-  data: { classes: string[]; train: Extracted; val?: Extracted },
+  data: { classes: string[]; train: Extracted; val?: Extracted; augmented?: Extracted[] },
   o: ParameterOptions,
 ): Promise<ParameterOutcome> {
   const model = base.model;
@@ -241,7 +248,7 @@ export async function trainParameter(
       });
 
     const tail = buildTail(base, plan.cut, plan.top, trainBn);
-    const train1 = tailData(data.train, 0, data.classes);
+    const train1 = trainingData(data, 0);
     const val1 = data.val ? tailData(data.val, 0, data.classes) : undefined;
     if (o.reinit) {
       if (tail.layers.length === 0) throw new Error('--reinit needs layers to retrain (--retrain-layers of 1 or more)');
@@ -280,7 +287,7 @@ export async function trainParameter(
     if (plan.unfreezeFrom) {
       t = performance.now();
       const deep = buildTail(base, plan.unfreezeFrom, plan.top, trainBn);
-      const train2 = tailData(data.train, 1, data.classes);
+      const train2 = trainingData(data, 1);
       const val2 = data.val ? tailData(data.val, 1, data.classes) : undefined;
       const lr = o.fineTuneLr ?? PARAMETER_DEFAULTS.fineTuneLr;
       const r = await trainTail(deep, joint, train2, val2, {
@@ -296,8 +303,11 @@ export async function trainParameter(
       last = { tail: deep, train: train2, val: val2 };
     }
 
-    const trainP = tailPredict(last.tail, joint, last.train);
-    const trainAccuracy = accuracy(trainP, last.train.y, C);
+    // Training accuracy on the images as they are: the first rows, before the augmentation views.
+    const nPlain = data.train.samples.length;
+    const rowSize = last.train.x.length / last.train.n;
+    const plain: TailData = { x: last.train.x.subarray(0, nPlain * rowSize), n: nPlain, y: last.train.y.subarray(0, nPlain) };
+    const trainAccuracy = accuracy(tailPredict(last.tail, joint, plain), plain.y, C);
     let valAccuracy: number | null = null;
     let confusion: number[][] | undefined;
     let valProbabilities: Float32Array | undefined;

@@ -6,11 +6,13 @@ import { type Base, type BaseOptions, disposeBase, loadBase } from '../base/base
 import { requireCutPoint } from '../base/graph.ts';
 import { ActivationCache } from '../cache/activation-cache.ts';
 import { type DatasetListing, type Sample, type Skipped, checkClasses, listDataset, splitByHash } from '../dataset/dataset.ts';
+import { type Augment, DEFAULT_AUGMENT, type View, augmentViews } from '../dataset/views.ts';
 import { type ModelMetadata, saveModel } from '../export/model-files.ts';
 import { stitchModel } from '../export/stitch.ts';
 import { saveForeignModel } from '../export/foreign-model.ts';
 import { formatWords } from '../base/foreign.ts';
 import type { FeatureSet, HeadKind, TrainHeadOptions, TrainedHead } from '../train/features.ts';
+import { concatRows } from '../train/folds.ts';
 import { accuracy, argmaxRows, confusionMatrix } from '../train/metrics.ts';
 import { trainHead } from '../train/trainer.ts';
 import { type ProgressCallback, checkAbort } from '../util/progress.ts';
@@ -26,6 +28,9 @@ type HeadSettings = Pick<TrainHeadOptions, 'head' | 'epochs' | 'lr' | 'batchSize
 export interface TrainOptions extends BaseOptions, TransferSettings, HeadSettings {
   /** Training data: folder of class folders, or CSV of path,label. */
   data: string;
+  /** Extra views of each training image whose activations are cached and trained on (default 'flip'; see
+   *  dataset/views.ts). Validation images are never augmented. */
+  augment?: Augment;
   /** Separate validation data (same layout). */
   val?: string;
   /** Without `val`: fraction of `data` held out by a hash of each path. Default 0.2; 0 disables validation. */
@@ -59,6 +64,8 @@ export interface TrainResult {
   trainAccuracy: number;
   trainImages: number;
   valImages: number;
+  /** Augmentation views added to the training rows. */
+  augment: Augment;
   classes: string[];
   base: string;
   baseId: string;
@@ -95,6 +102,9 @@ export interface PreparedData {
   classes: string[];
   train: Extracted;
   val?: Extracted;
+  /** Extra views of the training images (see dataset/views.ts): row r of each is a view of train.samples[r]. */
+  augmented: Extracted[];
+  augment: Augment;
   skipped: Skipped[];
   extractSeconds: number;
 }
@@ -126,15 +136,24 @@ export async function prepareData(
   }
   const cache = new ActivationCache(o.cacheDir);
   const common = { base: o.base, cuts: o.cuts, cache, runner: o.runner, onProgress: o.onProgress, signal: o.signal, pool: o.pool };
-  // One pass over train + val together so the trunk runs in full batches; split the rows afterwards.
-  const all = await extractFeatures({ ...common, samples: [...trainSamples, ...valSamples] });
+  const extra = augmentViews(o.augment);
+  // One pass over train + val (+ the training images' extra views) so the trunk runs in full batches; split afterwards.
+  // Each training image is followed by its views, so they share one decode.
+  const items: { sample: Sample; view: View }[] = [
+    ...trainSamples.flatMap((sample) => (['orig', ...extra] as View[]).map((view) => ({ sample, view }))),
+    ...valSamples.map((sample) => ({ sample, view: 'orig' as View })),
+  ];
+  const all = await extractFeatures({ ...common, samples: items.map((i) => i.sample), views: items.map((i) => i.view) });
   skipped.push(...all.skipped);
-  const valSet = new Set(valSamples);
-  const pick = (inVal: boolean): Extracted => {
-    const idx = all.samples.map((s, i) => [s, i] as const).filter(([s]) => valSet.has(s) === inVal).map(([, i]) => i);
+  const rowOf = new Map<string, number>();
+  all.samples.forEach((s, i) => rowOf.set(`${all.views[i]}\0${s.file}`, i));
+  // Rows of `wanted` samples in `view`, in the order given; samples that produced no activation are left out.
+  const pick = (wanted: Sample[], view: View): Extracted => {
+    const idx = wanted.map((s) => rowOf.get(`${view}\0${s.file}`)).filter((i): i is number => i !== undefined);
     return {
       ...all,
       samples: idx.map((i) => all.samples[i]),
+      views: idx.map(() => view),
       features: all.features.map((f, c) => {
         const size = all.featureSizes[c];
         const m = new Float32Array(idx.length * size);
@@ -143,18 +162,24 @@ export async function prepareData(
       }),
     };
   };
-  const train = pick(false);
-  const val = valSamples.length ? pick(true) : undefined;
+  const train = pick(trainSamples, 'orig');
+  const val = valSamples.length ? pick(valSamples, 'orig') : undefined;
+  // Extra views of exactly the training rows, row r of each being a view of train.samples[r].
+  const augmented = extra.map((view) => pick(train.samples, view));
+  for (const a of augmented) {
+    if (a.samples.length !== train.samples.length) throw new Error(`${a.views[0]} view: ${a.samples.length} of ${train.samples.length} training images produced activations`);
+  }
   const counts = new Map<string, number>(listing.classes.map((c) => [c, 0]));
   for (const s of train.samples) counts.set(s.label, (counts.get(s.label) ?? 0) + 1);
   checkClasses(o.data, listing.classes, counts);
-  return { base: o.base, classes: listing.classes, train, val, skipped, extractSeconds: (performance.now() - t0) / 1000 };
+  return { base: o.base, classes: listing.classes, train, val, augment: o.augment ?? DEFAULT_AUGMENT, augmented, skipped, extractSeconds: (performance.now() - t0) / 1000 };
 }
 
 /** What every mode reports the same way: data, base, engine, cache and timing. */
 function runFacts(base: Base, data: PreparedData, engine: string, trainSeconds: number) {
   return {
     classes: data.classes,
+    augment: data.augment,
     base: base.name,
     baseId: base.id,
     baseFallback: base.fallback,
@@ -169,6 +194,12 @@ function runFacts(base: Base, data: PreparedData, engine: string, trainSeconds: 
 export function featureSet(e: Extracted, cutIndex: number, classes: string[]): FeatureSet {
   const y = Int32Array.from(e.samples.map((s) => classes.indexOf(s.label)));
   return { x: e.features[cutIndex], n: e.samples.length, dim: e.featureSizes[cutIndex], y };
+}
+
+/** The rows a head trains on at one cut: every training image, then each of its augmentation views. */
+export function trainingSet(data: PreparedData, cutIndex: number): FeatureSet {
+  const dim = data.train.featureSizes[cutIndex];
+  return { ...concatRows([data.train, ...data.augmented].map((e) => featureSet(e, cutIndex, data.classes)), dim), dim };
 }
 
 export async function train(o: TrainOptions): Promise<TrainResult> {
@@ -214,6 +245,7 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
     sweepResult = await sweep({
       cuts: candidates,
       train: candidates.map((_, c) => featureSet(data.train, c, data.classes)),
+      augmented: data.augmented.map((a) => candidates.map((_, c) => featureSet(a, c, data.classes))),
       val: data.val ? candidates.map((_, c) => featureSet(data.val!, c, data.classes)) : undefined,
       numClasses: data.classes.length,
       head: { head: o.head, epochs: o.epochs, lr: o.lr, batchSize: o.batchSize, seed: o.seed, patience: o.patience },
@@ -224,7 +256,7 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
     chosen = candidates.findIndex((c) => c.cut === sweepResult!.chosen);
   }
   const cut = candidates[chosen].cut;
-  const trainSet = featureSet(data.train, chosen, data.classes);
+  const trainSet = trainingSet(data, chosen);
   const valSet = data.val ? featureSet(data.val, chosen, data.classes) : undefined;
 
   const headOptions: TrainHeadOptions = {
@@ -249,7 +281,9 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
   // Early stopping ends before the maximum: close the bar at the epochs actually run.
   o.onProgress?.({ phase: 'train', done: head.history.length, total: head.history.length });
 
-  const trainAcc = accuracy(head.predictProba(trainSet.x, trainSet.n), trainSet.y, data.classes.length);
+  // Training accuracy is measured on the images as they are, not on their augmented views.
+  const plainTrain = featureSet(data.train, chosen, data.classes);
+  const trainAcc = accuracy(head.predictProba(plainTrain.x, plainTrain.n), plainTrain.y, data.classes.length);
   let valAccuracy: number | null = null;
   let confusion: number[][] | undefined;
   if (valSet) {
@@ -265,7 +299,7 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
     sweepMethod: sweepResult?.method,
     valAccuracy,
     trainAccuracy: trainAcc,
-    trainImages: trainSet.n,
+    trainImages: data.train.samples.length,
     valImages: valSet?.n ?? 0,
     ...runFacts(base, data, engine, trainSeconds),
     cut,
@@ -376,6 +410,7 @@ async function exportTrained(
       data: path.resolve(o.data),
       val: o.val ? path.resolve(o.val) : undefined,
       valSplit: o.val ? undefined : (o.valSplit ?? 0.2),
+      augment: r.augment,
       epochs: r.epochs,
       bestEpoch: r.bestEpoch,
       lr: o.lr,

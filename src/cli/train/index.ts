@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { train } from '../../index.ts';
+import { parseAugment } from '../../dataset/views.ts';
 import { parseEngine } from '../../workflows/engine-choice.ts';
 import { type GlobalOptions, UsageError, printJson, progressBars, say } from '../output.ts';
 import { baseOptions, number, parseBaseOptions, printSkipped } from '../shared-options.ts';
@@ -28,6 +29,7 @@ interface TrainFlags extends GlobalOptions {
   fineTuneLr?: string;
   fineTuneEpochs?: string;
   trainBn?: boolean;
+  augment?: string;
 }
 
 
@@ -48,6 +50,7 @@ export function trainCommand(): Command {
     .option('--fine-tune-lr <rate>', '--fine-tune: learning rate (default 1e-5, Adam)')
     .option('--fine-tune-epochs <n>', '--fine-tune: maximum epochs (default 10)')
     .option('--train-bn', 'let BatchNorm layers that train use batch statistics and update their moving statistics (default: inference mode)')
+    .option('--augment <views>', 'extra views of each training image, cached and trained on: flip (default: horizontal mirror) or none')
     .option('--head <kind>', 'softmax (default), mlp or knn', 'softmax')
     .option('--epochs <n>', 'maximum epochs (early stopping on validation loss)')
     .option('--lr <rate>', 'learning rate')
@@ -78,6 +81,7 @@ export function trainCommand(): Command {
       fineTuneLr: number('--fine-tune-lr', f.fineTuneLr),
       fineTuneEpochs: number('--fine-tune-epochs', f.fineTuneEpochs, true),
       trainBn: f.trainBn,
+      augment: parseAugment(f.augment),
       head,
       epochs: number('--epochs', f.epochs, true),
       lr: number('--lr', f.lr),
