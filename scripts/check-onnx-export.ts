@@ -16,6 +16,9 @@ import sharp from 'sharp';
 const [modelDir, onnxFile, images, engine = 'auto'] = process.argv.slice(2);
 const meta = JSON.parse(readFileSync(path.join(modelDir, 'graft.json'), 'utf8'));
 const [h, w] = meta.preprocessing.size;
+// A central crop (graft.json preprocessing.crop): resize to size / crop, then cut out the centre.
+const crop: number = meta.preprocessing.crop ?? 1;
+const [rh, rw] = [Math.round(h / crop), Math.round(w / crop)];
 const files = readdirSync(images, { withFileTypes: true })
   .filter((d) => d.isDirectory())
   .flatMap((d) => readdirSync(path.join(images, d.name)).map((f) => path.join(images, d.name, f)));
@@ -25,7 +28,9 @@ const onnxProbs = new Map<string, Float32Array>();
 for (const file of files) {
   let rgb: Buffer;
   try {
-    rgb = await sharp(file, { pages: 1 }).rotate().resize(w, h, { fit: 'cover', kernel: 'linear' }).flatten().removeAlpha().toColourspace('srgb').raw().toBuffer();
+    let img = sharp(file, { pages: 1 }).rotate().resize(rw, rh, { fit: 'cover', kernel: 'linear' });
+    if (crop !== 1) img = img.extract({ left: (rw - w) >> 1, top: (rh - h) >> 1, width: w, height: h });
+    rgb = await img.flatten().removeAlpha().toColourspace('srgb').raw().toBuffer();
   } catch {
     continue; // not an image: graft predict skips it too
   }

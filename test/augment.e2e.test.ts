@@ -4,10 +4,8 @@
  * never fits a head on a view of an image it scores.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { before, test } from 'node:test';
-import sharp from 'sharp';
 import { loadBase } from '../src/base/base.ts';
 import { decodeImage } from '../src/dataset/decode.ts';
 import { buildTrunkModel } from '../src/engines/trunk.ts';
@@ -15,31 +13,10 @@ import { initTf, tf } from '../src/engines/tf.ts';
 import { sweep } from '../src/workflows/autocut.ts';
 import { tfjsRunner } from '../src/workflows/extract.ts';
 import { prepareData, train, trainingSet } from '../src/workflows/train.ts';
-import { tmpDir, writeTinyBase } from './helpers.ts';
+import { tmpDir, writeRampDataset, writeTinyBase } from './helpers.ts';
 
 let basePath: string;
 let data: string;
-
-/** Images whose left and right halves differ (a horizontal ramp plus noise), so a mirror changes the activations. */
-async function writeRampDataset(dir: string, classes: string[], perClass: number): Promise<string> {
-  let s = 99;
-  const next = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32);
-  for (const [ci, c] of classes.entries()) {
-    mkdirSync(path.join(dir, c), { recursive: true });
-    for (let i = 0; i < perClass; i++) {
-      const size = 40;
-      const px = Buffer.alloc(size * size * 3);
-      for (let y = 0; y < size; y++) {
-        for (let x = 0; x < size; x++) {
-          const ramp = ci === 0 ? x * 6 : 255 - x * 6;
-          for (let ch = 0; ch < 3; ch++) px[(y * size + x) * 3 + ch] = Math.max(0, Math.min(255, ramp + (ch * 40) + Math.round((next() - 0.5) * 60)));
-        }
-      }
-      await sharp(px, { raw: { width: size, height: size, channels: 3 } }).png().toFile(path.join(dir, c, `${c}-${i}.png`));
-    }
-  }
-  return dir;
-}
 
 before(async () => {
   const dir = tmpDir();

@@ -111,3 +111,24 @@ export function closedPort(): Promise<number> {
     }),
   );
 }
+
+/** Images whose left and right halves differ (a horizontal ramp plus noise), so a mirror changes the activations. */
+export async function writeRampDataset(dir: string, classes: string[], perClass: number): Promise<string> {
+  let s = 99;
+  const next = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32);
+  for (const [ci, c] of classes.entries()) {
+    mkdirSync(path.join(dir, c), { recursive: true });
+    for (let i = 0; i < perClass; i++) {
+      const size = 40;
+      const px = Buffer.alloc(size * size * 3);
+      for (let y = 0; y < size; y++) {
+        for (let x = 0; x < size; x++) {
+          const ramp = ci === 0 ? x * 6 : 255 - x * 6;
+          for (let ch = 0; ch < 3; ch++) px[(y * size + x) * 3 + ch] = Math.max(0, Math.min(255, ramp + (ch * 40) + Math.round((next() - 0.5) * 60)));
+        }
+      }
+      await sharp(px, { raw: { width: size, height: size, channels: 3 } }).png().toFile(path.join(dir, c, `${c}-${i}.png`));
+    }
+  }
+  return dir;
+}

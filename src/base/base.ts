@@ -9,7 +9,7 @@ import { type ModelJson, fingerprint, readLocalModel, readRemoteModel } from './
 import { BUNDLED, bundledArtifacts } from './bundled.ts';
 import { ensureModelFiles } from './download.ts';
 import { defaultCut } from './graph.ts';
-import { type Preprocessing, fromRange } from './preprocessing.ts';
+import { type Preprocessing, checkCrop, fromRange } from './preprocessing.ts';
 import type { ForeignBase } from './foreign.ts';
 import { DEFAULT_ZOO_BASE, type ZooEntry, findZooEntry } from './zoo.ts';
 import type { ProgressCallback } from '../util/progress.ts';
@@ -43,6 +43,10 @@ export interface Base {
 export interface BaseOptions {
   /** Pixel range the network expects, e.g. [-1, 1]; overrides the metadata file. Default [0, 1]. */
   inputRange?: [number, number];
+  /** Central fraction of each image kept (see Preprocessing.crop); overrides the metadata file. Default 1. */
+  crop?: number;
+  /** How images are fitted to the input size (see Preprocessing.resize); overrides the metadata file. */
+  resize?: Preprocessing['resize'];
   /** Zoo downloads: base URL standing in for https://storage.googleapis.com/ (default GRAFT_MODEL_MIRROR). */
   mirror?: string;
   /** Zoo bases: use the download cache only, never the network. */
@@ -68,6 +72,7 @@ export interface BaseMetadataFile {
   mean?: [number, number, number];
   std?: [number, number, number];
   resize?: Preprocessing['resize'];
+  crop?: number;
   defaultCut?: string;
   name?: string;
 }
@@ -82,6 +87,17 @@ export const FALLBACK_BASE = 'nsfw-mobilenet-v2';
  * Named bases never fall back.
  */
 export async function loadBase(spec?: string, options: BaseOptions = {}): Promise<Base> {
+  if (options.crop !== undefined) checkCrop(options.crop);
+  if (options.resize !== undefined && options.resize !== 'cover' && options.resize !== 'fill') {
+    throw new Error(`--resize must be cover or fill (got '${String(options.resize)}')`);
+  }
+  const base = await loadAny(spec, options);
+  if (options.crop !== undefined) base.preprocessing = { ...base.preprocessing, crop: options.crop };
+  if (options.resize !== undefined) base.preprocessing = { ...base.preprocessing, resize: options.resize };
+  return base;
+}
+
+async function loadAny(spec: string | undefined, options: BaseOptions): Promise<Base> {
   await initTf();
   if (spec === undefined) {
     try {
@@ -174,6 +190,7 @@ async function finish(
     throw new Error(`${source}: expected an image input [batch, height, width, 3], found ${JSON.stringify(shape)}`);
   }
   const preprocessing = fromRange([shape[1], shape[2]], range[0], range[1], meta.resize ?? 'cover');
+  if (meta.crop !== undefined) preprocessing.crop = checkCrop(meta.crop, `${source}: crop`);
   return {
     name,
     id: fingerprint(artifacts),

@@ -12,6 +12,12 @@ export interface Preprocessing {
   /** `cover`: resize the shorter side then centre-crop (default); `fill`: stretch to the size. */
   resize: 'cover' | 'fill';
   /**
+   * Central fraction kept (default 1, the whole resized image): the image is resized to `size / crop` and its centre
+   * `size` cut out, as ImageNet networks are evaluated (0.875: torchvision's Resize(256) + CenterCrop(224), TF-slim's
+   * central_fraction). Objects photographed in the middle of the frame then fill more of the network's input.
+   */
+  crop?: number;
+  /**
    * Graph and ONNX bases only (applied in JS before the network, not inside a model): per-channel R,G,B mean and
    * standard deviation subtracted from and divided into the scaled values, as torchvision normalises 0..1 pixels.
    */
@@ -26,6 +32,12 @@ export function fromRange(size: [number, number], min: number, max: number, resi
   return { size, scale: (max - min) / 255, offset: min, resize };
 }
 
+/** Checks a central-crop fraction (`--crop`): in (0, 1]. */
+export function checkCrop(crop: number, where = '--crop'): number {
+  if (!(typeof crop === 'number' && crop > 0 && crop <= 1)) throw new Error(`${where} must be a fraction in (0, 1] (got ${crop})`);
+  return crop;
+}
+
 /** Parses `MIN,MAX` as given to `--input-range`. */
 export function parseRange(text: string): [number, number] {
   const parts = text.split(',').map((s) => Number(s.trim()));
@@ -37,7 +49,9 @@ export function parseRange(text: string): [number, number] {
 
 /** A stable string for cache keys: two specs that give the same input give the same key. */
 export function preprocessingKey(p: Preprocessing): string {
-  const base = `${p.size[0]}x${p.size[1]}:${p.resize}:${p.scale.toPrecision(9)}:${p.offset.toPrecision(9)}`;
+  // The crop joins the key only when it crops, so uncropped bases keep the keys their caches were written under.
+  const crop = p.crop !== undefined && p.crop !== 1 ? `:c${p.crop.toPrecision(9)}` : '';
+  const base = `${p.size[0]}x${p.size[1]}:${p.resize}${crop}:${p.scale.toPrecision(9)}:${p.offset.toPrecision(9)}`;
   // Only present on graph/ONNX bases, so Layers bases keep the keys their caches were written under.
   const norm = p.mean || p.std ? `:m${(p.mean ?? [0, 0, 0]).join(',')}:s${(p.std ?? [1, 1, 1]).join(',')}` : '';
   return `${base}${norm}${p.layout ? `:${p.layout}` : ''}`;

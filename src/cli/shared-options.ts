@@ -2,13 +2,15 @@
 import type { Command } from 'commander';
 import { UsageError } from './output.ts';
 import type { BaseOptions } from '../base/base.ts';
-import { parseRange } from '../base/preprocessing.ts';
+import { checkCrop, parseRange } from '../base/preprocessing.ts';
 import { parseSize, parseTriple } from '../base/foreign.ts';
 
 export function baseOptions(cmd: Command, o: { withBase: boolean }): Command {
   if (o.withBase) cmd.option('--base <base>', 'pretrained base: zoo or bundled name (`graft models`), model.json path or URL (Layers or graph-model), or a .onnx file');
   return cmd
     .option('--input-range <min,max>', 'pixel range the base expects, e.g. -1,1 (default 0,1 or the base\'s metadata)')
+    .option('--resize <mode>', 'fit images to the input size: cover (scale the shorter side, cut the centre; default) or fill (stretch)')
+    .option('--crop <fraction>', 'keep this central fraction of each image: resize to size/fraction, cut out the centre (0.875: the ImageNet evaluation crop; default 1)')
     .option('--mean <r,g,b>', 'graph/ONNX bases: per-channel mean subtracted from 0..1 pixels, e.g. 0.485,0.456,0.406 (with --std)')
     .option('--std <r,g,b>', 'graph/ONNX bases: per-channel standard deviation, e.g. 0.229,0.224,0.225')
     .option('--input-size <h,w>', 'graph/ONNX bases whose input size is dynamic: HEIGHT,WIDTH (or one SIZE)')
@@ -19,6 +21,8 @@ export function baseOptions(cmd: Command, o: { withBase: boolean }): Command {
 
 export function parseBaseOptions(opts: {
   inputRange?: string;
+  crop?: string;
+  resize?: string;
   modelMirror?: string;
   offline?: boolean;
   mean?: string;
@@ -32,6 +36,8 @@ export function parseBaseOptions(opts: {
   if (opts.inputRange && (opts.mean || opts.std)) throw new Error('give --input-range or --mean/--std, not both');
   return {
     ...(opts.inputRange ? { inputRange: parseRange(opts.inputRange) } : {}),
+    ...(opts.crop !== undefined ? { crop: checkCrop(Number(opts.crop)) } : {}),
+    ...(opts.resize !== undefined ? { resize: opts.resize as 'cover' | 'fill' } : {}),
     ...(opts.mean ? { mean: parseTriple('--mean', opts.mean) } : {}),
     ...(opts.std ? { std: parseTriple('--std', opts.std) } : {}),
     ...(opts.inputSize ? { inputSize: parseSize(opts.inputSize) } : {}),

@@ -3,7 +3,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import sharp, { type Sharp } from 'sharp';
-import { decodeImage, ImageDecodeError } from './decode.ts';
+import { decodeImage, ImageDecodeError, resizedFor } from './decode.ts';
 
 const RED = { r: 255, g: 0, b: 0 };
 const GREEN = { r: 0, g: 255, b: 0 };
@@ -134,8 +134,27 @@ describe('decodeImage geometry', () => {
     assertColour(pixel(fill, 10, 5, 9), BLUE, 'fill right');
   });
 
+  test('crop keeps the central fraction: the centre of a resize to size / crop', async () => {
+    // 50 x 50 of five 10-px stripes: a 0.6 crop at 30 px is a resize to 50 (none) and the middle 30 columns, which are
+    // exactly the three inner stripes; without the crop all five show.
+    const png = await (await stripes(10, 50, [RED, GREEN, BLUE, GREEN, RED])).png().toBuffer();
+    const cropped = await decodeImage(png, 's.png', { size: [30, 30], resize: 'cover', crop: 0.6 });
+    assertColour(pixel(cropped, 30, 15, 2), GREEN, 'cropped left');
+    assertColour(pixel(cropped, 30, 15, 15), BLUE, 'cropped centre');
+    assertColour(pixel(cropped, 30, 15, 27), GREEN, 'cropped right');
+    const whole = await decodeImage(png, 's.png', { size: [30, 30], resize: 'cover' });
+    assertColour(pixel(whole, 30, 15, 1), RED, 'whole left');
+    assertColour(pixel(whole, 30, 15, 28), RED, 'whole right');
+    // Pixel for pixel: the same as resizing to 50 and cutting out the centre by hand.
+    const big = await decodeImage(png, 's.png', { size: [50, 50], resize: 'cover' });
+    for (let y = 0; y < 30; y++) for (let x = 0; x < 30; x++) assert.deepEqual(pixel(cropped, 30, y, x), pixel(big, 50, y + 10, x + 10));
+    assert.equal(resizedFor([224, 224], 0.875).join(), '256,256');
+  });
+
   test('bad options are a RangeError, not a decode error', async () => {
     const png = await solid(4, 4, RED).png().toBuffer();
+    await assert.rejects(decodeImage(png, 'a.png', { size: [4, 4], resize: 'fill', crop: 0 }), RangeError);
+    await assert.rejects(decodeImage(png, 'a.png', { size: [4, 4], resize: 'fill', crop: 1.5 }), RangeError);
     await assert.rejects(decodeImage(png, 'a.png', { size: [0, 4], resize: 'fill' }), RangeError);
     await assert.rejects(decodeImage(png, 'a.png', { size: [4, 4], resize: 'crop' as 'fill' }), RangeError);
   });

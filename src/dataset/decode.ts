@@ -16,11 +16,14 @@
 import os from 'node:os';
 import sharp, { type OutputInfo } from 'sharp';
 
+
 export interface DecodeOptions {
   /** [height, width] of the output. */
   size: [number, number];
   /** 'cover': scale so the shorter side fits, then crop the centre; 'fill': stretch to the exact size. */
   resize: 'cover' | 'fill';
+  /** Central fraction kept: resize to size / crop, then cut out the centre `size` (default 1: no crop). */
+  crop?: number;
 }
 
 export class ImageDecodeError extends Error {
@@ -50,6 +53,11 @@ function startsWith(b: Uint8Array, sig: number[], at = 0): boolean {
 }
 
 const ascii = (s: string) => [...s].map((c) => c.charCodeAt(0));
+
+/** The size an image is resized to before its centre `size` is cut out (`size` itself without a crop). */
+export function resizedFor(size: [number, number], crop = 1): [number, number] {
+  return crop === 1 ? size : [Math.round(size[0] / crop), Math.round(size[1] / crop)];
+}
 
 /** Identifies the container from its magic bytes, so a text file or random data gets a clear reason. */
 function sniff(b: Uint8Array): Sniffed {
@@ -84,6 +92,9 @@ function checkOptions(opts: DecodeOptions): void {
   if (opts.resize !== 'cover' && opts.resize !== 'fill') {
     throw new RangeError(`decodeImage: resize must be 'cover' or 'fill', got '${String(opts.resize)}'`);
   }
+  if (opts.crop !== undefined && !(opts.crop > 0 && opts.crop <= 1)) {
+    throw new RangeError(`decodeImage: crop must be in (0, 1], got ${opts.crop}`);
+  }
 }
 
 function reasonFromSharp(message: string): string {
@@ -108,15 +119,19 @@ export async function decodeImage(bytes: Uint8Array, file: string, opts: DecodeO
   if (typeof kind === 'object') throw new ImageDecodeError(file, `unsupported format (${kind.unsupported})`);
 
   const [height, width] = opts.size;
+  const [rh, rw] = resizedFor(opts.size, opts.crop);
   let data: Buffer;
   let info: OutputInfo;
   try {
     // failOn 'error' makes truncated or corrupt pixel data throw instead of being padded with grey; it still accepts
     // files that only raise libjpeg warnings (e.g. stray bytes before a marker), which decode fine everywhere else.
-    ({ data, info } = await sharp(bytes, { failOn: 'error', pages: 1 })
+    let pipeline = sharp(bytes, { failOn: 'error', pages: 1 })
       .rotate()
       .flatten({ background: { r: 0, g: 0, b: 0 } })
-      .resize({ width, height, fit: opts.resize, position: 'centre', kernel: 'linear' })
+      .resize({ width: rw, height: rh, fit: opts.resize, position: 'centre', kernel: 'linear' });
+    // extract() after resize() cuts from the resized image.
+    if (rw !== width || rh !== height) pipeline = pipeline.extract({ left: (rw - width) >> 1, top: (rh - height) >> 1, width, height });
+    ({ data, info } = await pipeline
       .toColourspace('srgb')
       .raw({ depth: 'uchar' })
       .toBuffer({ resolveWithObject: true }));

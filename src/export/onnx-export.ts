@@ -38,6 +38,7 @@ export async function exportOnnx(modelDir: string, out: string, o: { opset?: num
         'graft.labels': JSON.stringify(m.labels),
         'graft.size': JSON.stringify(m.preprocessing.size),
         'graft.resize': m.preprocessing.resize,
+        'graft.crop': String(m.preprocessing.crop ?? 1),
         'graft.input': 'raw RGB pixel values 0..255, NHWC; scaling is inside the graph',
         'graft.base': m.base.name,
         'graft.cut': m.cut,
