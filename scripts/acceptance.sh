@@ -30,3 +30,21 @@ echo "== issue 5: ONNX export vs graft predict on the 153 val images"
 npm run -s graft -- export out/hym2 --format onnx --out out/hym2.onnx
 node --import tsx scripts/check-onnx-export.ts out/hym2 out/hym2.onnx $H/val; echo "exit $?"
 node --import tsx scripts/check-onnx-export.ts out/hym2 out/hym2.onnx $H/val wasm; echo "exit $?"
+echo "== issue 6: default ImageNet base through a local mirror, empty caches"
+export GRAFT_CACHE_DIR=$(mktemp -d)
+python3 -m http.server 8799 --bind 127.0.0.1 -d ../shared/models/mirror > "$GRAFT_CACHE_DIR/server.log" 2>&1 &
+SERVER=$!
+sleep 1
+export GRAFT_MODEL_MIRROR=http://127.0.0.1:8799/
+t npm run -s graft -- train $H/train --val $H/val --base mobilenet_v2_0.35 --json | last
+t npm run -s graft -- train $H/train --val $H/val --base mobilenet_v2_0.35 --json | last
+t npm run -s graft -- train $H/train --val $H/val --json | last
+echo "server requests:"; grep -c '"GET ' "$GRAFT_CACHE_DIR/server.log"; grep '"GET ' "$GRAFT_CACHE_DIR/server.log" | sed 's/.*"GET \([^ ]*\).*/  \1/'
+kill $SERVER
+unset GRAFT_MODEL_MIRROR
+echo "== issue 6: no server, empty cache: the main command falls back to the bundled base and says so"
+export GRAFT_CACHE_DIR=$(mktemp -d)
+npm run -s graft -- train $H/train --val $H/val --model-mirror http://127.0.0.1:9/ --json | last
+echo "== issue 3: MobileNet v1 with the ImageNet central crop: cut search and the cut it picks"
+t npm run -s graft -- train $H/train --val $H/val --base $V1 --input-range=-1,1 --crop 0.875 --mode auto --json | last
+t npm run -s graft -- train $H/train --val $H/val --base $V1 --input-range=-1,1 --crop 0.875 --cut conv_pw_12_relu --json | last

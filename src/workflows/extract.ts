@@ -92,11 +92,14 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
   let done = 0;
   const report = () => o.onProgress?.({ phase, done, total: samples.length });
 
+  // The views of one image are listed next to each other: its bytes are read and hashed once for all of them.
+  let last: { file: string; bytes: Uint8Array; image: string } | undefined;
   for (let i = 0; i < samples.length; i++) {
     checkAbort(o.signal);
     let bytes: Uint8Array;
+    const file = samples[i].file;
     try {
-      bytes = await readFile(samples[i].file);
+      bytes = last?.file === file ? last.bytes : await readFile(file);
     } catch (e) {
       skip(samples[i].file, `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
       done++;
@@ -107,7 +110,8 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
       done++;
       continue;
     }
-    const image = hashBytes(bytes);
+    const image = last?.file === file ? last.image : hashBytes(bytes);
+    last = { file, bytes, image };
     const keys = cuts.map((cut) =>
       activationKey({ image, base: base.id, cut: pool ? cut : `${cut}:spatial`, preprocessing: pre, view: views[i] }),
     );

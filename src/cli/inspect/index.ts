@@ -21,7 +21,7 @@ export function inspectCommand(): Command {
     out.push(`base ${info.name}  id ${info.id}${info.format ? `  (${info.format === 'onnx' ? 'ONNX' : 'TF.js graph model'}: feature transfer only)` : ''}`);
     out.push(`source ${info.source}`);
     out.push(
-      `input ${info.inputSize.join('x')} RGB${info.preprocessing.layout ? ` ${info.preprocessing.layout.toUpperCase()}` : ''}, pixel*${info.preprocessing.scale.toPrecision(4)}${info.preprocessing.offset >= 0 ? '+' : ''}${info.preprocessing.offset}${info.preprocessing.mean ? `, then (x - [${info.preprocessing.mean.join(', ')}]) / [${(info.preprocessing.std ?? [1, 1, 1]).join(', ')}]` : ''}, ${info.params.toLocaleString('en')} parameters, ${info.layers.length} ${info.format ? 'nodes' : 'layers'}`,
+      `input ${info.inputSize.join('x')} RGB${info.preprocessing.layout ? ` ${info.preprocessing.layout.toUpperCase()}` : ''}, pixel*${info.preprocessing.scale.toPrecision(4)}${info.preprocessing.offset >= 0 ? '+' : ''}${info.preprocessing.offset}${info.preprocessing.mean ? `, then (x - [${info.preprocessing.mean.join(', ')}]) / [${(info.preprocessing.std ?? [1, 1, 1]).join(', ')}]` : ''}, resize ${info.preprocessing.resize}${info.preprocessing.crop && info.preprocessing.crop !== 1 ? ` + central crop ${info.preprocessing.crop}` : ''}, ${info.params.toLocaleString('en')} parameters, ${info.layers.length} ${info.format ? 'nodes' : 'layers'}`,
     );
     if (opts.all) {
       out.push('', 'layer'.padEnd(34) + 'type'.padEnd(24) + 'output'.padEnd(18) + 'params'.padStart(10) + '  cut');
@@ -46,7 +46,7 @@ function inspectModel(dir: string, opts: GlobalOptions): void {
     `model ${path.resolve(dir)}`,
     `labels ${m.labels.join(', ')}`,
     `base ${m.base.name} (${m.base.id}), cut ${m.cut}, mode ${m.mode}, head ${m.head.kind}`,
-    `input ${m.preprocessing.size.join('x')} RGB pixels 0..255 (${m.preprocessing.resize})`,
+    `input ${m.preprocessing.size.join('x')} RGB pixels 0..255 (${m.preprocessing.resize}${m.preprocessing.crop && m.preprocessing.crop !== 1 ? `, central crop ${m.preprocessing.crop}` : ''})`,
     `validation accuracy ${m.metrics.valAccuracy ?? 'n/a'}`,
   ];
   const sweep = m.sweep as { method: string; rows: { cut: string; depth: number; featureSize: number; score: number; sd: number; seconds: number; chosen?: boolean }[] } | undefined;

@@ -115,8 +115,9 @@ export function trainCommand(): Command {
         say(f, `  stage ${s.stage.padEnd(9)} lr ${s.lr} best epoch ${s.bestEpoch} of ${s.epochs}${v} (${s.seconds.toFixed(1)} s)`);
       }
     }
-    say(f, `classes ${result.classes.join(', ')}; ${result.trainImages} training and ${result.valImages} validation images`);
-    say(f, `activation cache: ${result.cache.hits} hits, ${result.cache.misses} misses`);
+    const views = result.augment === 'flip' ? ' (each also mirrored: --augment flip)' : '';
+    say(f, `classes ${result.classes.join(', ')}; ${result.trainImages} training${views} and ${result.valImages} validation images`);
+    say(f, `activation cache: ${result.cache.hits} hits, ${result.cache.misses} misses (one per image and view)`);
     say(
       f,
       `train accuracy ${result.trainAccuracy.toFixed(3)}${result.valAccuracy !== null ? `, validation accuracy ${result.valAccuracy.toFixed(3)}` : ''} (best epoch ${result.bestEpoch} of ${result.epochs})`,
