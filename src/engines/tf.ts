@@ -3,7 +3,6 @@
  * faster than the pure-JS CPU backend and, unlike tfjs-node, installs without downloading native binaries.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import * as tfl from '@tensorflow/tfjs-layers';
 
@@ -24,6 +23,9 @@ export async function initTf(backend: TfBackend = 'wasm'): Promise<void> {
     const events = ['uncaughtException', 'unhandledRejection'];
     const emitter = process as NodeJS.EventEmitter;
     const before = new Set(events.flatMap((e) => emitter.listeners(e)));
+    // The CPU backend is only a reference for tests and a fallback by request: registered when asked for, which keeps
+    // its module off every command's start-up path.
+    if (backend === 'cpu') await import('@tensorflow/tfjs-backend-cpu');
     const ok = await tf.setBackend(backend);
     if (!ok) throw new Error(`TF.js backend '${backend}' failed to initialise`);
     await tf.ready();

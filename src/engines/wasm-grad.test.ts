@@ -5,6 +5,8 @@
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import { loadBase } from '../base/base.ts';
+// The CPU backend is the reference these kernels are checked against.
+import '@tensorflow/tfjs-backend-cpu';
 import { initTf, tf, tfl } from './tf.ts';
 import { WASM_GRADIENT_KERNELS, registerWasmGradients } from './wasm-grad.ts';
 
