@@ -4,6 +4,7 @@
  * never fits a head on a view of an image it scores.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { before, test } from 'node:test';
 import { loadBase } from '../src/base/base.ts';
@@ -11,8 +12,8 @@ import { decodeImage } from '../src/dataset/decode.ts';
 import { buildTrunkModel } from '../src/engines/trunk.ts';
 import { initTf, tf } from '../src/engines/tf.ts';
 import { sweep } from '../src/workflows/autocut.ts';
-import { tfjsRunner } from '../src/workflows/extract.ts';
-import { prepareData, train, trainingSet } from '../src/workflows/train.ts';
+import { tfjsRunner, trainingSet } from '../src/workflows/extract.ts';
+import { prepareData, train } from '../src/workflows/train.ts';
 import { tmpDir, writeRampDataset, writeTinyBase } from './helpers.ts';
 
 let basePath: string;
@@ -42,7 +43,6 @@ test('the flip view is the trunk on the mirrored image; training rows are images
     const [h, w] = base.preprocessing.size;
     const mirrored = new Float32Array(n * h * w * 3);
     for (const [r, s] of d.train.samples.entries()) {
-      const { readFileSync } = await import('node:fs');
       const rgb = await decodeImage(readFileSync(s.file), s.file, base.preprocessing);
       for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) for (let c = 0; c < 3; c++) mirrored[r * h * w * 3 + (y * w + x) * 3 + c] = rgb[(y * w + (w - 1 - x)) * 3 + c];
     }
@@ -93,7 +93,6 @@ test('train reports the augmentation, and --augment none trains on the images al
   assert.equal(flip.trainImages, none.trainImages);
   assert.equal(flip.cache.misses, 20 + flip.trainImages);
   assert.deepEqual(none.cache, { hits: 20, misses: 0 });
-  const { readFileSync } = await import('node:fs');
   assert.equal(JSON.parse(readFileSync(path.join(out, 'graft.json'), 'utf8')).training.augment, 'flip');
   await assert.rejects(train({ data, base: basePath, cacheDir, augment: 'crop' as never }), /--augment must be flip or none \(got 'crop'\)/);
 });

@@ -11,6 +11,8 @@ import type { Sample, Skipped } from '../dataset/dataset.ts';
 import { ImageDecodeError, decodeImage } from '../dataset/decode.ts';
 import { type View, applyView } from '../dataset/views.ts';
 import { type TrunkRunner, buildTrunkModel, tfjsTrunkRunner } from '../engines/trunk.ts';
+import type { FeatureSet } from '../train/features.ts';
+import { concatRows } from '../train/folds.ts';
 import { type ProgressCallback, checkAbort } from '../util/progress.ts';
 
 const DECODE_CONCURRENCY = 4;
@@ -201,6 +203,18 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
     return m;
   });
   return { samples: kept.map((i) => samples[i]), views: kept.map((i) => views[i]), features, featureSizes: sizes, skipped, hits, misses, trunkCalls, engine };
+}
+
+/** The rows of one cut as a labelled set (class index = position of the label in `classes`). */
+export function featureSet(e: Extracted, cutIndex: number, classes: string[]): FeatureSet {
+  const y = Int32Array.from(e.samples.map((s) => classes.indexOf(s.label)));
+  return { x: e.features[cutIndex], n: e.samples.length, dim: e.featureSizes[cutIndex], y };
+}
+
+/** The rows a head or tail trains on at one cut: every training image, then each of its augmentation views. */
+export function trainingSet(data: { classes: string[]; train: Extracted; augmented?: Extracted[] }, cutIndex: number): FeatureSet {
+  const dim = data.train.featureSizes[cutIndex];
+  return { ...concatRows([data.train, ...(data.augmented ?? [])].map((e) => featureSet(e, cutIndex, data.classes)), dim), dim };
 }
 
 /** Feature size at each cut, read from the graph (pooled channels for spatial outputs unless `pool` is false). */

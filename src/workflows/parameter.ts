@@ -35,10 +35,9 @@ import {
   toDenseHead,
   trainTail,
 } from '../train/tail-trainer.ts';
-import { concatRows } from '../train/folds.ts';
 import { trainHead } from '../train/trainer.ts';
 import type { ProgressCallback } from '../util/progress.ts';
-import type { Extracted } from './extract.ts';
+import { type Extracted, featureSet, trainingSet } from './extract.ts';
 
 export const PARAMETER_DEFAULTS = {
   /** One block below the head: the cheapest tail, and the one that moves the pretrained features least. */
@@ -188,16 +187,6 @@ export interface ParameterOutcome {
   restore(): void;
 }
 
-function tailData(e: Extracted, cutPos: number, classes: string[]): TailData {
-  return { x: e.features[cutPos], n: e.samples.length, y: Int32Array.from(e.samples.map((s) => classes.indexOf(s.label))) };
-}
-
-/** Training rows at one split: the images, then each augmentation view of them. */
-function trainingData(data: { classes: string[]; train: Extracted; augmented?: Extracted[] }, cutPos: number): TailData {
-  const sets = [data.train, ...(data.augmented ?? [])].map((e) => tailData(e, cutPos, data.classes));
-  return concatRows(sets, data.train.featureSizes[cutPos]);
-}
-
 /**
  * Runs the stages on prepared spatial activations (`train.features[i]` at `plan.cuts[i]`, extracted with pool: false).
  * Tail weights are changed in place; call `restore()` on the outcome (it is also called on error).
@@ -248,8 +237,8 @@ export async function trainParameter(
       });
 
     const tail = buildTail(base, plan.cut, plan.top, trainBn);
-    const train1 = trainingData(data, 0);
-    const val1 = data.val ? tailData(data.val, 0, data.classes) : undefined;
+    const train1 = trainingSet(data, 0);
+    const val1 = data.val ? featureSet(data.val, 0, data.classes) : undefined;
     if (o.reinit) {
       if (tail.layers.length === 0) throw new Error('--reinit needs layers to retrain (--retrain-layers of 1 or more)');
       reinitialiseLayers(tail.layers, seed);
@@ -266,7 +255,7 @@ export async function trainParameter(
     joint = jointHeadFrom(fitted);
     fitted.dispose();
 
-    let last = { tail, train: train1, val: val1 };
+    let last = { tail, cutPos: 0, val: val1 };
     const patience = (d: number) => o.patience ?? d;
     // Stage 2: tail + head.
     if (tail.layers.length > 0) {
@@ -287,8 +276,8 @@ export async function trainParameter(
     if (plan.unfreezeFrom) {
       t = performance.now();
       const deep = buildTail(base, plan.unfreezeFrom, plan.top, trainBn);
-      const train2 = trainingData(data, 1);
-      const val2 = data.val ? tailData(data.val, 1, data.classes) : undefined;
+      const train2 = trainingSet(data, 1);
+      const val2 = data.val ? featureSet(data.val, 1, data.classes) : undefined;
       const lr = o.fineTuneLr ?? PARAMETER_DEFAULTS.fineTuneLr;
       const r = await trainTail(deep, joint, train2, val2, {
         lr,
@@ -300,13 +289,11 @@ export async function trainParameter(
         onEpoch: progress('fine-tune'),
       });
       record('fine-tune', lr, r.history, r.bestEpoch, (performance.now() - t) / 1000, r.start);
-      last = { tail: deep, train: train2, val: val2 };
+      last = { tail: deep, cutPos: 1, val: val2 };
     }
 
-    // Training accuracy on the images as they are: the first rows, before the augmentation views.
-    const nPlain = data.train.samples.length;
-    const rowSize = last.train.x.length / last.train.n;
-    const plain: TailData = { x: last.train.x.subarray(0, nPlain * rowSize), n: nPlain, y: last.train.y.subarray(0, nPlain) };
+    // Training accuracy on the images as they are, not on their augmentation views.
+    const plain = featureSet(data.train, last.cutPos, data.classes);
     const trainAccuracy = accuracy(tailPredict(last.tail, joint, plain), plain.y, C);
     let valAccuracy: number | null = null;
     let confusion: number[][] | undefined;

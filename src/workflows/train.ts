@@ -12,12 +12,11 @@ import { stitchModel } from '../export/stitch.ts';
 import { saveForeignModel } from '../export/foreign-model.ts';
 import { formatWords } from '../base/foreign.ts';
 import type { FeatureSet, HeadKind, TrainHeadOptions, TrainedHead } from '../train/features.ts';
-import { concatRows } from '../train/folds.ts';
 import { accuracy, argmaxRows, confusionMatrix } from '../train/metrics.ts';
 import { trainHead } from '../train/trainer.ts';
 import { type ProgressCallback, checkAbort } from '../util/progress.ts';
 import { versions } from '../util/versions.ts';
-import { type Extracted, type RunnerFactory, extractFeatures } from './extract.ts';
+import { type Extracted, type RunnerFactory, extractFeatures, featureSet, trainingSet } from './extract.ts';
 import { type SweepRow, sweep, sweepCandidates } from './autocut.ts';
 import { type EngineChoice, runnerFor } from './engine-choice.ts';
 import { type ParameterOutcome, type TransferSettings, planParameter, trainParameter } from './parameter.ts';
@@ -189,17 +188,6 @@ function runFacts(base: Base, data: PreparedData, engine: string, trainSeconds: 
     trunkCalls: data.train.trunkCalls,
     skipped: data.skipped,
   };
-}
-
-export function featureSet(e: Extracted, cutIndex: number, classes: string[]): FeatureSet {
-  const y = Int32Array.from(e.samples.map((s) => classes.indexOf(s.label)));
-  return { x: e.features[cutIndex], n: e.samples.length, dim: e.featureSizes[cutIndex], y };
-}
-
-/** The rows a head trains on at one cut: every training image, then each of its augmentation views. */
-export function trainingSet(data: PreparedData, cutIndex: number): FeatureSet {
-  const dim = data.train.featureSizes[cutIndex];
-  return { ...concatRows([data.train, ...data.augmented].map((e) => featureSet(e, cutIndex, data.classes)), dim), dim };
 }
 
 export async function train(o: TrainOptions): Promise<TrainResult> {
