@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The acceptance commands of the foundation, cut-search and ONNX issues on ../shared (hymenoptera), each with a fresh
-# activation cache where the point is about cold runs. Run from the repository root: bash scripts/acceptance.sh
+# The acceptance commands of issues 2 to 6 (foundation, cut search, ONNX, default base, parameter transfer) on
+# ../shared (hymenoptera), each with a fresh activation cache where the point is about cold runs.
+# Run from the repository root: bash scripts/acceptance.sh
 set -u
 H=../shared/data/hymenoptera
 V1=../shared/models/mobilenet_v1_1.0_224_imagenet_trunc/model.json
@@ -48,3 +49,7 @@ npm run -s graft -- train $H/train --val $H/val --model-mirror http://127.0.0.1:
 echo "== issue 3: MobileNet v1 with the ImageNet central crop: cut search and the cut it picks"
 t npm run -s graft -- train $H/train --val $H/val --base $V1 --input-range=-1,1 --crop 0.875 --mode auto --json | last
 t npm run -s graft -- train $H/train --val $H/val --base $V1 --input-range=-1,1 --crop 0.875 --cut conv_pw_12_relu --json | last
+echo "== issue 3: bundled MobileNetV2: best table row, and fine-tuning from a mid-network layer against the same run without it"
+t npm run -s graft -- train $H/train --val $H/val --base nsfw-mobilenet-v2 --cut block_13_expand_relu --augment none --json | last
+t npm run -s graft -- train $H/train --val $H/val --base nsfw-mobilenet-v2 --cut block_13_expand_relu --json | last
+t npm run -s graft -- train $H/train --val $H/val --base nsfw-mobilenet-v2 --cut block_13_expand_relu --fine-tune --unfreeze-from block_11_add --json | last
