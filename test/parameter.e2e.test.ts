@@ -152,6 +152,19 @@ test('fine-tune all layers from feature mode, images through the whole base each
   await assertExportMatches(out, r);
 });
 
+test('bundled InceptionV3, whose BatchNorm layers have no gamma: parameter mode retrains mixed10 and exports', async () => {
+  await initTf('wasm');
+  const small = await writeColourDataset(path.join(dir, 'data-small'), ['red', 'blue'], 4);
+  const base = await loadBase('nsfw-inception-v3');
+  const out = path.join(tmpDir(), 'model');
+  const r = await train({ data: small, base, mode: 'parameter', cacheDir: path.join(dir, 'cache-inception'), engine: 'wasm', valSplit: 0.5, epochs: 5, tailEpochs: 1, out });
+  assert.equal(r.cut, 'mixed9');
+  assert.equal(r.parameter?.top, 'mixed10');
+  assert.deepEqual(r.parameter?.stages.map((s) => [s.stage, s.epochs]), [['head', r.parameter?.stages[0].epochs], ['tail', 1]]);
+  await assertExportMatches(out, r);
+  base.model.dispose();
+});
+
 test('bad combinations fail with a clear message', async () => {
   await assert.rejects(train({ data, base: basePath, retrainLayers: 2 }), /--retrain-layers needs --mode parameter/);
   await assert.rejects(train({ data, base: basePath, unfreezeFrom: 'all' }), /--unfreeze-from needs --fine-tune/);

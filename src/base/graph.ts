@@ -7,7 +7,7 @@
  */
 import type { Tensor } from '@tensorflow/tfjs-core';
 import type { SymbolicTensor } from '@tensorflow/tfjs-layers';
-import { tfl } from '../engines/tf.ts';
+import { tf, tfl } from '../engines/tf.ts';
 
 type Layer = tfl.layers.Layer;
 
@@ -175,5 +175,54 @@ export function runSegment(
   x: Tensor,
   training: (layer: Layer) => boolean,
 ): Tensor {
-  return walkSegment(model, fromIndex, toIndex, x, (layer, args) => layer.apply(args, { training: training(layer) }) as Tensor);
+  return walkSegment(model, fromIndex, toIndex, x, (layer, args) =>
+    partialBatchNorm(layer) ? filledBatchNorm(layer as unknown as BatchNormLayer, args as Tensor, training(layer)) : (layer.apply(args, { training: training(layer) }) as Tensor),
+  );
+}
+
+interface LayerVariableLike {
+  read(): Tensor;
+  write(t: Tensor): void;
+}
+
+interface BatchNormLayer {
+  axis: number;
+  epsilon: number;
+  momentum: number;
+  gamma: LayerVariableLike | null;
+  beta: LayerVariableLike | null;
+  movingMean: LayerVariableLike;
+  movingVariance: LayerVariableLike;
+}
+
+/** A BatchNormalization over the last axis without gamma (scale: false) or beta (center: false), as InceptionV3 has. */
+function partialBatchNorm(layer: Layer): boolean {
+  if (layer.getClassName() !== 'BatchNormalization') return false;
+  const bn = layer as unknown as BatchNormLayer;
+  return (!bn.gamma || !bn.beta) && (bn.axis === -1 || bn.axis === (layer.outputShape as number[]).length - 1);
+}
+
+/**
+ * The layer's own arithmetic with ones standing in for a missing gamma and zeros for a missing beta. TF.js's layer
+ * cannot be differentiated without them: the batch-norm kernel saves its absent inputs for the backward pass and
+ * fails on them, and training mode reads gamma unconditionally. Training mode normalises with the batch moments and
+ * moves the moving statistics toward them by (1 - momentum), as the layer does.
+ */
+function filledBatchNorm(bn: BatchNormLayer, x: Tensor, training: boolean): Tensor {
+  const movingMean = bn.movingMean.read();
+  const gamma = bn.gamma ? bn.gamma.read() : tf.onesLike(movingMean);
+  const beta = bn.beta ? bn.beta.read() : tf.zerosLike(movingMean);
+  if (!training) return tf.batchNorm(x, movingMean, bn.movingVariance.read(), beta, gamma, bn.epsilon);
+  const { mean, variance } = tf.moments(x, Array.from({ length: x.rank - 1 }, (_, i) => i));
+  const y = tf.batchNorm(x, mean, variance, beta, gamma, bn.epsilon);
+  for (const [v, batch] of [
+    [bn.movingMean, mean],
+    [bn.movingVariance, variance],
+  ] as const) {
+    tf.tidy(() => {
+      const old = v.read();
+      v.write(tf.sub(old, tf.mul(tf.sub(old, batch), 1 - bn.momentum)));
+    });
+  }
+  return y;
 }

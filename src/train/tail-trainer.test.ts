@@ -9,8 +9,11 @@ before(async () => {
   await initTf('wasm');
 });
 
-/** conv-BN-relu twice; cut after the first relu, so the tail is the second conv-BN-relu. */
-function network(): tfl.LayersModel {
+/**
+ * conv-BN-relu twice; cut after the first relu, so the tail is the second conv-BN-relu. `bare`: the second BatchNorm
+ * has neither gamma nor beta (scale and center off), as Keras' InceptionV3 builds its BatchNorm layers.
+ */
+function network(bare = false): tfl.LayersModel {
   const init = (s: number) => tfl.initializers.glorotUniform({ seed: s });
   const input = tfl.input({ shape: [8, 8, 3], name: 'in' });
   let x = tfl.layers.conv2d({ filters: 6, kernelSize: 3, padding: 'same', name: 'conv_a', kernelInitializer: init(1) }).apply(input);
@@ -18,7 +21,7 @@ function network(): tfl.LayersModel {
   x = tfl.layers.reLU({ name: 'relu_a' }).apply(x);
   x = tfl.layers.depthwiseConv2d({ kernelSize: 3, padding: 'same', name: 'dw_b', depthwiseInitializer: init(2) }).apply(x);
   x = tfl.layers.conv2d({ filters: 8, kernelSize: 1, name: 'conv_b', kernelInitializer: init(3) }).apply(x);
-  x = tfl.layers.batchNormalization({ name: 'bn_b', momentum: 0.5 }).apply(x);
+  x = tfl.layers.batchNormalization({ name: 'bn_b', momentum: 0.5, ...(bare ? { scale: false, center: false } : {}) }).apply(x);
   x = tfl.layers.reLU({ name: 'relu_b' }).apply(x);
   return tfl.model({ inputs: input, outputs: x as tfl.SymbolicTensor });
 }
@@ -60,8 +63,8 @@ function zeroHead(dim: number, C: number): JointHead {
 const weightsOf = (model: tfl.LayersModel, name: string) =>
   Object.fromEntries(model.getLayer(name).weights.map((w) => [w.originalName.split('/').pop()!, Array.from(w.read().dataSync())]));
 
-async function run(trainBn: boolean) {
-  const model = network();
+async function run(trainBn: boolean, bare = false) {
+  const model = network(bare);
   const tail = tailOf(model, trainBn);
   const names = ['conv_a', 'bn_a', 'dw_b', 'conv_b', 'bn_b'];
   const before = Object.fromEntries(names.map((n) => [n, weightsOf(model, n)]));
@@ -96,6 +99,54 @@ test('trainBn: BatchNorm moving statistics of the tail update, frozen layers sti
   assert.notDeepEqual(after.bn_b.moving_variance, before.bn_b.moving_variance);
   disposeJointHead(head);
   model.dispose();
+});
+
+test('BatchNorm without gamma and beta: runSegment matches the layer in inference mode and its moving-average rule in training mode', () => {
+  const model = network(true);
+  const bn = model.getLayer('bn_b');
+  const rng = mulberry32(9);
+  // Non-trivial moving statistics, so a wrong mean, variance or epsilon shows.
+  const mm = Float32Array.from({ length: 8 }, () => rng() - 0.5);
+  const mv = Float32Array.from({ length: 8 }, () => 0.2 + rng());
+  bn.setWeights([tf.tensor1d(mm), tf.tensor1d(mv)]);
+  const x = tf.tensor4d(Float32Array.from({ length: 3 * 8 * 8 * 6 }, () => rng() * 2 - 1), [3, 8, 8, 6]);
+  const from = layerIndex(model, 'relu_a');
+  const to = layerIndex(model, 'relu_b');
+  const pre = tf.tidy(() => model.getLayer('conv_b').apply(model.getLayer('dw_b').apply(x)) as tf.Tensor);
+  const ref = tf.tidy(() => model.getLayer('relu_b').apply(bn.apply(pre, { training: false })) as tf.Tensor);
+  const got = tf.tidy(() => runSegment(model, from, to, x, () => false));
+  const diff = tf.tidy(() => tf.max(tf.abs(tf.sub(got, ref))).dataSync()[0]);
+  assert.ok(diff < 1e-5, `inference differs from the layer by ${diff}`);
+  assert.ok(tf.tidy(() => tf.max(ref).dataSync()[0]) > 0.1, 'the reference is not all zeros');
+  // Training mode: one forward pass moves the statistics halfway (momentum 0.5) to the batch moments.
+  const { mean, variance } = tf.tidy(() => tf.moments(pre, [0, 1, 2]));
+  tf.dispose(tf.tidy(() => runSegment(model, from, to, x, () => true)));
+  const [m2, v2] = bn.getWeights().map((w) => w.dataSync());
+  const bm = mean.dataSync();
+  const bv = variance.dataSync();
+  for (let c = 0; c < 8; c++) {
+    assert.ok(Math.abs(m2[c] - (mm[c] + bm[c]) / 2) < 1e-5, `moving mean ${c}`);
+    assert.ok(Math.abs(v2[c] - (mv[c] + bv[c]) / 2) < 1e-5, `moving variance ${c}`);
+  }
+  tf.dispose([x, pre, ref, got, mean, variance]);
+  model.dispose();
+});
+
+test('BatchNorm without gamma and beta trains (InceptionV3-style tails): weights move, statistics frozen unless trainBn', async () => {
+  const frozen = await run(false, true);
+  assert.deepEqual(Object.keys(frozen.before.bn_b).sort(), ['moving_mean', 'moving_variance']);
+  assert.ok(frozen.r.bestEpoch >= 1, 'training improved on the start');
+  assert.notDeepEqual(frozen.after.conv_b.kernel, frozen.before.conv_b.kernel);
+  assert.deepEqual(frozen.after.bn_b, frozen.before.bn_b);
+  assert.deepEqual(frozen.after.conv_a, frozen.before.conv_a);
+  const moving = await run(true, true);
+  assert.notDeepEqual(moving.after.bn_b.moving_mean, moving.before.bn_b.moving_mean);
+  assert.notDeepEqual(moving.after.bn_b.moving_variance, moving.before.bn_b.moving_variance);
+  assert.deepEqual(moving.after.bn_a, moving.before.bn_a);
+  for (const r of [frozen, moving]) {
+    disposeJointHead(r.head);
+    r.model.dispose();
+  }
 });
 
 test('same seed, same weights; best epoch restored', async () => {
