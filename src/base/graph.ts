@@ -214,15 +214,11 @@ function filledBatchNorm(bn: BatchNormLayer, x: Tensor, training: boolean): Tens
   const beta = bn.beta ? bn.beta.read() : tf.zerosLike(movingMean);
   if (!training) return tf.batchNorm(x, movingMean, bn.movingVariance.read(), beta, gamma, bn.epsilon);
   const { mean, variance } = tf.moments(x, Array.from({ length: x.rank - 1 }, (_, i) => i));
-  const y = tf.batchNorm(x, mean, variance, beta, gamma, bn.epsilon);
-  for (const [v, batch] of [
-    [bn.movingMean, mean],
-    [bn.movingVariance, variance],
-  ] as const) {
+  const moveToward = (v: LayerVariableLike, batch: Tensor) =>
     tf.tidy(() => {
-      const old = v.read();
-      v.write(tf.sub(old, tf.mul(tf.sub(old, batch), 1 - bn.momentum)));
+      v.write(tf.sub(v.read(), tf.mul(tf.sub(v.read(), batch), 1 - bn.momentum)));
     });
-  }
-  return y;
+  moveToward(bn.movingMean, mean);
+  moveToward(bn.movingVariance, variance);
+  return tf.batchNorm(x, mean, variance, beta, gamma, bn.epsilon);
 }
