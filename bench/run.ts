@@ -202,7 +202,7 @@ async function accuracySection(): Promise<(TrainRow & { mode: string })[]> {
     // The other bundled network, trained for the same content filter: how far the bundled features go on everyday photos.
     ['feature (default cut)', 'nsfw-inception-v3', []],
     ['auto cut search', 'nsfw-inception-v3', ['--mode', 'auto']],
-    // Its BatchNorm layers have no gamma: the row shows tails train on it (mixed10 retrained, about 8 minutes here).
+    // Its BatchNorm layers have no gamma: the row shows tails train on it (mixed10 retrained, about 9 minutes here).
     ['parameter, 1 block retrained', 'nsfw-inception-v3', ['--mode', 'parameter']],
     ['feature (default cut)', V1, ['--input-range=-1,1']],
     ['auto cut search', V1, ['--input-range=-1,1', '--mode', 'auto']],
@@ -403,8 +403,8 @@ function render(s: Store): string {
       '  Early stopping on validation loss, with the starting weights competing as "epoch 0", keeps the best state.',
       '- The bundled MobileNetV2 was trained as a content filter: its top blocks are specific to that task, which is why the',
       '  head on `out_relu` is weak and retraining from there starts from a poor place (see the cut search in the README).',
-      '  The other bundled network, trained for the same filter, is in the accuracy table (nsfw-inception-v3, with its cut',
-      '  search) as a check on how far features learnt for that task carry to everyday photos.',
+      '  The other bundled network, trained for the same filter, is in the accuracy table (nsfw-inception-v3: default cut,',
+      '  cut search, parameter transfer) as a check on how far features learnt for that task carry to everyday photos.',
     );
   }
   return `${lines.join('\n')}\n`;
