@@ -19,7 +19,7 @@ import path from 'node:path';
 import { DEFAULT_BASE, loadBase } from '../src/base/base.ts';
 import { onnxAvailable, onnxTrunkRunner } from '../src/engines/onnx.ts';
 import { initTf, tf } from '../src/engines/tf.ts';
-import { buildTrunkModel, tfjsTrunkRunner, type TrunkRunner } from '../src/engines/trunk.ts';
+import { buildTrunkModel, type TrunkRunner, tfjsTrunkRunner } from '../src/engines/trunk.ts';
 import { buildTail } from '../src/workflows/parameter.ts';
 
 const argv = process.argv.slice(2);
@@ -32,10 +32,15 @@ const listed = argv
   ?.slice('--sections='.length)
   .split(',')
   .filter(Boolean);
-for (const s of listed ?? []) if (!SECTIONS.includes(s as Section)) throw new Error(`unknown section '${s}' (${SECTIONS.join(', ')})`);
+for (const s of listed ?? [])
+  if (!SECTIONS.includes(s as Section)) throw new Error(`unknown section '${s}' (${SECTIONS.join(', ')})`);
 const wanted = new Set<Section>(
   (listed as Section[] | undefined) ??
-    (args.has('--transfer') ? ['transfer'] : args.has('--quick') ? ['trunk'] : ['trunk', 'train-step', 'train', 'accuracy']),
+    (args.has('--transfer')
+      ? ['transfer']
+      : args.has('--quick')
+        ? ['trunk']
+        : ['trunk', 'train-step', 'train', 'accuracy']),
 );
 const log = (s: string) => (json ? process.stderr : process.stdout).write(`${s}\n`);
 const HYM = path.resolve('../shared/data/hymenoptera');
@@ -43,12 +48,54 @@ const PEER = path.resolve('../shared/bench/peer_torch.py');
 const V1 = path.resolve('../shared/models/mobilenet_v1_1.0_224_imagenet_trunc/model.json');
 const STORE = 'docs/benchmarks.json';
 
-interface TrunkRow { engine: string; base: string; arch: string; batch: number; msPerImage: number }
-interface PeerRow { name: string; arch: string; what: string; msPerImage: number; threads: number; batch: number; version?: string }
-interface TrainRow { engine: string; base: string; cache: 'cold' | 'warm'; seconds: number; valAccuracy: number | null; cut: string }
-interface StepRow { base: string; arch: string; trains: string; from: string; batch: number; msPerImage: number; note?: string }
-interface TransferRow { base: string; method: string; args: string; cut: string; valAccuracy: number | null; seconds: number; trainSeconds: number; stages?: string }
-interface Stored<T> { date: string; machine: string; rows: T }
+interface TrunkRow {
+  engine: string;
+  base: string;
+  arch: string;
+  batch: number;
+  msPerImage: number;
+}
+interface PeerRow {
+  name: string;
+  arch: string;
+  what: string;
+  msPerImage: number;
+  threads: number;
+  batch: number;
+  version?: string;
+}
+interface TrainRow {
+  engine: string;
+  base: string;
+  cache: 'cold' | 'warm';
+  seconds: number;
+  valAccuracy: number | null;
+  cut: string;
+}
+interface StepRow {
+  base: string;
+  arch: string;
+  trains: string;
+  from: string;
+  batch: number;
+  msPerImage: number;
+  note?: string;
+}
+interface TransferRow {
+  base: string;
+  method: string;
+  args: string;
+  cut: string;
+  valAccuracy: number | null;
+  seconds: number;
+  trainSeconds: number;
+  stages?: string;
+}
+interface Stored<T> {
+  date: string;
+  machine: string;
+  rows: T;
+}
 interface Store {
   trunk?: Stored<TrunkRow[]>;
   peer?: Stored<PeerRow[]>;
@@ -64,7 +111,10 @@ const baseLabel = (base: string) => (base.includes('/') ? path.basename(path.dir
 async function timeRunner(runner: TrunkRunner, size: number, batch: number, reps: number): Promise<number> {
   const px = new Float32Array(batch * size * size * 3);
   let s = 1;
-  for (let i = 0; i < px.length; i++) px[i] = ((s = (s * 16807) % 2147483647) / 2147483647) * 255;
+  for (let i = 0; i < px.length; i++) {
+    s = (s * 16807) % 2147483647;
+    px[i] = (s / 2147483647) * 255;
+  }
   await runner.run(px, batch); // warm-up: first calls compile kernels / plan memory
   const times: number[] = [];
   for (let r = 0; r < reps; r++) {
@@ -92,7 +142,13 @@ async function trunkBench(): Promise<TrunkRow[]> {
       log(`trunk onnx ${name}: ${rows[rows.length - 1].msPerImage.toFixed(1)} ms/image`);
     }
     const w = tfjsTrunkRunner(model, wasmBatch);
-    rows.push({ engine: 'wasm', base: name, arch, batch: wasmBatch, msPerImage: await timeRunner(w, size, wasmBatch, wasmReps) });
+    rows.push({
+      engine: 'wasm',
+      base: name,
+      arch,
+      batch: wasmBatch,
+      msPerImage: await timeRunner(w, size, wasmBatch, wasmReps),
+    });
     log(`trunk wasm ${name}: ${rows[rows.length - 1].msPerImage.toFixed(1)} ms/image`);
     base.model.dispose();
   }
@@ -101,7 +157,10 @@ async function trunkBench(): Promise<TrunkRow[]> {
 
 function peerBench(): PeerRow[] {
   if (!existsSync('/usr/bin/python3') || !existsSync(PEER)) return [];
-  const r = spawnSync('/usr/bin/python3', [PEER, '--json', '--train', '--arch', 'mobilenet_v2,inception_v3'], { encoding: 'utf8', timeout: 900_000 });
+  const r = spawnSync('/usr/bin/python3', [PEER, '--json', '--train', '--arch', 'mobilenet_v2,inception_v3'], {
+    encoding: 'utf8',
+    timeout: 900_000,
+  });
   if (r.status !== 0) {
     log(`peer: PyTorch not available (${(r.stderr || '').trim().split('\n').pop()})`);
     return [];
@@ -111,7 +170,15 @@ function peerBench(): PeerRow[] {
     .split('\n')
     .filter(Boolean)
     .map((l) => JSON.parse(l))
-    .map((o) => ({ name: o.peer, arch: o.arch, what: o.what, msPerImage: o.ms_per_image, threads: o.threads, batch: o.batch, version: o.version }));
+    .map((o) => ({
+      name: o.peer,
+      arch: o.arch,
+      what: o.what,
+      msPerImage: o.ms_per_image,
+      threads: o.threads,
+      batch: o.batch,
+      version: o.version,
+    }));
 }
 
 /**
@@ -139,11 +206,24 @@ async function trainStepBench(): Promise<StepRow[]> {
       const dim = (base.model.getLayer(base.defaultCut).outputShape as number[]).slice(-1)[0];
       const head = tf.variable(tf.randomNormal([dim, 2], 0, 0.01, 'float32', 1));
       const optimizer = tf.train.sgd(1e-6);
-      const x = from === base.model.layers[0].name ? tf.randomUniform([batch, ...tail.inputShape], 0, 1, 'float32', 2) : tf.relu(tf.randomNormal([batch, ...tail.inputShape], 0, 1, 'float32', 2));
-      const y = tf.oneHot(tf.tensor1d(Array.from({ length: batch }, (_, i) => i % 2), 'int32'), 2);
+      const x =
+        from === base.model.layers[0].name
+          ? tf.randomUniform([batch, ...tail.inputShape], 0, 1, 'float32', 2)
+          : tf.relu(tf.randomNormal([batch, ...tail.inputShape], 0, 1, 'float32', 2));
+      const y = tf.oneHot(
+        tf.tensor1d(
+          Array.from({ length: batch }, (_, i) => i % 2),
+          'int32',
+        ),
+        2,
+      );
       const step = () =>
         tf.tidy(() => {
-          optimizer.minimize(() => tf.losses.softmaxCrossEntropy(y, tf.matMul(tail.forward(x, true), head)) as tf.Scalar, false, [...vars, head]);
+          optimizer.minimize(
+            () => tf.losses.softmaxCrossEntropy(y, tf.matMul(tail.forward(x, true), head)) as tf.Scalar,
+            false,
+            [...vars, head],
+          );
         });
       step(); // warm-up: XNNPACK plans and buffers are made on first use
       const times: number[] = [];
@@ -164,11 +244,31 @@ async function trainStepBench(): Promise<StepRow[]> {
   return rows;
 }
 
-function trainRun(engine: string, base: string, extra: string[], cacheDir: string): TrainRow & { raw: Record<string, any> } {
+/** The fields of `graft train --json` that the tables read beyond TrainRow's. */
+interface TrainJson {
+  parameter?: { stages?: unknown };
+  seconds?: { train?: number };
+}
+
+function trainRun(engine: string, base: string, extra: string[], cacheDir: string): TrainRow & { raw: TrainJson } {
   const t = performance.now();
   const r = spawnSync(
     process.execPath,
-    ['--import', 'tsx', 'src/cli/main.ts', 'train', path.join(HYM, 'train'), '--val', path.join(HYM, 'val'), '--base', base, '--engine', engine, '--json', ...extra],
+    [
+      '--import',
+      'tsx',
+      'src/cli/main.ts',
+      'train',
+      path.join(HYM, 'train'),
+      '--val',
+      path.join(HYM, 'val'),
+      '--base',
+      base,
+      '--engine',
+      engine,
+      '--json',
+      ...extra,
+    ],
     { encoding: 'utf8', env: { ...process.env, GRAFT_CACHE_DIR: cacheDir }, maxBuffer: 1 << 26 },
   );
   const seconds = (performance.now() - t) / 1000;
@@ -213,16 +313,18 @@ async function accuracySection(): Promise<(TrainRow & { mode: string })[]> {
   ];
   for (const [mode, base, extra] of runs) {
     if (!existsSync(base) && base.includes('/')) continue;
-    let raw: Record<string, any>;
     let row: TrainRow;
     try {
-      ({ raw, ...row } = trainRun('auto', base, extra, dir));
+      const { raw: _raw, ...rest } = trainRun('auto', base, extra, dir);
+      row = rest;
     } catch (e) {
       log(`accuracy ${mode} ${baseLabel(base)}: skipped (${(e as Error).message})`);
       continue;
     }
     accuracy.push({ ...row, mode });
-    log(`accuracy ${mode} ${baseLabel(base)}: ${row.valAccuracy?.toFixed(3)} at ${row.cut} (${row.seconds.toFixed(1)} s)`);
+    log(
+      `accuracy ${mode} ${baseLabel(base)}: ${row.valAccuracy?.toFixed(3)} at ${row.cut} (${row.seconds.toFixed(1)} s)`,
+    );
   }
   rmSync(dir, { recursive: true, force: true });
   return accuracy;
@@ -243,7 +345,13 @@ function transferSection(): TransferRow[] {
       unfreeze: 'block_11_add',
     },
     // --crop 0.875: the central crop MobileNet v1 was evaluated with (TF-slim's central_fraction); see README.
-    { base: V1, extra: ['--input-range=-1,1', '--crop', '0.875'], mid: 'conv_pw_10_relu', blocks: ['conv_pw_12_relu', 'conv_pw_11_relu', 'conv_pw_10_relu'], unfreeze: 'conv_pw_8_relu' },
+    {
+      base: V1,
+      extra: ['--input-range=-1,1', '--crop', '0.875'],
+      mid: 'conv_pw_10_relu',
+      blocks: ['conv_pw_12_relu', 'conv_pw_11_relu', 'conv_pw_10_relu'],
+      unfreeze: 'conv_pw_8_relu',
+    },
   ];
   const rows: TransferRow[] = [];
   for (const p of plans) {
@@ -255,22 +363,56 @@ function transferSection(): TransferRow[] {
       [`feature, ${p.mid}`, ['--cut', p.mid]],
       [`feature, ${p.mid}, no augmentation`, ['--cut', p.mid, '--augment', 'none']],
       ['feature, cut search (--mode auto)', ['--mode', 'auto']],
-      ...p.blocks.map((cut, i): [string, string[]] => [`parameter, ${i + 1} block${i ? 's' : ''} retrained`, ['--mode', 'parameter', '--cut', cut]]),
-      ...p.blocks.map((cut, i): [string, string[]] => [`parameter, ${i + 1} block${i ? 's' : ''} re-initialised`, ['--mode', 'parameter', '--cut', cut, '--reinit']]),
+      ...p.blocks.map((cut, i): [string, string[]] => [
+        `parameter, ${i + 1} block${i ? 's' : ''} retrained`,
+        ['--mode', 'parameter', '--cut', cut],
+      ]),
+      ...p.blocks.map((cut, i): [string, string[]] => [
+        `parameter, ${i + 1} block${i ? 's' : ''} re-initialised`,
+        ['--mode', 'parameter', '--cut', cut, '--reinit'],
+      ]),
       ['feature, default cut + fine-tune (default unfreeze)', ['--fine-tune']],
-      [`feature, ${p.mid} + fine-tune from ${p.unfreeze}`, ['--cut', p.mid, '--fine-tune', '--unfreeze-from', p.unfreeze]],
+      [
+        `feature, ${p.mid} + fine-tune from ${p.unfreeze}`,
+        ['--cut', p.mid, '--fine-tune', '--unfreeze-from', p.unfreeze],
+      ],
     ];
     for (const [method, a] of runs) {
       try {
         const { raw, ...row } = trainRun('auto', p.base, [...p.extra, ...a], dir);
-        const stages = (raw.parameter?.stages as { stage: string; epochs: number; bestEpoch: number; valAccuracy?: number; seconds: number }[] | undefined)
-          ?.map((s) => `${s.stage} ${s.bestEpoch}/${s.epochs} ep ${s.valAccuracy?.toFixed(3) ?? ''} ${s.seconds.toFixed(0)} s`)
+        const stages = (
+          raw.parameter?.stages as
+            | { stage: string; epochs: number; bestEpoch: number; valAccuracy?: number; seconds: number }[]
+            | undefined
+        )
+          ?.map(
+            (s) =>
+              `${s.stage} ${s.bestEpoch}/${s.epochs} ep ${s.valAccuracy?.toFixed(3) ?? ''} ${s.seconds.toFixed(0)} s`,
+          )
           .join('; ');
-        rows.push({ base: baseLabel(p.base), method, args: a.join(' '), cut: row.cut, valAccuracy: row.valAccuracy, seconds: row.seconds, trainSeconds: raw.seconds?.train ?? 0, stages });
+        rows.push({
+          base: baseLabel(p.base),
+          method,
+          args: a.join(' '),
+          cut: row.cut,
+          valAccuracy: row.valAccuracy,
+          seconds: row.seconds,
+          trainSeconds: raw.seconds?.train ?? 0,
+          stages,
+        });
         log(`transfer ${baseLabel(p.base)} ${method}: ${row.valAccuracy?.toFixed(3)} (${row.seconds.toFixed(1)} s)`);
       } catch (e) {
         log(`transfer ${baseLabel(p.base)} ${method}: failed: ${(e as Error).message}`);
-        rows.push({ base: baseLabel(p.base), method, args: a.join(' '), cut: '', valAccuracy: null, seconds: 0, trainSeconds: 0, stages: `failed: ${(e as Error).message}` });
+        rows.push({
+          base: baseLabel(p.base),
+          method,
+          args: a.join(' '),
+          cut: '',
+          valAccuracy: null,
+          seconds: 0,
+          trainSeconds: 0,
+          stages: `failed: ${(e as Error).message}`,
+        });
       }
     }
     rmSync(dir, { recursive: true, force: true });
@@ -305,7 +447,8 @@ async function main() {
   }
   if (wanted.has('train-step')) put('train-step', await trainStepBench());
   const haveData = existsSync(HYM);
-  if (!haveData && (wanted.has('train') || wanted.has('accuracy') || wanted.has('transfer'))) log(`skipping training sections: ${HYM} not found`);
+  if (!haveData && (wanted.has('train') || wanted.has('accuracy') || wanted.has('transfer')))
+    log(`skipping training sections: ${HYM} not found`);
   if (haveData && wanted.has('train')) put('train', await trainSection());
   if (haveData && wanted.has('accuracy')) put('accuracy', await accuracySection());
   if (haveData && wanted.has('transfer')) put('transfer', transferSection());
@@ -333,7 +476,7 @@ function render(s: Store): string {
     '# graft benchmarks',
     '',
     'Written by `npm run bench` (sections: `--sections=trunk,train-step,train,accuracy,transfer`; `--transfer` for the',
-    'transfer table alone) from `docs/benchmarks.json`, which keeps every section\'s last results. Ratios compare figures',
+    "transfer table alone) from `docs/benchmarks.json`, which keeps every section's last results. Ratios compare figures",
     'from the same run; absolute times vary with the load on these shared machines.',
     '',
   ];
@@ -344,34 +487,71 @@ function render(s: Store): string {
     for (const t of s.trunk.rows) {
       const wasm = s.trunk.rows.find((x) => x.base === t.base && x.engine === 'wasm');
       const p = peer.find((x) => x.arch === t.arch && x.what === 'forward');
-      lines.push(`| ${t.base} | ${t.engine} | ${t.batch} | ${t.msPerImage.toFixed(1)} | ${wasm ? (t.msPerImage / wasm.msPerImage).toFixed(2) : ''} | ${p ? (t.msPerImage / p.msPerImage).toFixed(2) : 'peer not run'} |`);
+      lines.push(
+        `| ${t.base} | ${t.engine} | ${t.batch} | ${t.msPerImage.toFixed(1)} | ${wasm ? (t.msPerImage / wasm.msPerImage).toFixed(2) : ''} | ${p ? (t.msPerImage / p.msPerImage).toFixed(2) : 'peer not run'} |`,
+      );
     }
-    for (const p of peer.filter((x) => x.what === 'forward')) lines.push(`| PyTorch ${p.arch} (peer) | torch CPU | ${p.batch} | ${p.msPerImage.toFixed(1)} | | 1.00 |`);
+    for (const p of peer.filter((x) => x.what === 'forward'))
+      lines.push(`| PyTorch ${p.arch} (peer) | torch CPU | ${p.batch} | ${p.msPerImage.toFixed(1)} | | 1.00 |`);
   }
   if (s['train-step']) {
     const p = peer.find((x) => x.arch === 'mobilenet_v2' && x.what === 'train_step');
-    lines.push('', '## Train step: forward + backward + update of the bundled MobileNetV2 on WASM (ms per image, lower is better)', '', when(s['train-step']), '');
     lines.push(
-      'From the split up to `out_relu`, with a 2-class head. PyTorch\'s `train_step` (peer_torch.py, same run, 2 threads) trains the whole',
+      '',
+      '## Train step: forward + backward + update of the bundled MobileNetV2 on WASM (ms per image, lower is better)',
+      '',
+      when(s['train-step']),
+      '',
+    );
+    lines.push(
+      "From the split up to `out_relu`, with a 2-class head. PyTorch's `train_step` (peer_torch.py, same run, 2 threads) trains the whole",
       'torchvision MobileNetV2; the ratio is against it for every row, so below 1.00 a row is faster than PyTorch training the full network.',
       '',
     );
-    lines.push('| what trains | split | batch | ms/image | vs PyTorch full network |', '| --- | --- | --- | --- | --- |');
-    for (const r of s['train-step'].rows) lines.push(`| ${r.trains} | ${r.from} | ${r.batch} | ${r.msPerImage.toFixed(1)} | ${p ? (r.msPerImage / p.msPerImage).toFixed(2) : 'peer not run'} |`);
-    if (p) lines.push(`| PyTorch ${p.version ?? ''} full network (peer) | image | ${p.batch} | ${p.msPerImage.toFixed(1)} | 1.00 |`);
+    lines.push(
+      '| what trains | split | batch | ms/image | vs PyTorch full network |',
+      '| --- | --- | --- | --- | --- |',
+    );
+    for (const r of s['train-step'].rows)
+      lines.push(
+        `| ${r.trains} | ${r.from} | ${r.batch} | ${r.msPerImage.toFixed(1)} | ${p ? (r.msPerImage / p.msPerImage).toFixed(2) : 'peer not run'} |`,
+      );
+    if (p)
+      lines.push(
+        `| PyTorch ${p.version ?? ''} full network (peer) | image | ${p.batch} | ${p.msPerImage.toFixed(1)} | 1.00 |`,
+      );
   }
   if (s.train) {
-    lines.push('', '## End to end: `graft train` on hymenoptera (245 train + 153 val images), bundled base, wall seconds including process start', '', when(s.train), '');
+    lines.push(
+      '',
+      '## End to end: `graft train` on hymenoptera (245 train + 153 val images), bundled base, wall seconds including process start',
+      '',
+      when(s.train),
+      '',
+    );
     lines.push('| engine | cache | seconds | val accuracy |', '| --- | --- | --- | --- |');
-    for (const t of s.train.rows) lines.push(`| ${t.engine} | ${t.cache} | ${t.seconds.toFixed(1)} | ${t.valAccuracy?.toFixed(3)} |`);
+    for (const t of s.train.rows)
+      lines.push(`| ${t.engine} | ${t.cache} | ${t.seconds.toFixed(1)} | ${t.valAccuracy?.toFixed(3)} |`);
   }
   if (s.accuracy) {
     lines.push('', '## Accuracy on hymenoptera val (153 images)', '', when(s.accuracy), '');
-    lines.push('| base | mode | cut | val accuracy | seconds (cold cache for the first run of each base) |', '| --- | --- | --- | --- | --- |');
-    for (const a of s.accuracy.rows) lines.push(`| ${baseLabel(a.base)} | ${a.mode} | ${a.cut} | ${a.valAccuracy?.toFixed(3)} | ${a.seconds.toFixed(1)} |`);
+    lines.push(
+      '| base | mode | cut | val accuracy | seconds (cold cache for the first run of each base) |',
+      '| --- | --- | --- | --- | --- |',
+    );
+    for (const a of s.accuracy.rows)
+      lines.push(
+        `| ${baseLabel(a.base)} | ${a.mode} | ${a.cut} | ${a.valAccuracy?.toFixed(3)} | ${a.seconds.toFixed(1)} |`,
+      );
   }
   if (s.transfer) {
-    lines.push('', '## Transfer learning on hymenoptera (245 train, 153 val images): feature transfer, parameter transfer, fine-tuning', '', when(s.transfer), '');
+    lines.push(
+      '',
+      '## Transfer learning on hymenoptera (245 train, 153 val images): feature transfer, parameter transfer, fine-tuning',
+      '',
+      when(s.transfer),
+      '',
+    );
     lines.push(
       'Each row is `graft train ../shared/data/hymenoptera/train --val ../shared/data/hymenoptera/val --base BASE ARGS` (v1 also',
       '`--input-range=-1,1 --crop 0.875`); seconds are wall time including process start, the first row of each base with a cold activation',
@@ -379,7 +559,10 @@ function render(s: Store): string {
       '',
     );
     lines.push('| base | method | args | val accuracy | seconds | stages |', '| --- | --- | --- | --- | --- | --- |');
-    for (const r of s.transfer.rows) lines.push(`| ${r.base} | ${r.method} | ${r.args ? `\`${r.args}\`` : '(none)'} | ${r.valAccuracy?.toFixed(3) ?? 'failed'} | ${r.seconds.toFixed(1)} | ${r.stages ?? ''} |`);
+    for (const r of s.transfer.rows)
+      lines.push(
+        `| ${r.base} | ${r.method} | ${r.args ? `\`${r.args}\`` : '(none)'} | ${r.valAccuracy?.toFixed(3) ?? 'failed'} | ${r.seconds.toFixed(1)} | ${r.stages ?? ''} |`,
+      );
     lines.push('');
     for (const base of [...new Set(s.transfer.rows.map((r) => r.base))]) {
       const rows = s.transfer.rows.filter((r) => r.base === base && r.valAccuracy !== null);
@@ -397,7 +580,7 @@ function render(s: Store): string {
     }
     lines.push(
       '- Every row trains on each image and its mirror (`--augment flip`, the default) except the "no augmentation" rows.',
-      '  Parameter transfer and fine-tuning read the cut\'s spatial activations (of both views) from the cache, so an epoch',
+      "  Parameter transfer and fine-tuning read the cut's spatial activations (of both views) from the cache, so an epoch",
       '  never reruns the frozen trunk; with only a mirror for augmentation a retrained tail (hundreds of thousands to millions',
       '  of weights) still fits the 245 training images within a few epochs and validation accuracy stops well short of 100%.',
       '  Early stopping on validation loss, with the starting weights competing as "epoch 0", keeps the best state.',

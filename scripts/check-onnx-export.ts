@@ -38,11 +38,29 @@ for (const file of files) {
   onnxProbs.set(file, out[session.outputNames[0]].data as Float32Array);
 }
 
-const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'predict', modelDir, ...files, '--top', String(meta.labels.length), '--engine', engine, '--json'], {
-  encoding: 'utf8',
-  maxBuffer: 1 << 26,
-});
-const graft = JSON.parse(r.stdout.trim().split('\n').pop()!) as { predictions: { file: string; top: { label: string; probability: number }[] }[] };
+const r = spawnSync(
+  process.execPath,
+  [
+    '--import',
+    'tsx',
+    'src/cli/main.ts',
+    'predict',
+    modelDir,
+    ...files,
+    '--top',
+    String(meta.labels.length),
+    '--engine',
+    engine,
+    '--json',
+  ],
+  {
+    encoding: 'utf8',
+    maxBuffer: 1 << 26,
+  },
+);
+const graft = JSON.parse(r.stdout.trim().split('\n').pop()!) as {
+  predictions: { file: string; top: { label: string; probability: number }[] }[];
+};
 let sameTop = 0;
 let maxDiff = 0;
 for (const p of graft.predictions) {
@@ -51,5 +69,15 @@ for (const p of graft.predictions) {
   if (top === p.top[0].label) sameTop++;
   for (const t of p.top) maxDiff = Math.max(maxDiff, Math.abs(o[meta.labels.indexOf(t.label)] - t.probability));
 }
-console.log(JSON.stringify({ engine, images: graft.predictions.length, onnxImages: onnxProbs.size, sameTop1: sameTop, maxAbsProbDiff: maxDiff }));
-process.exit(sameTop === graft.predictions.length && graft.predictions.length === onnxProbs.size && maxDiff <= 1e-4 ? 0 : 1);
+console.log(
+  JSON.stringify({
+    engine,
+    images: graft.predictions.length,
+    onnxImages: onnxProbs.size,
+    sameTop1: sameTop,
+    maxAbsProbDiff: maxDiff,
+  }),
+);
+process.exit(
+  sameTop === graft.predictions.length && graft.predictions.length === onnxProbs.size && maxDiff <= 1e-4 ? 0 : 1,
+);

@@ -9,8 +9,8 @@ import path from 'node:path';
 import { before, test } from 'node:test';
 import { loadBase } from '../src/base/base.ts';
 import { decodeImage } from '../src/dataset/decode.ts';
-import { buildTrunkModel } from '../src/engines/trunk.ts';
 import { initTf, tf } from '../src/engines/tf.ts';
+import { buildTrunkModel } from '../src/engines/trunk.ts';
 import { sweep } from '../src/workflows/autocut.ts';
 import { tfjsRunner, trainingSet } from '../src/workflows/extract.ts';
 import { prepareData, train } from '../src/workflows/train.ts';
@@ -44,10 +44,15 @@ test('the flip view is the trunk on the mirrored image; training rows are images
     const mirrored = new Float32Array(n * h * w * 3);
     for (const [r, s] of d.train.samples.entries()) {
       const rgb = await decodeImage(readFileSync(s.file), s.file, base.preprocessing);
-      for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) for (let c = 0; c < 3; c++) mirrored[r * h * w * 3 + (y * w + x) * 3 + c] = rgb[(y * w + (w - 1 - x)) * 3 + c];
+      for (let y = 0; y < h; y++)
+        for (let x = 0; x < w; x++)
+          for (let c = 0; c < 3; c++)
+            mirrored[r * h * w * 3 + (y * w + x) * 3 + c] = rgb[(y * w + (w - 1 - x)) * 3 + c];
     }
     const trunk = buildTrunkModel(base, cuts);
-    const expected = tf.tidy(() => (trunk.predict(tf.tensor4d(mirrored, [n, h, w, 3])) as tf.Tensor).dataSync().slice());
+    const expected = tf.tidy(() =>
+      (trunk.predict(tf.tensor4d(mirrored, [n, h, w, 3])) as tf.Tensor).dataSync().slice(),
+    );
     const got = d.augmented[0].features[0];
     const dim = d.train.featureSizes[0];
     let maxDiff = 0;
@@ -59,7 +64,10 @@ test('the flip view is the trunk on the mirrored image; training rows are images
       origDiff = Math.max(origDiff, Math.abs(d.train.features[0][i] - expected[i]));
     }
     assert.ok(maxDiff <= 1e-4 * maxRef, `flip view differs from the trunk on mirrored pixels by ${maxDiff}`);
-    assert.ok(origDiff > 1e-2 * maxRef, 'the mirrored images give the same activations as the originals: the test images are symmetric');
+    assert.ok(
+      origDiff > 1e-2 * maxRef,
+      'the mirrored images give the same activations as the originals: the test images are symmetric',
+    );
 
     const rows = trainingSet(d, 0);
     assert.equal(rows.n, 2 * n);
@@ -69,7 +77,10 @@ test('the flip view is the trunk on the mirrored image; training rows are images
 
     // A second preparation reads every view back from the cache.
     const again = await prepareData({ data, valSplit: 0.3, base, cuts, runner: tfjsRunner, cacheDir });
-    assert.deepEqual({ hits: again.train.hits, misses: again.train.misses }, { hits: 2 * n + d.val.samples.length, misses: 0 });
+    assert.deepEqual(
+      { hits: again.train.hits, misses: again.train.misses },
+      { hits: 2 * n + d.val.samples.length, misses: 0 },
+    );
     assert.deepEqual(again.augmented[0].features[0], got);
 
     const none = await prepareData({ data, valSplit: 0.3, base, cuts, runner: tfjsRunner, cacheDir, augment: 'none' });
@@ -87,14 +98,25 @@ test('train reports the augmentation, and --augment none trains on the images al
   const cacheDir = path.join(tmpDir(), 'cache');
   const out = path.join(tmpDir(), 'model');
   const flip = await train({ data, base: basePath, cut: 'block_1_add', cacheDir, engine: 'wasm', epochs: 3, out });
-  const none = await train({ data, base: basePath, cut: 'block_1_add', cacheDir, engine: 'wasm', epochs: 3, augment: 'none' });
+  const none = await train({
+    data,
+    base: basePath,
+    cut: 'block_1_add',
+    cacheDir,
+    engine: 'wasm',
+    epochs: 3,
+    augment: 'none',
+  });
   assert.equal(flip.augment, 'flip');
   assert.equal(none.augment, 'none');
   assert.equal(flip.trainImages, none.trainImages);
   assert.equal(flip.cache.misses, 20 + flip.trainImages);
   assert.deepEqual(none.cache, { hits: 20, misses: 0 });
   assert.equal(JSON.parse(readFileSync(path.join(out, 'graft.json'), 'utf8')).training.augment, 'flip');
-  await assert.rejects(train({ data, base: basePath, cacheDir, augment: 'crop' as never }), /--augment must be flip or none \(got 'crop'\)/);
+  await assert.rejects(
+    train({ data, base: basePath, cacheDir, augment: 'crop' as never }),
+    /--augment must be flip or none \(got 'crop'\)/,
+  );
 });
 
 test('the cut search fits no head on a view of an image it scores', async () => {
@@ -102,13 +124,23 @@ test('the cut search fits no head on a view of an image it scores', async () => 
   // Random features with random labels: nothing generalises, so held-out 1-NN accuracy stays near chance, unless the
   // held-out rows' own copies (standing in for their views) leak into the rows the head is fitted on (then it is 1).
   let s = 5;
-  const next = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  const next = () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 32;
+  };
   const n = 60;
   const dim = 8;
   const x = Float32Array.from({ length: n * dim }, next);
   const y = Int32Array.from({ length: n }, () => (next() < 0.5 ? 0 : 1));
   const set = { x, n, dim, y };
-  const r = await sweep({ cuts: [{ cut: 'a', depth: 0 }], train: [set], augmented: [[{ ...set, x: x.slice() }]], numClasses: 2, head: { head: 'knn', k: 1 }, seed: 3 });
+  const r = await sweep({
+    cuts: [{ cut: 'a', depth: 0 }],
+    train: [set],
+    augmented: [[{ ...set, x: x.slice() }]],
+    numClasses: 2,
+    head: { head: 'knn', k: 1 },
+    seed: 3,
+  });
   assert.equal(r.method, '5-fold');
   assert.ok(r.rows[0].score < 0.85, `held-out score ${r.rows[0].score}: views of held-out rows were fitted on`);
 });

@@ -20,9 +20,20 @@ test('--mode auto scores every candidate from ONE trunk pass, picks one, and exp
   const cuts = sweepCandidates(b).map((c) => c.cut);
   assert.deepEqual(cuts, ['stem_relu', 'block_1_add', 'top_relu']);
   const single = await train({ data, base: b, cacheDir: path.join(tmpDir(), 'c2'), engine: 'wasm', epochs: 5 });
-  const r = await train({ data, base: b, mode: 'auto', cacheDir, engine: 'wasm', epochs: 20, out: path.join(tmpDir(), 'm') });
+  const r = await train({
+    data,
+    base: b,
+    mode: 'auto',
+    cacheDir,
+    engine: 'wasm',
+    epochs: 20,
+    out: path.join(tmpDir(), 'm'),
+  });
   assert.equal(r.mode, 'auto');
-  assert.deepEqual(r.sweep!.map((s) => s.cut), cuts);
+  assert.deepEqual(
+    r.sweep!.map((s) => s.cut),
+    cuts,
+  );
   assert.equal(r.sweep!.filter((s) => s.chosen).length, 1);
   assert.equal(r.sweep!.find((s) => s.chosen)!.cut, r.cut);
   // 24 images, k-fold because there is no validation set of 100: 5 heads per cut
@@ -41,9 +52,12 @@ test('--mode auto scores every candidate from ONE trunk pass, picks one, and exp
 test('ties go to the higher cut; the sweep is in --json and in the model metadata', async () => {
   const dir = tmpDir();
   const out = path.join(dir, 'model');
-  const r = runCli(['train', data, '--base', base, '--mode', 'auto', '--engine', 'wasm', '--epochs', '30', '--out', out, '--json'], {
-    GRAFT_CACHE_DIR: path.join(dir, 'cache'),
-  });
+  const r = runCli(
+    ['train', data, '--base', base, '--mode', 'auto', '--engine', 'wasm', '--epochs', '30', '--out', out, '--json'],
+    {
+      GRAFT_CACHE_DIR: path.join(dir, 'cache'),
+    },
+  );
   assert.equal(r.status, 0, r.stderr);
   const sweep = r.json?.sweep as { cut: string; depth: number; score: number; chosen?: boolean }[];
   assert.equal(sweep.length, 3);

@@ -34,13 +34,21 @@ test('bad files in a data set are skipped and listed, and training goes on', asy
   const bad = await writeColourDataset(path.join(dir, 'data'), ['cats', 'dogs'], 8);
   writeFileSync(path.join(bad, 'cats', 'empty.jpg'), '');
   writeFileSync(path.join(bad, 'cats', 'notes.jpg'), 'this is text, not a JPEG\n');
-  const jpeg = await sharp({ create: { width: 64, height: 64, channels: 3, background: { r: 200, g: 10, b: 10 } } }).jpeg().toBuffer();
+  const jpeg = await sharp({ create: { width: 64, height: 64, channels: 3, background: { r: 200, g: 10, b: 10 } } })
+    .jpeg()
+    .toBuffer();
   writeFileSync(path.join(bad, 'dogs', 'truncated.jpg'), jpeg.subarray(0, Math.floor(jpeg.length / 2)));
-  writeFileSync(path.join(bad, 'dogs', 'noise.png'), Buffer.from(Array.from({ length: 3000 }, (_, i) => (i * 131 + 7) % 256)));
+  writeFileSync(
+    path.join(bad, 'dogs', 'noise.png'),
+    Buffer.from(Array.from({ length: 3000 }, (_, i) => (i * 131 + 7) % 256)),
+  );
   const out = path.join(dir, 'model');
-  const r = runCli(['train', bad, '--base', base, '--cut', 'top_relu', '--engine', 'wasm', '--epochs', '5', '--out', out, '--json'], env);
+  const r = runCli(
+    ['train', bad, '--base', base, '--cut', 'top_relu', '--engine', 'wasm', '--epochs', '5', '--out', out, '--json'],
+    env,
+  );
   assert.equal(r.status, 0, r.stderr);
-  const skipped = (r.json?.skipped as { file: string; reason: string }[]).map((s) => path.basename(s.file)).sort();
+  const skipped = (r.json!.skipped as { file: string; reason: string }[]).map((s) => path.basename(s.file)).sort();
   assert.deepEqual(skipped, ['empty.jpg', 'noise.png', 'notes.jpg', 'truncated.jpg']);
   for (const name of skipped) assert.ok(r.stderr.includes(name), `${name} listed for humans too`);
   assert.equal((r.json?.trainImages as number) + (r.json?.valImages as number), 16);
@@ -81,7 +89,10 @@ test('a base model path that does not exist is a one-line error and writes nothi
 });
 
 test('predict and evaluate on a model folder that does not exist are one-line errors', () => {
-  assertOneLineError(runCli(['predict', '/nonexistent/model', path.join(data, 'cats', 'cats-0.png')], env), '/nonexistent/model');
+  assertOneLineError(
+    runCli(['predict', '/nonexistent/model', path.join(data, 'cats', 'cats-0.png')], env),
+    '/nonexistent/model',
+  );
   assertOneLineError(runCli(['evaluate', '/nonexistent/model', data], env), '/nonexistent/model');
 });
 
@@ -94,9 +105,22 @@ test('--verbose adds the stack trace', () => {
 test('train → predict → evaluate through the CLI with --json', async () => {
   const dir = tmpDir();
   const out = path.join(dir, 'model');
-  const t = runCli(['train', data, '--base', base, '--engine', 'wasm', '--val-split', '0.25', '--out', out, '--json'], env);
+  const t = runCli(
+    ['train', data, '--base', base, '--engine', 'wasm', '--val-split', '0.25', '--out', out, '--json'],
+    env,
+  );
   assert.equal(t.status, 0, t.stderr);
-  for (const key of ['valAccuracy', 'trainImages', 'valImages', 'classes', 'base', 'cut', 'seconds', 'cache', 'skipped']) {
+  for (const key of [
+    'valAccuracy',
+    'trainImages',
+    'valImages',
+    'classes',
+    'base',
+    'cut',
+    'seconds',
+    'cache',
+    'skipped',
+  ]) {
     assert.ok(key in (t.json ?? {}), `train --json has ${key}`);
   }
   const img = path.join(dir, 'a cat.png');
@@ -109,7 +133,10 @@ test('train → predict → evaluate through the CLI with --json', async () => {
   const e = runCli(['evaluate', out, data, '--json'], env);
   assert.equal(e.status, 0, e.stderr);
   assert.equal(typeof e.json?.accuracy, 'number');
-  assert.deepEqual((e.json?.confusion as number[][]).flat().reduce((a, b) => a + b, 0), 16);
+  assert.deepEqual(
+    (e.json!.confusion as number[][]).flat().reduce((a, b) => a + b, 0),
+    16,
+  );
   // human output of evaluate names the classes
   const human = runCli(['evaluate', out, data], env);
   assert.match(human.stdout, /precision/);
@@ -121,7 +148,7 @@ test('train → predict → evaluate through the CLI with --json', async () => {
 test('inspect lists candidate cut points from the graph, excluding layers inside the residual block', () => {
   const r = runCli(['inspect', base, '--json'], env);
   assert.equal(r.status, 0, r.stderr);
-  const names = (r.json?.candidates as { name: string }[]).map((c) => c.name);
+  const names = (r.json!.candidates as { name: string }[]).map((c) => c.name);
   assert.ok(names.includes('stem_relu'));
   assert.ok(names.includes('block_1_add'));
   assert.ok(names.includes('top_relu'));

@@ -6,9 +6,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { before, test } from 'node:test';
-import { Predictor, train } from '../src/index.ts';
 import { decodeImage } from '../src/dataset/decode.ts';
 import { initTf } from '../src/engines/tf.ts';
+import { Predictor, train } from '../src/index.ts';
 import { runCli, tmpDir, writeRampDataset, writeTinyBase } from './helpers.ts';
 
 let base: string;
@@ -38,15 +38,30 @@ test('a cropped model saves its crop, predicts on cropped pixels and caches apar
   const bytes = readFileSync(file);
   const { size } = meta.preprocessing;
   const viaFile = (await predictor.predictFiles([file])).probabilities[0];
-  const px = async (crop?: number) => Float32Array.from(await decodeImage(bytes, file, { size, resize: 'cover', crop }));
+  const px = async (crop?: number) =>
+    Float32Array.from(await decodeImage(bytes, file, { size, resize: 'cover', crop }));
   const viaCrop = await predictor.predictPixels(await px(0.5), 1);
   const viaWhole = await predictor.predictPixels(await px(), 1);
-  viaFile.forEach((p, c) => assert.ok(Math.abs(p - viaCrop[c]) < 1e-6, `class ${c}: ${p} vs ${viaCrop[c]} on cropped pixels`));
-  assert.ok(Math.abs(viaFile[0] - viaWhole[0]) > 1e-6, 'the predictor gives the same answer on uncropped pixels: crop not applied?');
+  for (const [c, p] of viaFile.entries()) {
+    assert.ok(Math.abs(p - viaCrop[c]) < 1e-6, `class ${c}: ${p} vs ${viaCrop[c]} on cropped pixels`);
+  }
+  assert.ok(
+    Math.abs(viaFile[0] - viaWhole[0]) > 1e-6,
+    'the predictor gives the same answer on uncropped pixels: crop not applied?',
+  );
   predictor.dispose();
 
   // --resize fill stretches instead of cutting the centre: saved, and cached apart from the 'cover' activations.
-  const fill = await train({ data, base, cut: 'block_1_add', cacheDir, engine: 'wasm', epochs: 3, resize: 'fill', out: `${out}-fill` });
+  const fill = await train({
+    data,
+    base,
+    cut: 'block_1_add',
+    cacheDir,
+    engine: 'wasm',
+    epochs: 3,
+    resize: 'fill',
+    out: `${out}-fill`,
+  });
   assert.equal(fill.cache.hits, 0);
   assert.equal(JSON.parse(readFileSync(path.join(`${out}-fill`, 'graft.json'), 'utf8')).preprocessing.resize, 'fill');
 });

@@ -1,13 +1,12 @@
 /** Fixtures shared by the end-to-end tests: a tiny base network, small image sets, and a CLI runner. */
 import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
-import { tfl } from '../src/engines/tf.ts';
-import { initTf } from '../src/engines/tf.ts';
+import { initTf, tfl } from '../src/engines/tf.ts';
 import { serialiseLayersModel } from '../src/export/model-files.ts';
 
 export const SHARED = path.resolve('../shared');
@@ -26,15 +25,23 @@ export async function writeTinyBase(dir: string, seed = 1): Promise<string> {
   await initTf();
   const init = (s: number) => tfl.initializers.glorotUniform({ seed: seed * 100 + s });
   const input = tfl.input({ shape: [32, 32, 3], name: 'input_1' });
-  const c1 = tfl.layers.conv2d({ filters: 8, kernelSize: 3, strides: 2, padding: 'same', name: 'stem_conv', kernelInitializer: init(1) }).apply(input);
+  const c1 = tfl.layers
+    .conv2d({ filters: 8, kernelSize: 3, strides: 2, padding: 'same', name: 'stem_conv', kernelInitializer: init(1) })
+    .apply(input);
   const r1 = tfl.layers.reLU({ name: 'stem_relu' }).apply(c1);
-  const b1 = tfl.layers.conv2d({ filters: 8, kernelSize: 3, padding: 'same', name: 'block_1_conv', kernelInitializer: init(2) }).apply(r1);
+  const b1 = tfl.layers
+    .conv2d({ filters: 8, kernelSize: 3, padding: 'same', name: 'block_1_conv', kernelInitializer: init(2) })
+    .apply(r1);
   const b1r = tfl.layers.reLU({ name: 'block_1_relu' }).apply(b1);
   const add = tfl.layers.add({ name: 'block_1_add' }).apply([r1, b1r] as never);
-  const c2 = tfl.layers.conv2d({ filters: 16, kernelSize: 3, strides: 2, padding: 'same', name: 'top_conv', kernelInitializer: init(3) }).apply(add);
+  const c2 = tfl.layers
+    .conv2d({ filters: 16, kernelSize: 3, strides: 2, padding: 'same', name: 'top_conv', kernelInitializer: init(3) })
+    .apply(add);
   const r2 = tfl.layers.reLU({ name: 'top_relu' }).apply(c2);
   const gap = tfl.layers.globalAveragePooling2d({ name: 'pool' }).apply(r2);
-  const out = tfl.layers.dense({ units: 4, activation: 'softmax', name: 'predictions', kernelInitializer: init(4) }).apply(gap);
+  const out = tfl.layers
+    .dense({ units: 4, activation: 'softmax', name: 'predictions', kernelInitializer: init(4) })
+    .apply(gap);
   const model = tfl.model({ inputs: input, outputs: out as never, name: 'tiny' });
   const { modelJson, weights } = await serialiseLayersModel(model);
   mkdirSync(dir, { recursive: true });
@@ -52,15 +59,21 @@ export async function writeColourDataset(dir: string, classes: string[], perClas
     [230, 200, 40],
   ];
   let rnd = 12345;
-  const next = () => ((rnd = (rnd * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  const next = () => {
+    rnd = (rnd * 1103515245 + 12345) & 0x7fffffff;
+    return rnd / 0x7fffffff;
+  };
   for (const [ci, c] of classes.entries()) {
     mkdirSync(path.join(dir, c), { recursive: true });
     for (let i = 0; i < perClass; i++) {
       const px = Buffer.alloc(size * size * 3);
       for (let p = 0; p < size * size; p++) {
-        for (let ch = 0; ch < 3; ch++) px[p * 3 + ch] = Math.max(0, Math.min(255, palette[ci % 4][ch] + Math.round((next() - 0.5) * 120)));
+        for (let ch = 0; ch < 3; ch++)
+          px[p * 3 + ch] = Math.max(0, Math.min(255, palette[ci % 4][ch] + Math.round((next() - 0.5) * 120)));
       }
-      await sharp(px, { raw: { width: size, height: size, channels: 3 } }).png().toFile(path.join(dir, c, `${c}-${i}.png`));
+      await sharp(px, { raw: { width: size, height: size, channels: 3 } })
+        .png()
+        .toFile(path.join(dir, c, `${c}-${i}.png`));
     }
   }
   return dir;
@@ -115,7 +128,10 @@ export function closedPort(): Promise<number> {
 /** Images whose left and right halves differ (a horizontal ramp plus noise), so a mirror changes the activations. */
 export async function writeRampDataset(dir: string, classes: string[], perClass: number): Promise<string> {
   let s = 99;
-  const next = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32);
+  const next = () => {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    return s / 2 ** 32;
+  };
   for (const [ci, c] of classes.entries()) {
     mkdirSync(path.join(dir, c), { recursive: true });
     for (let i = 0; i < perClass; i++) {
@@ -124,10 +140,13 @@ export async function writeRampDataset(dir: string, classes: string[], perClass:
       for (let y = 0; y < size; y++) {
         for (let x = 0; x < size; x++) {
           const ramp = ci === 0 ? x * 6 : 255 - x * 6;
-          for (let ch = 0; ch < 3; ch++) px[(y * size + x) * 3 + ch] = Math.max(0, Math.min(255, ramp + (ch * 40) + Math.round((next() - 0.5) * 60)));
+          for (let ch = 0; ch < 3; ch++)
+            px[(y * size + x) * 3 + ch] = Math.max(0, Math.min(255, ramp + ch * 40 + Math.round((next() - 0.5) * 60)));
         }
       }
-      await sharp(px, { raw: { width: size, height: size, channels: 3 } }).png().toFile(path.join(dir, c, `${c}-${i}.png`));
+      await sharp(px, { raw: { width: size, height: size, channels: 3 } })
+        .png()
+        .toFile(path.join(dir, c, `${c}-${i}.png`));
     }
   }
   return dir;

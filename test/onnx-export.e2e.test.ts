@@ -23,7 +23,7 @@ before(async () => {
   await train({ data, base, out: model, engine: 'wasm', cacheDir: path.join(dir, 'cache'), head: 'mlp', epochs: 15 });
 });
 
-test('exported ONNX gives graft predict\'s top-1 and probabilities within 1e-4', async () => {
+test("exported ONNX gives graft predict's top-1 and probabilities within 1e-4", async () => {
   const out = path.join(tmpDir(), 'm.onnx');
   const r = runCli(['export', model, '--format', 'onnx', '--out', out, '--json']);
   assert.equal(r.status, 0, r.stderr);
@@ -31,16 +31,23 @@ test('exported ONNX gives graft predict\'s top-1 and probabilities within 1e-4',
   const session = await ort.InferenceSession.create(out);
   const predictor = await Predictor.load(model, { engine: 'wasm' });
   const [h, w] = predictor.metadata.preprocessing.size;
-  const files = readdirSync(path.join(data, 'green')).map((f) => path.join(data, 'green', f)).slice(0, 4);
+  const files = readdirSync(path.join(data, 'green'))
+    .map((f) => path.join(data, 'green', f))
+    .slice(0, 4);
   const ours = await predictor.predictFiles(files, { topK: 3 });
   for (const [i, file] of files.entries()) {
     // The user's side: resize with any library to the recorded size, feed raw 0..255 pixels.
-    const { data: rgb } = await sharp(file).resize(w, h, { fit: 'cover', kernel: 'linear' }).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    const { data: rgb } = await sharp(file)
+      .resize(w, h, { fit: 'cover', kernel: 'linear' })
+      .removeAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
     const feeds = { pixels: new ort.Tensor('float32', Float32Array.from(rgb), [1, h, w, 3]) };
     const res = await session.run(feeds);
     const probs = res[session.outputNames[0]].data as Float32Array;
     const mine = ours.probabilities[i];
-    for (let c = 0; c < 3; c++) assert.ok(Math.abs(probs[c] - mine[c]) < 1e-4, `${file} class ${c}: ${probs[c]} vs ${mine[c]}`);
+    for (let c = 0; c < 3; c++)
+      assert.ok(Math.abs(probs[c] - mine[c]) < 1e-4, `${file} class ${c}: ${probs[c]} vs ${mine[c]}`);
     const top = [...probs.keys()].sort((a, b) => probs[b] - probs[a])[0];
     assert.equal(predictor.labels[top], ours.predictions[i].top[0].label);
   }
@@ -55,7 +62,11 @@ test('graft predict on the onnx engine agrees with the wasm engine', async () =>
   assert.equal(b.engine, 'wasm');
   const pa = await a.predictFiles(files);
   const pb = await b.predictFiles(files);
-  pa.probabilities.forEach((row, i) => row.forEach((v, c) => assert.ok(Math.abs(v - pb.probabilities[i][c]) < 1e-4)));
+  pa.probabilities.forEach((row, i) => {
+    row.forEach((v, c) => {
+      assert.ok(Math.abs(v - pb.probabilities[i][c]) < 1e-4);
+    });
+  });
   a.dispose();
   b.dispose();
 });
@@ -74,10 +85,15 @@ test('activations from either engine share the cache', async () => {
 test('a k-NN model cannot be exported to ONNX: one-line error, no file', () => {
   const dir = tmpDir();
   const knn = path.join(dir, 'knn');
-  const t = runCli(['train', data, '--base', base, '--head', 'knn', '--engine', 'wasm', '--out', knn], { GRAFT_CACHE_DIR: path.join(dir, 'c') });
+  const t = runCli(['train', data, '--base', base, '--head', 'knn', '--engine', 'wasm', '--out', knn], {
+    GRAFT_CACHE_DIR: path.join(dir, 'c'),
+  });
   assert.equal(t.status, 0, t.stderr);
   const r = runCli(['export', knn, '--format', 'onnx', '--out', path.join(dir, 'k.onnx')]);
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /knn head/);
-  assert.deepEqual(readdirSync(dir).filter((f) => f.endsWith('.onnx') || f.endsWith('.tmp')), []);
+  assert.deepEqual(
+    readdirSync(dir).filter((f) => f.endsWith('.onnx') || f.endsWith('.tmp')),
+    [],
+  );
 });

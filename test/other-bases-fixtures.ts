@@ -32,13 +32,23 @@ function conv(name: string, input: string, strides: number) {
   };
 }
 
-const constNode = (name: string, dtype: string) => ({ name, op: 'Const', attr: { dtype: { type: dtype }, value: { tensor: { dtype } } } });
+const constNode = (name: string, dtype: string) => ({
+  name,
+  op: 'Const',
+  attr: { dtype: { type: dtype }, value: { tensor: { dtype } } },
+});
 
 /** Writes dir/model.json + weights.bin (graph-model format, input 'images' [-1, size, size, 3]); returns model.json. */
-export function writeTinyGraphModel(dir: string, opts: { size?: number; dynamic?: boolean; seed?: number } = {}): string {
+export function writeTinyGraphModel(
+  dir: string,
+  opts: { size?: number; dynamic?: boolean; seed?: number } = {},
+): string {
   const size = opts.size ?? 32;
   let rnd = opts.seed ?? 7;
-  const next = () => ((rnd = (rnd * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff - 0.5) * 0.6;
+  const next = () => {
+    rnd = (rnd * 1103515245 + 12345) & 0x7fffffff;
+    return (rnd / 0x7fffffff - 0.5) * 0.6;
+  };
   const kernels: [string, number[]][] = [
     ['stem', [3, 3, 3, 8]],
     ['block', [3, 3, 8, 8]],
@@ -46,7 +56,11 @@ export function writeTinyGraphModel(dir: string, opts: { size?: number; dynamic?
   ];
   const dim = opts.dynamic ? ['-1', '-1', '-1', '3'] : ['-1', String(size), String(size), '3'];
   const nodes = [
-    { name: 'images', op: 'Placeholder', attr: { dtype: f32, shape: { shape: { dim: dim.map((s) => ({ size: s })) } } } },
+    {
+      name: 'images',
+      op: 'Placeholder',
+      attr: { dtype: f32, shape: { shape: { dim: dim.map((s) => ({ size: s })) } } },
+    },
     ...kernels.map(([n]) => constNode(`${n}/kernel`, 'DT_FLOAT')),
     constNode('pool/axes', 'DT_INT32'),
     conv('stem', 'images', 2),
@@ -56,7 +70,12 @@ export function writeTinyGraphModel(dir: string, opts: { size?: number; dynamic?
     { name: 'block/add', op: 'AddV2', input: ['stem/relu', 'block/relu'], attr: { T: f32 } },
     conv('top', 'block/add', 2),
     { name: 'top/relu', op: 'Relu', input: ['top'], attr: { T: f32 } },
-    { name: 'features', op: 'Mean', input: ['top/relu', 'pool/axes'], attr: { T: f32, Tidx: { type: 'DT_INT32' }, keep_dims: { b: false } } },
+    {
+      name: 'features',
+      op: 'Mean',
+      input: ['top/relu', 'pool/axes'],
+      attr: { T: f32, Tidx: { type: 'DT_INT32' }, keep_dims: { b: false } },
+    },
   ];
   const weights = kernels.map(([n, shape]) => ({ name: `${n}/kernel`, shape, dtype: 'float32' }));
   const data = kernels.map(([, shape]) => Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, next));
@@ -67,7 +86,9 @@ export function writeTinyGraphModel(dir: string, opts: { size?: number; dynamic?
     generatedBy: 'graft test',
     convertedBy: 'hand',
     modelTopology: { node: nodes, library: {}, versions: { producer: 1 } },
-    weightsManifest: [{ paths: ['weights.bin'], weights: [...weights, { name: 'pool/axes', shape: [2], dtype: 'int32' }] }],
+    weightsManifest: [
+      { paths: ['weights.bin'], weights: [...weights, { name: 'pool/axes', shape: [2], dtype: 'int32' }] },
+    ],
   };
   mkdirSync(dir, { recursive: true });
   writeFileSync(path.join(dir, 'model.json'), JSON.stringify(json));
@@ -76,7 +97,11 @@ export function writeTinyGraphModel(dir: string, opts: { size?: number; dynamic?
 }
 
 /** The tiny Layers base of helpers.ts converted to ONNX up to `top` (NHWC input 32x32, no preprocessing inside). */
-export async function writeTinyOnnx(dir: string, top = 'top_relu', metadata: Record<string, string> = {}): Promise<{ onnx: string; layers: string }> {
+export async function writeTinyOnnx(
+  dir: string,
+  top = 'top_relu',
+  metadata: Record<string, string> = {},
+): Promise<{ onnx: string; layers: string }> {
   const layers = await writeTinyBase(path.join(dir, 'layers'));
   const base = await loadBase(layers);
   const trunk = tfl.model({ inputs: base.model.inputs, outputs: base.model.getLayer(top).output as never });
@@ -87,7 +112,10 @@ export async function writeTinyOnnx(dir: string, top = 'top_relu', metadata: Rec
 }
 
 /** y = Relu(x) on an NCHW image [N, 3, H, W] (H, W symbolic when `dynamic`): pooled y is the normalised colour. */
-export function writeNchwReluOnnx(file: string, o: { size?: number; dynamic?: boolean; metadata?: Record<string, string> } = {}): string {
+export function writeNchwReluOnnx(
+  file: string,
+  o: { size?: number; dynamic?: boolean; metadata?: Record<string, string> } = {},
+): string {
   const s = o.size ?? 8;
   const d = (v: number | string) => (typeof v === 'number' ? { dim_value: v } : { dim_param: v });
   const dims = [d('N'), d(3), o.dynamic ? d('H') : d(s), o.dynamic ? d('W') : d(s)];
@@ -100,7 +128,13 @@ export function writeNchwReluOnnx(file: string, o: { size?: number; dynamic?: bo
       producer_version: '',
       opset_import: [{ domain: '', version: 17 }],
       metadata_props: Object.entries(o.metadata ?? {}).map(([key, value]) => ({ key, value })),
-      graph: { name: 'relu', node: [{ op_type: 'Relu', input: ['x'], output: ['y'], name: 'relu', attribute: [] }], initializer: [], input: [info('x')], output: [info('y')] },
+      graph: {
+        name: 'relu',
+        node: [{ op_type: 'Relu', input: ['x'], output: ['y'], name: 'relu', attribute: [] }],
+        initializer: [],
+        input: [info('x')],
+        output: [info('y')],
+      },
     }),
   );
   return file;

@@ -39,7 +39,10 @@ const image = () => path.join(data, 'red', 'red-0.png');
 
 test('a TF.js graph-model base trains end to end; parameter mode, fine-tuning and ONNX export are one-line errors', async () => {
   const out = path.join(dir, 'graph-model');
-  const r = runCli(['train', data, '--base', graph, '--input-range', '-1,1', '--epochs', '40', '--out', out, '--json'], env);
+  const r = runCli(
+    ['train', data, '--base', graph, '--input-range', '-1,1', '--epochs', '40', '--out', out, '--json'],
+    env,
+  );
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.json!.cut, 'features');
   assert.ok((r.json!.trainAccuracy as number) > 0.8, `train accuracy ${r.json!.trainAccuracy}`);
@@ -54,10 +57,20 @@ test('a TF.js graph-model base trains end to end; parameter mode, fine-tuning an
 
   const auto = runCli(['train', data, '--base', graph, '--mode', 'auto', '--epochs', '10', '--json'], env);
   assert.equal(auto.status, 0, auto.stderr);
-  assert.deepEqual((auto.json!.sweep as { cut: string }[]).map((s) => s.cut), ['stem/relu', 'block/add', 'top/relu', 'features']);
+  assert.deepEqual(
+    (auto.json!.sweep as { cut: string }[]).map((s) => s.cut),
+    ['stem/relu', 'block/add', 'top/relu', 'features'],
+  );
 
-  assertOneLineError(runCli(['train', data, '--base', graph, '--mode', 'parameter'], env), '--mode parameter needs a TF.js Layers base', 'graph-model');
-  assertOneLineError(runCli(['train', data, '--base', graph, '--fine-tune'], env), '--fine-tune needs a TF.js Layers base');
+  assertOneLineError(
+    runCli(['train', data, '--base', graph, '--mode', 'parameter'], env),
+    '--mode parameter needs a TF.js Layers base',
+    'graph-model',
+  );
+  assertOneLineError(
+    runCli(['train', data, '--base', graph, '--fine-tune'], env),
+    '--fine-tune needs a TF.js Layers base',
+  );
   assertOneLineError(runCli(['train', data, '--base', graph, '--cut', 'block/relu'], env), 'not a cut point');
   assertOneLineError(runCli(['export', out, '--out', path.join(dir, 'g.onnx')], env), 'cannot convert to ONNX');
 
@@ -69,7 +82,10 @@ test('a TF.js graph-model base trains end to end; parameter mode, fine-tuning an
 
 test('an ONNX base trains end to end; its model predicts, evaluates and exports to ONE ONNX graph that agrees', async () => {
   const out = path.join(dir, 'onnx-model');
-  const r = runCli(['train', data, '--base', onnx, '--input-range', '-1,1', '--epochs', '40', '--out', out, '--json'], env);
+  const r = runCli(
+    ['train', data, '--base', onnx, '--input-range', '-1,1', '--epochs', '40', '--out', out, '--json'],
+    env,
+  );
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.json!.engine, 'onnx');
   assert.equal(r.json!.cut, 'top_relu');
@@ -78,7 +94,10 @@ test('an ONNX base trains end to end; its model predicts, evaluates and exports 
   assert.equal(meta.preprocessing.inModel, false);
   assert.ok(existsSync(path.join(out, 'base.onnx')));
 
-  assertOneLineError(runCli(['train', data, '--base', onnx, '--mode', 'parameter'], env), 'an ONNX model: feature transfer only');
+  assertOneLineError(
+    runCli(['train', data, '--base', onnx, '--mode', 'parameter'], env),
+    'an ONNX model: feature transfer only',
+  );
   assertOneLineError(runCli(['train', data, '--base', onnx, '--engine', 'wasm'], env), 'ONNX Runtime only');
 
   const file = path.join(dir, 'exported.onnx');
@@ -93,9 +112,12 @@ test('an ONNX base trains end to end; its model predicts, evaluates and exports 
   try {
     const px = Float32Array.from({ length: 2 * 32 * 32 * 3 }, (_, k) => (k * 53) % 256);
     const want = await predictor.predictPixels(px, 2);
-    const got = (await session.run({ pixels: new ort.Tensor('float32', px, [2, 32, 32, 3]) })).probabilities.data as Float32Array;
+    const got = (await session.run({ pixels: new ort.Tensor('float32', px, [2, 32, 32, 3]) })).probabilities
+      .data as Float32Array;
     assert.equal(got.length, 6);
-    got.forEach((v, k) => assert.ok(Math.abs(v - want[k]) < 1e-4, `${k}: ${v} vs ${want[k]}`));
+    got.forEach((v, k) => {
+      assert.ok(Math.abs(v - want[k]) < 1e-4, `${k}: ${v} vs ${want[k]}`);
+    });
     const { predictions } = await predictor.predictFiles([image()]);
     assert.equal(predictions.length, 1);
   } finally {
@@ -104,17 +126,27 @@ test('an ONNX base trains end to end; its model predicts, evaluates and exports 
   }
 });
 
-test('acceptance: MobileNetV2 converted to ONNX by graft trains on hymenoptera within 0.01 of the Layers base', { skip: !HAVE_SHARED && 'needs ../shared' }, async () => {
+test('acceptance: MobileNetV2 converted to ONNX by graft trains on hymenoptera within 0.01 of the Layers base', {
+  skip: !HAVE_SHARED && 'needs ../shared',
+}, async () => {
   const base = await loadBase('nsfw-mobilenet-v2');
   const trunk = tfl.model({ inputs: base.model.inputs, outputs: base.model.getLayer('out_relu').output as never });
   const file = path.join(dir, 'mobilenet_v2_out_relu.onnx');
   // No Rescaling layer inside: the ONNX file takes preprocessed input, so it needs the range the Layers base uses.
   writeFileSync(file, layersToOnnx(trunk));
-  const common = { data: path.join(HYMENOPTERA, 'train'), val: path.join(HYMENOPTERA, 'val'), cut: 'out_relu', cacheDir: path.join(dir, 'hcache') };
+  const common = {
+    data: path.join(HYMENOPTERA, 'train'),
+    val: path.join(HYMENOPTERA, 'val'),
+    cut: 'out_relu',
+    cacheDir: path.join(dir, 'hcache'),
+  };
   const layers = await train({ ...common, base });
   const viaOnnx = await train({ ...common, base: file, inputRange: [0, 1] });
   assert.equal(viaOnnx.engine, 'onnx');
   assert.equal(viaOnnx.valImages, layers.valImages);
   disposeBase(base);
-  assert.ok(Math.abs(viaOnnx.valAccuracy! - layers.valAccuracy!) <= 0.01, `ONNX ${viaOnnx.valAccuracy} vs Layers ${layers.valAccuracy}`);
+  assert.ok(
+    Math.abs(viaOnnx.valAccuracy! - layers.valAccuracy!) <= 0.01,
+    `ONNX ${viaOnnx.valAccuracy} vs Layers ${layers.valAccuracy}`,
+  );
 });

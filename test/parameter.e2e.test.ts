@@ -24,20 +24,28 @@ export async function writeTinyBnBase(dir: string): Promise<string> {
       movingVarianceInitializer: tfl.initializers.randomUniform({ minval: 0.5, maxval: 1.5, seed: 900 + s }),
     });
   const input = tfl.input({ shape: [32, 32, 3], name: 'input_1' });
-  let x = tfl.layers.conv2d({ filters: 8, kernelSize: 3, strides: 2, padding: 'same', name: 'stem_conv', kernelInitializer: init(1) }).apply(input);
+  let x = tfl.layers
+    .conv2d({ filters: 8, kernelSize: 3, strides: 2, padding: 'same', name: 'stem_conv', kernelInitializer: init(1) })
+    .apply(input);
   x = bn('stem_bn', 1).apply(x);
   const r1 = tfl.layers.reLU({ name: 'stem_relu' }).apply(x);
-  let b = tfl.layers.conv2d({ filters: 8, kernelSize: 3, padding: 'same', name: 'block_1_conv', kernelInitializer: init(2) }).apply(r1);
+  let b = tfl.layers
+    .conv2d({ filters: 8, kernelSize: 3, padding: 'same', name: 'block_1_conv', kernelInitializer: init(2) })
+    .apply(r1);
   b = bn('block_1_bn', 2).apply(b);
   b = tfl.layers.reLU({ name: 'block_1_relu' }).apply(b);
   const add = tfl.layers.add({ name: 'block_1_add' }).apply([r1, b] as never);
-  let t = tfl.layers.depthwiseConv2d({ kernelSize: 3, strides: 2, padding: 'same', name: 'top_dw', depthwiseInitializer: init(3) }).apply(add);
+  let t = tfl.layers
+    .depthwiseConv2d({ kernelSize: 3, strides: 2, padding: 'same', name: 'top_dw', depthwiseInitializer: init(3) })
+    .apply(add);
   t = bn('top_dw_bn', 3).apply(t);
   t = tfl.layers.conv2d({ filters: 16, kernelSize: 1, name: 'top_conv', kernelInitializer: init(4) }).apply(t);
   t = bn('top_bn', 4).apply(t);
   t = tfl.layers.reLU({ name: 'top_relu' }).apply(t);
   const gap = tfl.layers.globalAveragePooling2d({ name: 'pool' }).apply(t);
-  const out = tfl.layers.dense({ units: 4, activation: 'softmax', name: 'predictions', kernelInitializer: init(5) }).apply(gap);
+  const out = tfl.layers
+    .dense({ units: 4, activation: 'softmax', name: 'predictions', kernelInitializer: init(5) })
+    .apply(gap);
   const model = tfl.model({ inputs: input, outputs: out as never, name: 'tiny_bn' });
   const { modelJson, weights } = await serialiseLayersModel(model);
   model.dispose();
@@ -66,7 +74,10 @@ async function assertExportMatches(out: string, r: Awaited<ReturnType<typeof tra
     r.valPredictions.forEach((p, i) => {
       for (let c = 0; c < p.probabilities.length; c++) {
         const d = Math.abs(probabilities[i][c] - p.probabilities[c]);
-        assert.ok(d < 1e-4, `${p.file} class ${c}: exported ${probabilities[i][c]} vs in training ${p.probabilities[c]}`);
+        assert.ok(
+          d < 1e-4,
+          `${p.file} class ${c}: exported ${probabilities[i][c]} vs in training ${p.probabilities[c]}`,
+        );
       }
     });
   } finally {
@@ -85,12 +96,25 @@ test('parameter mode: spatial cache apart from pooled, tail trains, export predi
   const activations = 36 + feat.trainImages;
   assert.equal(feat.cache.misses, activations);
   const out = path.join(tmpDir(), 'model');
-  const opts = { data, base, mode: 'parameter' as const, retrainLayers: 2, cacheDir, engine: 'wasm' as const, valSplit: 0.3, epochs: 40, tailEpochs: 8 };
+  const opts = {
+    data,
+    base,
+    mode: 'parameter' as const,
+    retrainLayers: 2,
+    cacheDir,
+    engine: 'wasm' as const,
+    valSplit: 0.3,
+    epochs: 40,
+    tailEpochs: 8,
+  };
   const r = await train({ ...opts, out });
   assert.equal(r.cut, 'block_1_add');
   assert.equal(r.parameter?.top, 'top_relu');
   assert.deepEqual(r.cache, { hits: 0, misses: activations });
-  assert.deepEqual(r.parameter?.stages.map((s) => s.stage), ['head', 'tail']);
+  assert.deepEqual(
+    r.parameter?.stages.map((s) => s.stage),
+    ['head', 'tail'],
+  );
   assert.ok(r.trainAccuracy >= 0.9, `train accuracy ${r.trainAccuracy}`);
   await assertExportMatches(out, r);
   const meta = JSON.parse(readFileSync(path.join(out, 'graft.json'), 'utf8'));
@@ -125,7 +149,10 @@ test('fine-tune from the stem: BatchNorm frozen, export predicts like training',
     out,
   });
   assert.equal(r.parameter?.unfreezeFrom, 'stem_relu', 'default: the candidate below the split');
-  assert.deepEqual(r.parameter?.stages.map((s) => s.stage), ['head', 'tail', 'fine-tune']);
+  assert.deepEqual(
+    r.parameter?.stages.map((s) => s.stage),
+    ['head', 'tail', 'fine-tune'],
+  );
   await assertExportMatches(out, r);
 });
 
@@ -148,7 +175,10 @@ test('fine-tune all layers from feature mode, images through the whole base each
   });
   assert.equal(r.mode, 'feature');
   assert.equal(r.parameter?.unfreezeFrom, 'input_1');
-  assert.deepEqual(r.parameter?.stages.map((s) => s.stage), ['head', 'fine-tune']);
+  assert.deepEqual(
+    r.parameter?.stages.map((s) => s.stage),
+    ['head', 'fine-tune'],
+  );
   await assertExportMatches(out, r);
 });
 
@@ -157,10 +187,26 @@ test('bundled InceptionV3, whose BatchNorm layers have no gamma: parameter mode 
   const small = await writeColourDataset(path.join(dir, 'data-small'), ['red', 'blue'], 4);
   const base = await loadBase('nsfw-inception-v3');
   const out = path.join(tmpDir(), 'model');
-  const r = await train({ data: small, base, mode: 'parameter', cacheDir: path.join(dir, 'cache-inception'), engine: 'wasm', valSplit: 0.5, epochs: 5, tailEpochs: 1, out });
+  const r = await train({
+    data: small,
+    base,
+    mode: 'parameter',
+    cacheDir: path.join(dir, 'cache-inception'),
+    engine: 'wasm',
+    valSplit: 0.5,
+    epochs: 5,
+    tailEpochs: 1,
+    out,
+  });
   assert.equal(r.cut, 'mixed9');
   assert.equal(r.parameter?.top, 'mixed10');
-  assert.deepEqual(r.parameter?.stages.map((s) => [s.stage, s.epochs]), [['head', r.parameter?.stages[0].epochs], ['tail', 1]]);
+  assert.deepEqual(
+    r.parameter?.stages.map((s) => [s.stage, s.epochs]),
+    [
+      ['head', r.parameter?.stages[0].epochs],
+      ['tail', 1],
+    ],
+  );
   await assertExportMatches(out, r);
   base.model.dispose();
 });
@@ -177,11 +223,28 @@ test('bad combinations fail with a clear message', async () => {
 
 test('CLI: --mode parameter --retrain-layers --reinit --json', () => {
   const r = runCli(
-    ['train', data, '--base', basePath, '--mode', 'parameter', '--retrain-layers', '2', '--reinit', '--tail-epochs', '2', '--epochs', '5', '--engine', 'wasm', '--json'],
+    [
+      'train',
+      data,
+      '--base',
+      basePath,
+      '--mode',
+      'parameter',
+      '--retrain-layers',
+      '2',
+      '--reinit',
+      '--tail-epochs',
+      '2',
+      '--epochs',
+      '5',
+      '--engine',
+      'wasm',
+      '--json',
+    ],
     { GRAFT_CACHE_DIR: path.join(dir, 'cache-cli') },
   );
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.json?.mode, 'parameter');
-  assert.equal((r.json?.parameter as { reinit: boolean }).reinit, true);
+  assert.equal((r.json!.parameter as { reinit: boolean }).reinit, true);
   assert.equal(r.json?.cut, 'block_1_add');
 });

@@ -3,13 +3,13 @@
  * determinism; evaluate; tensor leaks.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { before, test } from 'node:test';
-import { Predictor, evaluateModel, train } from '../src/index.ts';
 import { tf } from '../src/engines/tf.ts';
+import { evaluateModel, Predictor, train } from '../src/index.ts';
 import { tmpDir, writeColourDataset, writeTinyBase } from './helpers.ts';
 
 let base: string;
@@ -53,7 +53,9 @@ test('train exports one model that plain @tensorflow/tfjs loads over http and th
     const model = await plain.loadLayersModel(`http://127.0.0.1:${port}/model.json`);
     const [h, w] = meta.preprocessing.size;
     const pixels = new Float32Array(2 * h * w * 3).map((_, i) => (i * 7919) % 256);
-    const plainOut = (model.predict(plain.tensor4d(pixels, [2, h, w, 3])) as import('@tensorflow/tfjs').Tensor).dataSync();
+    const plainOut = (
+      model.predict(plain.tensor4d(pixels, [2, h, w, 3])) as import('@tensorflow/tfjs').Tensor
+    ).dataSync();
     const predictor = await Predictor.load(out);
     const ours = await predictor.predictPixels(pixels, 2);
     assert.equal(plainOut.length, 6);
@@ -61,7 +63,10 @@ test('train exports one model that plain @tensorflow/tfjs loads over http and th
     // and the files through graft's predictor, with top-k labels
     const files = ['red', 'green', 'blue'].map((c) => path.join(data, c, `${c}-0.png`));
     const { predictions } = await predictor.predictFiles(files, { topK: 2 });
-    assert.deepEqual(predictions.map((p) => p.top[0].label), ['red', 'green', 'blue']);
+    assert.deepEqual(
+      predictions.map((p) => p.top[0].label),
+      ['red', 'green', 'blue'],
+    );
     assert.equal(predictions[0].top.length, 2);
     predictor.dispose();
   } finally {
@@ -71,7 +76,14 @@ test('train exports one model that plain @tensorflow/tfjs loads over http and th
 
 test('a second run over unchanged images computes no activation', async () => {
   const dir = tmpDir();
-  const opts = { data, base, cut: 'block_1_add', cacheDir: path.join(dir, 'cache'), engine: 'wasm' as const, epochs: 5 };
+  const opts = {
+    data,
+    base,
+    cut: 'block_1_add',
+    cacheDir: path.join(dir, 'cache'),
+    engine: 'wasm' as const,
+    epochs: 5,
+  };
   const first = await train(opts);
   assert.equal(first.cache.hits, 0);
   // every image, plus the flipped view of every training image
@@ -83,20 +95,36 @@ test('a second run over unchanged images computes no activation', async () => {
 
 test('same seed and data give the same result; evaluate agrees with train', async () => {
   const dir = tmpDir();
-  const common = { data, base, cacheDir, valSplit: 0.3, engine: 'wasm' as const, epochs: 20, head: 'mlp' as const, seed: 7 };
+  const common = {
+    data,
+    base,
+    cacheDir,
+    valSplit: 0.3,
+    engine: 'wasm' as const,
+    epochs: 20,
+    head: 'mlp' as const,
+    seed: 7,
+  };
   const a = await train({ ...common, out: path.join(dir, 'a') });
   const b = await train({ ...common, out: path.join(dir, 'b') });
   assert.deepEqual(
     a.history.map((h) => h.loss),
     b.history.map((h) => h.loss),
   );
-  assert.equal(readFileSync(path.join(dir, 'a', 'weights.bin')).equals(readFileSync(path.join(dir, 'b', 'weights.bin'))), true);
+  assert.equal(
+    readFileSync(path.join(dir, 'a', 'weights.bin')).equals(readFileSync(path.join(dir, 'b', 'weights.bin'))),
+    true,
+  );
   // evaluate on the training folder: its accuracy over all images must combine train and val accuracies
   const predictor = await Predictor.load(path.join(dir, 'a'));
   const e = await evaluateModel(predictor, data);
-  const expected = (a.trainAccuracy * a.trainImages + (a.valAccuracy ?? 0) * a.valImages) / (a.trainImages + a.valImages);
+  const expected =
+    (a.trainAccuracy * a.trainImages + (a.valAccuracy ?? 0) * a.valImages) / (a.trainImages + a.valImages);
   assert.ok(Math.abs(e.accuracy - expected) < 1e-6, `${e.accuracy} vs ${expected}`);
-  assert.equal(e.confusion.flat().reduce((x, y) => x + y, 0), 42);
+  assert.equal(
+    e.confusion.flat().reduce((x, y) => x + y, 0),
+    42,
+  );
   assert.equal(e.perClass.length, 3);
   predictor.dispose();
 });
@@ -115,7 +143,15 @@ test('tensors do not leak across training epochs and repeated predictions', asyn
   const out = path.join(tmpDir(), 'leak');
   await train({ data, base, cacheDir, out, engine: 'wasm', epochs: 3 });
   const baseline = tf.memory().numTensors;
-  const r = await train({ data, base, cacheDir, engine: 'wasm', epochs: 40, patience: 100, out: path.join(tmpDir(), 'leak2') });
+  const r = await train({
+    data,
+    base,
+    cacheDir,
+    engine: 'wasm',
+    epochs: 40,
+    patience: 100,
+    out: path.join(tmpDir(), 'leak2'),
+  });
   assert.equal(r.history.length, 40);
   // The base this run loaded, its head, optimiser state, every batch and the exported model are released.
   assert.equal(tf.memory().numTensors, baseline, 'a training run leaves tensors behind');

@@ -28,7 +28,10 @@ export function parseModelJson(text: string, where: string): ModelJson {
 }
 
 /** Assembles artifacts from a parsed model.json and a reader for its weight files (paths relative to it). */
-export async function assembleArtifacts(json: ModelJson, read: (relPath: string) => Promise<Uint8Array>): Promise<io.ModelArtifacts> {
+export async function assembleArtifacts(
+  json: ModelJson,
+  read: (relPath: string) => Promise<Uint8Array>,
+): Promise<io.ModelArtifacts> {
   const specs: io.WeightsManifestEntry[] = [];
   const parts: Uint8Array[] = [];
   for (const group of json.weightsManifest) {

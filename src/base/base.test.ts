@@ -21,7 +21,11 @@ test('a local model.json: input size from the model, pixel range from --input-ra
   assert.ok(Math.abs(b.preprocessing.scale * 255 - 2) < 1e-12);
   assert.equal(b.defaultCut, 'top_relu');
   const plain = await loadBase(path.dirname(file));
-  assert.deepEqual([plain.preprocessing.scale, plain.preprocessing.offset], [1 / 255, 0], 'default range 0,1; a folder finds its model.json');
+  assert.deepEqual(
+    [plain.preprocessing.scale, plain.preprocessing.offset],
+    [1 / 255, 0],
+    'default range 0,1; a folder finds its model.json',
+  );
   assert.equal(plain.id, b.id, 'same files, same fingerprint');
   disposeBase(b);
   disposeBase(plain);
@@ -30,7 +34,10 @@ test('a local model.json: input size from the model, pixel range from --input-ra
 test('a metadata file beside the model sets the range and default cut; the flag still wins', async () => {
   const dir = path.join(tmpDir(), 'withmeta');
   const copy = await writeTinyBase(dir);
-  writeFileSync(path.join(dir, BASE_METADATA_FILE), JSON.stringify({ inputRange: [-1, 1], defaultCut: 'block_1_add', name: 'tiny' }));
+  writeFileSync(
+    path.join(dir, BASE_METADATA_FILE),
+    JSON.stringify({ inputRange: [-1, 1], defaultCut: 'block_1_add', name: 'tiny' }),
+  );
   const b = await loadBase(copy);
   assert.equal(b.preprocessing.offset, -1);
   assert.equal(b.defaultCut, 'block_1_add');
@@ -70,7 +77,10 @@ test('an http(s) URL to a model.json loads, following weightsManifest', async ()
 });
 
 test('bad base specs are one-line errors naming the path', async () => {
-  await assert.rejects(loadBase('/nonexistent/model.json'), (e: Error) => e.message.includes('/nonexistent/model.json') && !e.message.includes('\n'));
+  await assert.rejects(
+    loadBase('/nonexistent/model.json'),
+    (e: Error) => e.message.includes('/nonexistent/model.json') && !e.message.includes('\n'),
+  );
   const dir = tmpDir();
   writeFileSync(path.join(dir, 'model.json'), '{"not": "a model"}');
   await assert.rejects(loadBase(path.join(dir, 'model.json')), /not a TF.js model.json/);

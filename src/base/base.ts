@@ -5,14 +5,14 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { io } from '@tensorflow/tfjs-core';
 import { initTf, tf, tfl } from '../engines/tf.ts';
-import { type ModelJson, fingerprint, readLocalModel, readRemoteModel } from './artifacts.ts';
+import type { ProgressCallback } from '../util/progress.ts';
+import { fingerprint, type ModelJson, readLocalModel, readRemoteModel } from './artifacts.ts';
 import { BUNDLED, bundledArtifacts } from './bundled.ts';
 import { ensureModelFiles } from './download.ts';
-import { defaultCut } from './graph.ts';
-import { type Preprocessing, checkCrop, fromRange } from './preprocessing.ts';
 import type { ForeignBase } from './foreign.ts';
-import { DEFAULT_ZOO_BASE, type ZooEntry, findZooEntry } from './zoo.ts';
-import type { ProgressCallback } from '../util/progress.ts';
+import { defaultCut } from './graph.ts';
+import { checkCrop, fromRange, type Preprocessing } from './preprocessing.ts';
+import { DEFAULT_ZOO_BASE, findZooEntry, type ZooEntry } from './zoo.ts';
 
 export type BaseKind = 'bundled' | 'file' | 'url' | 'zoo';
 
@@ -117,27 +117,54 @@ async function loadAny(spec: string | undefined, options: BaseOptions): Promise<
   const zoo = findZooEntry(spec);
   if (zoo) return loadZoo(zoo, options);
   if (/\.onnx$/i.test(spec)) {
-    if (/^https?:\/\//i.test(spec)) throw new Error(`${spec}: ONNX bases are read from a local file; download it first`);
+    if (/^https?:\/\//i.test(spec))
+      throw new Error(`${spec}: ONNX bases are read from a local file; download it first`);
     if (!existsSync(spec)) throw new Error(`${spec}: ONNX file does not exist`);
     return (await import('./onnx-base.ts')).loadOnnxBase(spec, options);
   }
   if (/^https?:\/\//i.test(spec)) {
     const { json, artifacts } = await readRemoteModel(spec);
-    if (json.format === 'graph-model') return (await import('./graph-model.ts')).loadGraphModelBase(spec, 'url', spec, json, artifacts, options, metaOf(json));
+    if (json.format === 'graph-model')
+      return (await import('./graph-model.ts')).loadGraphModelBase(
+        spec,
+        'url',
+        spec,
+        json,
+        artifacts,
+        options,
+        metaOf(json),
+      );
     return finish(spec, 'url', spec, artifacts, options.inputRange ?? [0, 1], metaOf(json));
   }
   let file = spec;
   if (existsSync(file) && statSync(file).isDirectory()) file = path.join(file, 'model.json');
   if (!existsSync(file)) {
     const names = BUNDLED.map((b) => b.name).join(', ');
-    throw new Error(`${spec}: no such base (not a bundled name [${names}], a zoo name (graft models), a model.json path or an http(s) URL)`);
+    throw new Error(
+      `${spec}: no such base (not a bundled name [${names}], a zoo name (graft models), a model.json path or an http(s) URL)`,
+    );
   }
   const { json, artifacts } = await readLocalModel(file);
   const meta = { ...metaOf(json), ...readMetadataFile(path.dirname(file)) };
   if (json.format === 'graph-model') {
-    return (await import('./graph-model.ts')).loadGraphModelBase(meta.name ?? spec, 'file', path.resolve(file), json, artifacts, options, meta);
+    return (await import('./graph-model.ts')).loadGraphModelBase(
+      meta.name ?? spec,
+      'file',
+      path.resolve(file),
+      json,
+      artifacts,
+      options,
+      meta,
+    );
   }
-  return finish(meta.name ?? spec, 'file', path.resolve(file), artifacts, options.inputRange ?? meta.inputRange ?? [0, 1], meta);
+  return finish(
+    meta.name ?? spec,
+    'file',
+    path.resolve(file),
+    artifacts,
+    options.inputRange ?? meta.inputRange ?? [0, 1],
+    meta,
+  );
 }
 
 async function loadZoo(entry: ZooEntry, options: BaseOptions): Promise<Base> {
@@ -152,7 +179,8 @@ async function loadZoo(entry: ZooEntry, options: BaseOptions): Promise<Base> {
   const { artifacts } = await readLocalModel(modelJsonPath);
   const meta = { defaultCut: entry.defaultCut };
   const base = await finish(entry.name, 'zoo', entry.url, artifacts, options.inputRange ?? entry.inputRange, meta);
-  if (entry.preprocessing && !options.inputRange) base.preprocessing = { ...base.preprocessing, ...entry.preprocessing };
+  if (entry.preprocessing && !options.inputRange)
+    base.preprocessing = { ...base.preprocessing, ...entry.preprocessing };
   return base;
 }
 
@@ -209,7 +237,10 @@ async function finish(
  * for bases the caller owns and will not use again.
  */
 export function disposeBase(base: Base): void {
-  if (base.foreign) return base.foreign.dispose();
+  if (base.foreign) {
+    base.foreign.dispose();
+    return;
+  }
   for (const layer of base.model.layers) {
     for (const w of layer.weights) {
       if (!(w as unknown as { val: { isDisposed: boolean } }).val.isDisposed) w.dispose();

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { closedPort } from '../../test/helpers.ts';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -7,7 +6,8 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { FILES_MANIFEST, cacheStatus, ensureModelFiles, mirrorUrl } from './download.ts';
+import { closedPort } from '../../test/helpers.ts';
+import { cacheStatus, ensureModelFiles, FILES_MANIFEST, mirrorUrl } from './download.ts';
 
 const MIRROR_ROOT = path.resolve(import.meta.dirname, '../../../shared/models/mirror');
 const REL = 'teachable-machine-models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top';
@@ -58,7 +58,10 @@ function startServer(o: { cutOnce?: Record<string, number>; ignoreRange?: boolea
         return;
       }
       entry.status = 206;
-      res.writeHead(206, { 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${body.length}` });
+      res.writeHead(206, {
+        'content-length': end - start + 1,
+        'content-range': `bytes ${start}-${end}/${body.length}`,
+      });
       res.end(body.subarray(start, end + 1));
       return;
     }
@@ -87,7 +90,6 @@ function startServer(o: { cutOnce?: Record<string, number>; ignoreRange?: boolea
   });
 }
 
-
 describe('ensureModelFiles', { skip }, () => {
   let tmp: string;
   const dirs: string[] = [];
@@ -105,7 +107,10 @@ describe('ensureModelFiles', { skip }, () => {
 
   test('the mirror replaces only the storage.googleapis.com prefix', () => {
     assert.equal(mirrorUrl(URL_, 'http://127.0.0.1:9/m/'), `http://127.0.0.1:9/m/${REL}/model.json`);
-    assert.equal(mirrorUrl('https://example.com/a/model.json', 'http://127.0.0.1:9'), 'https://example.com/a/model.json');
+    assert.equal(
+      mirrorUrl('https://example.com/a/model.json', 'http://127.0.0.1:9'),
+      'https://example.com/a/model.json',
+    );
   });
 
   test('downloads model.json and the weights weightsManifest names, under the canonical URL path; a second call fetches nothing', async () => {
@@ -113,7 +118,11 @@ describe('ensureModelFiles', { skip }, () => {
     try {
       const cacheDir = freshCache();
       const progress: number[] = [];
-      const r = await ensureModelFiles(URL_, { cacheDir, mirror: srv.base, onProgress: (p) => p.phase === 'download' && progress.push(p.done) });
+      const r = await ensureModelFiles(URL_, {
+        cacheDir,
+        mirror: srv.base,
+        onProgress: (p) => p.phase === 'download' && progress.push(p.done),
+      });
       assert.equal(r.modelJsonPath, path.join(cacheDir, 'storage.googleapis.com', REL, 'model.json'));
       assert.deepEqual(r.downloaded, ['model.json', 'weights.bin']);
       assert.equal(r.fromCache, false);
@@ -142,7 +151,10 @@ describe('ensureModelFiles', { skip }, () => {
     try {
       const cacheDir = freshCache();
       await assert.rejects(ensureModelFiles(URL_, { cacheDir, mirror: srv.base }), (e: Error) => {
-        assert.match(e.message, /^cannot download http:\/\/127\.0\.0\.1:\d+\/.*weights\.bin: connection lost after \d+ of \d+ bytes/);
+        assert.match(
+          e.message,
+          /^cannot download http:\/\/127\.0\.0\.1:\d+\/.*weights\.bin: connection lost after \d+ of \d+ bytes/,
+        );
         assert.ok(!e.message.includes('\n'));
         return true;
       });
@@ -202,7 +214,10 @@ describe('ensureModelFiles', { skip }, () => {
 
       bytes.fill(1, 0, 10);
       writeFileSync(weights, bytes);
-      await assert.rejects(ensureModelFiles(URL_, { cacheDir, offline: true, name: 'mobilenet_v2_0.35' }), /damaged.*--offline is set/);
+      await assert.rejects(
+        ensureModelFiles(URL_, { cacheDir, offline: true, name: 'mobilenet_v2_0.35' }),
+        /damaged.*--offline is set/,
+      );
     } finally {
       await srv.close();
     }
@@ -237,7 +252,10 @@ describe('ensureModelFiles', { skip }, () => {
       });
       const port = await closedPort();
       await assert.rejects(ensureModelFiles(URL_, { cacheDir, mirror: `http://127.0.0.1:${port}` }), (e: Error) => {
-        assert.match(e.message, new RegExp(`^cannot download http://127\\.0\\.0\\.1:${port}/.*model\\.json: .*ECONNREFUSED`));
+        assert.match(
+          e.message,
+          new RegExp(`^cannot download http://127\\.0\\.0\\.1:${port}/.*model\\.json: .*ECONNREFUSED`),
+        );
         assert.ok(!e.message.includes('\n'));
         return true;
       });
@@ -252,13 +270,16 @@ describe('ensureModelFiles', { skip }, () => {
     }
     const stalled = await startServer({ stall: true });
     try {
-      await assert.rejects(ensureModelFiles(URL_, { cacheDir: freshCache(), mirror: stalled.base, stallTimeoutMs: 300 }), /model\.json: .*no data for 300 ms/);
+      await assert.rejects(
+        ensureModelFiles(URL_, { cacheDir: freshCache(), mirror: stalled.base, stallTimeoutMs: 300 }),
+        /model\.json: .*no data for 300 ms/,
+      );
     } finally {
       await stalled.close();
     }
   });
 
-  test('an abort stops the download with the caller\'s reason and keeps the partial file for later', async () => {
+  test("an abort stops the download with the caller's reason and keeps the partial file for later", async () => {
     const srv = await startServer({ stall: true });
     try {
       const ctrl = new AbortController();

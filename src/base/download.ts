@@ -84,17 +84,20 @@ export function cachePathFor(url: string, cacheDir: string = defaultModelCacheDi
   }
   if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new Error(`${url}: only http(s) URLs can be downloaded`);
   const segments = u.pathname.split('/').map((s) => decodeURIComponent(s));
-  if (segments[segments.length - 1] === '') throw new Error(`${url}: expected the URL of a model.json file, not a folder`);
+  if (segments[segments.length - 1] === '')
+    throw new Error(`${url}: expected the URL of a model.json file, not a folder`);
   const parts = segments.filter((s) => s !== '');
   for (const s of parts) {
-    if (s === '.' || s === '..' || /[\\/\0]/.test(s)) throw new Error(`${url}: unusable path segment '${s}' for the cache`);
+    if (s === '.' || s === '..' || /[\\/\0]/.test(s))
+      throw new Error(`${url}: unusable path segment '${s}' for the cache`);
   }
   return path.join(cacheDir, u.host.replace(/:/g, '_'), ...parts);
 }
 
 /** Weight paths come from a downloaded file: refuse any that would land outside the model's folder. */
 function checkRelPath(rel: string, where: string): void {
-  const bad = rel === '' || rel.includes('\\') || rel.includes('\0') || /^[a-z][a-z0-9+.-]*:/i.test(rel) || rel.startsWith('/');
+  const bad =
+    rel === '' || rel.includes('\\') || rel.includes('\0') || /^[a-z][a-z0-9+.-]*:/i.test(rel) || rel.startsWith('/');
   if (bad || rel.split('/').some((s) => s === '..' || s === '.' || s === '')) {
     throw new Error(`${where}: weightsManifest path '${rel}' is not a plain relative file name`);
   }
@@ -178,7 +181,8 @@ export async function ensureModelFiles(url: string, opts: EnsureOptions = {}): P
     if (state === 'ok') return;
     if (opts.offline) {
       if (state === 'missing') throw new Error(`${name}: not in the cache and --offline is set`);
-      if (state === 'damaged') throw new Error(`${name}: cached file ${file} is damaged (size or SHA-256 differs) and --offline is set`);
+      if (state === 'damaged')
+        throw new Error(`${name}: cached file ${file} is damaged (size or SHA-256 differs) and --offline is set`);
       // Only files that passed the Content-Length check are ever renamed into place, so an unrecorded one (its
       // record lost, e.g. a crash between rename and record) is complete: adopt it rather than fail offline.
       const s = await stat(file);
@@ -363,13 +367,18 @@ async function downloadFile(url: string, dest: string, o: DownloadOptions): Prom
     } catch (e) {
       // An encoded stream cannot be resumed by byte offset, so its partial file is useless.
       if (encoded) await rm(partial, { force: true });
-      throw fail(e, `connection lost after ${done}${total !== undefined ? ` of ${total}` : ''} bytes; run again to resume`);
+      throw fail(
+        e,
+        `connection lost after ${done}${total !== undefined ? ` of ${total}` : ''} bytes; run again to resume`,
+      );
     } finally {
       await fh.close();
     }
     if (total !== undefined && done !== total) {
       if (done > total) await rm(partial, { force: true });
-      throw new Error(`cannot download ${url}: received ${done} bytes, expected ${total}${done < total ? '; run again to resume' : ''}`);
+      throw new Error(
+        `cannot download ${url}: received ${done} bytes, expected ${total}${done < total ? '; run again to resume' : ''}`,
+      );
     }
     report(true);
     const sha256 = await sha256File(partial);

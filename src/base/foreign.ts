@@ -55,7 +55,9 @@ export function layersOnlyGuard<T extends object>(format: ForeignFormat, source:
     get(_t, prop) {
       if (prop === 'dispose') return dispose;
       if (prop === 'then' || typeof prop === 'symbol') return undefined;
-      throw new Error(`${source}: this base is ${formatWords(format)}: feature transfer only (--mode feature or auto); parameter transfer, fine-tuning and TF.js export need a TF.js Layers base`);
+      throw new Error(
+        `${source}: this base is ${formatWords(format)}: feature transfer only (--mode feature or auto); parameter transfer, fine-tuning and TF.js export need a TF.js Layers base`,
+      );
     },
   });
 }
@@ -77,9 +79,9 @@ export interface SeqNode {
 export function cutPositions(nodes: SeqNode[], graphInputs: string[], keep: string[]): number[] {
   const producer = new Map<string, number>();
   for (const t of graphInputs) producer.set(t, -1);
-  nodes.forEach((n, i) => n.outputs.forEach((t) => producer.set(t, i)));
+  for (const [i, n] of nodes.entries()) for (const t of n.outputs) producer.set(t, i);
   const lastUse = new Map<string, number>();
-  nodes.forEach((n, i) => n.inputs.forEach((t) => producer.has(t) && lastUse.set(t, i)));
+  for (const [i, n] of nodes.entries()) for (const t of n.inputs) if (producer.has(t)) lastUse.set(t, i);
   for (const t of keep) lastUse.set(t, Number.POSITIVE_INFINITY);
   // crossing[i]: the furthest reader of any tensor written before node i (graph inputs count as written at -1).
   let crossing = -1;
@@ -99,7 +101,8 @@ export function cutPositions(nodes: SeqNode[], graphInputs: string[], keep: stri
  */
 export function poolRows(data: Float32Array, dims: number[], layout: 'nchw' | 'nhwc'): Float32Array {
   if (dims.length === 2) return data;
-  if (dims.length !== 4) throw new Error(`cut output has rank ${dims.length}; graft reads rank 2 (features) or 4 (feature maps)`);
+  if (dims.length !== 4)
+    throw new Error(`cut output has rank ${dims.length}; graft reads rank 2 (features) or 4 (feature maps)`);
   const [n, a, b, c] = dims;
   if (layout === 'nchw') {
     const hw = b * c;

@@ -23,7 +23,11 @@ test('graphSequence sorts topologically, drops weights, and cutPositions skips n
     { name: 'x', op: 'Placeholder' },
   ];
   const { seq } = graphSequence(nodes, ['x']);
-  assert.deepEqual(seq.map((s) => s.name), ['ctrl', 'a', 'conv', 'b', 'add', 'out'], 'Const and what reads only constants are weights');
+  assert.deepEqual(
+    seq.map((s) => s.name),
+    ['ctrl', 'a', 'conv', 'b', 'add', 'out'],
+    'Const and what reads only constants are weights',
+  );
   const cuts = cutPositions(seq, ['x'], ['out']).map((i) => seq[i].name);
   assert.deepEqual(cuts, ['a', 'add', 'out']);
 });
@@ -36,14 +40,24 @@ test('a hand-written graph model loads as a base: candidates, default cut at the
     assert.equal(b.defaultCut, 'features');
     assert.deepEqual(b.preprocessing.size, [32, 32]);
     const info = inspectBase(b);
-    assert.deepEqual(info.candidates.map((c) => [c.name, c.featureSize]), [['stem/relu', 8], ['block/add', 8], ['top/relu', 16], ['features', 16]]);
+    assert.deepEqual(
+      info.candidates.map((c) => [c.name, c.featureSize]),
+      [
+        ['stem/relu', 8],
+        ['block/add', 8],
+        ['top/relu', 16],
+        ['features', 16],
+      ],
+    );
     assert.throws(() => b.foreign!.requireCut('block/relu'), /not a cut point/);
     assert.throws(() => b.model.getLayer('x'), /TF.js graph model \(format graph-model\): feature transfer only/);
     const runner = await b.foreign!.runner(['top/relu', 'features']);
     const px = Float32Array.from({ length: 2 * 32 * 32 * 3 }, (_, k) => (k * 37) % 256);
     const [pooled, features] = await runner.run(px, 2);
     // The graph's own Mean over H and W is exactly graft's pooling of top/relu.
-    pooled.forEach((v, i) => assert.ok(Math.abs(v - features[i]) < 1e-5, `${i}: ${v} vs ${features[i]}`));
+    pooled.forEach((v, i) => {
+      assert.ok(Math.abs(v - features[i]) < 1e-5, `${i}: ${v} vs ${features[i]}`);
+    });
     await assert.rejects(() => b.foreign!.runner(['features'], 'onnx'), /TF.js only/);
     const before = tf.memory().numTensors;
     await runner.run(px, 2);

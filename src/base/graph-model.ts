@@ -8,16 +8,25 @@
  * the model's output node: feature-vector models end at their features. Preprocessing (range or mean/std) is applied in
  * JS before the input; rank-4 outputs are globally average-pooled (TF graphs are NHWC).
  */
+
+import path from 'node:path';
 import { type GraphModel, loadGraphModel } from '@tensorflow/tfjs-converter';
 import type { io } from '@tensorflow/tfjs-core';
 import { tf } from '../engines/tf.ts';
 import type { TrunkRunner } from '../engines/trunk.ts';
-import path from 'node:path';
-import { type ModelJson, fingerprint, readLocalModel } from './artifacts.ts';
+import { fingerprint, type ModelJson, readLocalModel } from './artifacts.ts';
 import type { Base, BaseKind, BaseMetadataFile, BaseOptions } from './base.ts';
-import { type EngineChoice, type ForeignBase, type ForeignNode, type SeqNode, cutPositions, layersOnlyGuard, poolRows } from './foreign.ts';
+import {
+  cutPositions,
+  type EngineChoice,
+  type ForeignBase,
+  type ForeignNode,
+  layersOnlyGuard,
+  poolRows,
+  type SeqNode,
+} from './foreign.ts';
 import type { CutPoint } from './graph.ts';
-import { type Preprocessing, fromRange, normalisePixels } from './preprocessing.ts';
+import { fromRange, normalisePixels, type Preprocessing } from './preprocessing.ts';
 
 interface GraphNodeDef {
   name: string;
@@ -25,7 +34,18 @@ interface GraphNodeDef {
   input?: string[];
 }
 
-const ABSORBED_AFTER = new Set(['FusedBatchNorm', 'FusedBatchNormV3', 'Relu', 'Relu6', 'BiasAdd', 'Identity', 'Elu', 'Sigmoid', 'Softmax', 'LeakyRelu']);
+const ABSORBED_AFTER = new Set([
+  'FusedBatchNorm',
+  'FusedBatchNormV3',
+  'Relu',
+  'Relu6',
+  'BiasAdd',
+  'Identity',
+  'Elu',
+  'Sigmoid',
+  'Softmax',
+  'LeakyRelu',
+]);
 const SOURCE_OPS = new Set(['Const', 'VarHandleOp', 'VariableV2', 'ReadVariableOp']);
 
 /** `node:0` and `node` name the same tensor; `^node` is a control edge, not data. */
@@ -36,7 +56,11 @@ function tensorOf(input: string): string | undefined {
 }
 
 /** Topological order (Kahn, stable in file order), the graph's nodes split into constants and the data path. */
-export function graphSequence(nodes: GraphNodeDef[], inputNames: string[], weightSize: Map<string, number> = new Map()): { seq: SeqNode[]; params: Map<string, number> } {
+export function graphSequence(
+  nodes: GraphNodeDef[],
+  inputNames: string[],
+  weightSize: Map<string, number> = new Map(),
+): { seq: SeqNode[]; params: Map<string, number> } {
   const byName = new Map(nodes.map((n) => [n.name, n]));
   const constant = new Set<string>();
   const order: GraphNodeDef[] = [];
@@ -56,19 +80,31 @@ export function graphSequence(nodes: GraphNodeDef[], inputNames: string[], weigh
       if (indeg.get(c) === 0) ready.push(c);
     }
   }
-  if (order.length !== nodes.length) throw new Error('the graph has a cycle (control flow): graft cannot find cut points in it');
+  if (order.length !== nodes.length)
+    throw new Error('the graph has a cycle (control flow): graft cannot find cut points in it');
   const seq: SeqNode[] = [];
   const params = new Map<string, number>();
   for (const n of order) {
     const data = (n.input ?? []).map(tensorOf).filter((t): t is string => t !== undefined);
     const fromNodes = data.map((t) => t.replace(/:\d+$/, ''));
-    if (!inputNames.includes(n.name) && (SOURCE_OPS.has(n.op) || (fromNodes.length > 0 && fromNodes.every((t) => constant.has(t))))) {
+    if (
+      !inputNames.includes(n.name) &&
+      (SOURCE_OPS.has(n.op) || (fromNodes.length > 0 && fromNodes.every((t) => constant.has(t))))
+    ) {
       constant.add(n.name);
       continue;
     }
     if (inputNames.includes(n.name)) continue;
-    seq.push({ name: n.name, op: n.op, inputs: data.filter((t) => !constant.has(t.replace(/:\d+$/, ''))), outputs: [] });
-    params.set(n.name, fromNodes.filter((t) => constant.has(t)).reduce((a, t) => a + (weightSize.get(t) ?? 0), 0));
+    seq.push({
+      name: n.name,
+      op: n.op,
+      inputs: data.filter((t) => !constant.has(t.replace(/:\d+$/, ''))),
+      outputs: [],
+    });
+    params.set(
+      n.name,
+      fromNodes.filter((t) => constant.has(t)).reduce((a, t) => a + (weightSize.get(t) ?? 0), 0),
+    );
   }
   // Outputs: whatever tensors of the node anything reads, plus its first.
   const outs = new Map(seq.map((s) => [s.name, new Set([s.name])]));
@@ -125,17 +161,22 @@ async function describeGraphBase(
   o: BaseOptions,
   meta: BaseMetadataFile,
 ): Promise<Base> {
-  if (model.inputs.length !== 1) throw new Error(`${source}: graft feeds one image input; this graph has ${model.inputs.length} inputs`);
+  if (model.inputs.length !== 1)
+    throw new Error(`${source}: graft feeds one image input; this graph has ${model.inputs.length} inputs`);
   const input = model.inputs[0];
   const shape = input.shape ?? [];
   if (shape.length !== 4 || (shape[3] !== 3 && shape[3] !== -1)) {
     throw new Error(`${source}: expected an image input [batch, height, width, 3], found ${JSON.stringify(shape)}`);
   }
-  if (input.dtype !== 'float32') throw new Error(`${source}: the graph's input is ${input.dtype}; graft feeds float32 images`);
+  if (input.dtype !== 'float32')
+    throw new Error(`${source}: the graph's input is ${input.dtype}; graft feeds float32 images`);
   const fixed: [number, number] | undefined = shape[1] > 0 && shape[2] > 0 ? [shape[1], shape[2]] : undefined;
   const size = o.inputSize ?? meta.inputSize ?? fixed;
   if (!size) throw new Error(`${source}: the input size is dynamic; give --input-size HEIGHT,WIDTH`);
-  if (fixed && (size[0] !== fixed[0] || size[1] !== fixed[1])) throw new Error(`${source}: --input-size ${size.join(',')} does not match the graph's fixed input ${fixed.join('x')}`);
+  if (fixed && (size[0] !== fixed[0] || size[1] !== fixed[1]))
+    throw new Error(
+      `${source}: --input-size ${size.join(',')} does not match the graph's fixed input ${fixed.join('x')}`,
+    );
   const preprocessing = preprocessingFor(size, o, meta);
   const inputName = input.name.replace(/:0$/, '');
   const topology = artifacts.modelTopology as { node?: GraphNodeDef[] };
@@ -151,7 +192,9 @@ async function describeGraphBase(
   try {
     const ys = await execute(model, { [input.name]: x }, names);
     const list = Array.isArray(ys) ? ys : [ys];
-    list.forEach((t, k) => shapes.set(names[k], { dims: t.shape.slice(1), dtype: t.dtype }));
+    list.forEach((t, k) => {
+      shapes.set(names[k], { dims: t.shape.slice(1), dtype: t.dtype });
+    });
     tf.dispose(list);
   } catch (e) {
     throw new Error(`${source}: TF.js cannot run the graph (${(e as Error).message.split('\n')[0]})`);
@@ -161,13 +204,17 @@ async function describeGraphBase(
   const usable = new Map<string, { index: number; shape: number[]; op: string }>();
   positions.forEach((i, k) => {
     const s = shapes.get(names[k]);
-    if (s && s.dtype === 'float32' && (s.dims.length === 1 || s.dims.length === 3)) usable.set(names[k], { index: i, shape: s.dims, op: seq[i].op });
+    if (s && s.dtype === 'float32' && (s.dims.length === 1 || s.dims.length === 3))
+      usable.set(names[k], { index: i, shape: s.dims, op: seq[i].op });
   });
-  if (usable.size === 0) throw new Error(`${source}: no node splits the graph cleanly with a float rank-2 or rank-4 activation`);
+  if (usable.size === 0)
+    throw new Error(`${source}: no node splits the graph cleanly with a float rank-2 or rank-4 activation`);
   const defaultCut = [meta.defaultCut, ...outputs].find((t) => t && usable.has(t)) ?? [...usable.keys()].at(-1)!;
   const topIndex = usable.get(defaultCut)!.index;
   const consumers = new Map<string, string[]>();
-  for (const n of seq) for (const t of n.inputs) consumers.set(t.replace(/:\d+$/, ''), [...(consumers.get(t.replace(/:\d+$/, '')) ?? []), n.op]);
+  for (const n of seq)
+    for (const t of n.inputs)
+      consumers.set(t.replace(/:\d+$/, ''), [...(consumers.get(t.replace(/:\d+$/, '')) ?? []), n.op]);
   const sizeOf = (cut: string) => {
     const s = usable.get(cut)!.shape;
     return s.length === 3 ? s[2] : s[0];
@@ -189,25 +236,41 @@ async function describeGraphBase(
   }));
   const requireCut = (cut: string) => {
     if (usable.has(cut)) return;
-    if (!seq.some((n) => n.name === cut)) throw new Error(`no node named '${cut}' in the graph model (see \`graft inspect\` for its cut points)`);
-    if (shapes.has(cut)) throw new Error(`node '${cut}' does not output a float activation of rank 2 or 4: graft cannot read features there`);
-    throw new Error(`node '${cut}' is not a cut point: other tensors cross the graph there (inside a residual or branched block)`);
+    if (!seq.some((n) => n.name === cut))
+      throw new Error(`no node named '${cut}' in the graph model (see \`graft inspect\` for its cut points)`);
+    if (shapes.has(cut))
+      throw new Error(
+        `node '${cut}' does not output a float activation of rank 2 or 4: graft cannot read features there`,
+      );
+    throw new Error(
+      `node '${cut}' is not a cut point: other tensors cross the graph there (inside a residual or branched block)`,
+    );
   };
   const foreign: ForeignBase = {
     format: 'graph',
     nodes,
     candidates,
     requireCut,
-    cutInfo: (cut) => (requireCut(cut), { shape: usable.get(cut)!.shape, layout: 'nhwc' }),
-    featureSizes: (cuts) => cuts.map((c) => (requireCut(c), sizeOf(c))),
+    cutInfo: (cut) => {
+      requireCut(cut);
+      return { shape: usable.get(cut)!.shape, layout: 'nhwc' };
+    },
+    featureSizes: (cuts) => {
+      cuts.forEach(requireCut);
+      return cuts.map(sizeOf);
+    },
     async runner(cuts, engine?: EngineChoice) {
-      if (engine === 'onnx') throw new Error(`${source}: a TF.js graph-model base runs on TF.js only (--engine auto or wasm, not onnx)`);
+      if (engine === 'onnx')
+        throw new Error(`${source}: a TF.js graph-model base runs on TF.js only (--engine auto or wasm, not onnx)`);
       cuts.forEach(requireCut);
       return graphRunner(model, input.name, preprocessing, cuts, cuts.map(sizeOf));
     },
     modelFiles: () => {
       const data = artifacts.weightData;
-      const weights = data instanceof ArrayBuffer ? new Uint8Array(data) : Buffer.concat((data as ArrayBuffer[]).map((d) => new Uint8Array(d)));
+      const weights =
+        data instanceof ArrayBuffer
+          ? new Uint8Array(data)
+          : Buffer.concat((data as ArrayBuffer[]).map((d) => new Uint8Array(d)));
       const modelJson = {
         format: 'graph-model',
         modelTopology: artifacts.modelTopology,
@@ -216,7 +279,10 @@ async function describeGraphBase(
         modelInitializer: artifacts.modelInitializer,
         weightsManifest: [{ paths: ['base-weights.bin'], weights: artifacts.weightSpecs }],
       };
-      return { files: { 'base-model.json': JSON.stringify(modelJson), 'base-weights.bin': weights }, record: { format: 'graph', file: 'base-model.json' } };
+      return {
+        files: { 'base-model.json': JSON.stringify(modelJson), 'base-weights.bin': weights },
+        record: { format: 'graph', file: 'base-model.json' },
+      };
     },
     dispose: () => model.dispose(),
   };
@@ -238,7 +304,11 @@ async function describeGraphBase(
  * Runs synchronously when the graph allows it (no control flow), which is faster and spares the converter's console
  * advice to do so; graphs with control flow or dynamic shapes go through executeAsync.
  */
-async function execute(model: GraphModel, feeds: Record<string, tf.Tensor>, outputs: string[]): Promise<tf.Tensor | tf.Tensor[]> {
+async function execute(
+  model: GraphModel,
+  feeds: Record<string, tf.Tensor>,
+  outputs: string[],
+): Promise<tf.Tensor | tf.Tensor[]> {
   try {
     return model.execute(feeds, outputs);
   } catch (e) {
@@ -248,7 +318,14 @@ async function execute(model: GraphModel, feeds: Record<string, tf.Tensor>, outp
 }
 
 /** Pixels (NHWC 0..255) → JS preprocessing → the graph up to `cuts` → pooled activations, on the TF.js backend. */
-export function graphRunner(model: GraphModel, inputName: string, p: Preprocessing, cuts: string[], featureSizes: number[], batchSize = 16): TrunkRunner {
+export function graphRunner(
+  model: GraphModel,
+  inputName: string,
+  p: Preprocessing,
+  cuts: string[],
+  featureSizes: number[],
+  batchSize = 16,
+): TrunkRunner {
   const [h, w] = p.size;
   return {
     engine: tf.getBackend() as 'wasm' | 'cpu',
@@ -274,7 +351,11 @@ export function graphRunner(model: GraphModel, inputName: string, p: Preprocessi
 export async function openSavedGraphTrunk(dir: string, p: Preprocessing, cut: string): Promise<TrunkRunner> {
   const { json, artifacts } = await readLocalModel(path.join(dir, 'base-model.json'));
   const model = await loadGraphModel(
-    tf.io.fromMemory({ ...artifacts, signature: json.signature as object | undefined, modelInitializer: json.modelInitializer as object | undefined }),
+    tf.io.fromMemory({
+      ...artifacts,
+      signature: json.signature as object | undefined,
+      modelInitializer: json.modelInitializer as object | undefined,
+    }),
   );
   const inputName = model.inputs[0].name;
   const runner = graphRunner(model, inputName, p, [cut], []);

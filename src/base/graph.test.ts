@@ -14,10 +14,12 @@ before(async () => {
 
 test('bundled MobileNetV2: block boundaries are cut points, layers inside residual blocks are not', () => {
   const names = candidateCuts(mnv2.model).map((c) => c.name);
-  for (const n of ['block_2_add', 'block_5_add', 'block_13_expand_relu', 'block_15_add', 'out_relu']) assert.ok(names.includes(n), n);
+  for (const n of ['block_2_add', 'block_5_add', 'block_13_expand_relu', 'block_15_add', 'out_relu'])
+    assert.ok(names.includes(n), n);
   const cuts = new Set(cutPointIndices(mnv2.model).map((i) => mnv2.model.layers[i].name));
   // block_14 is residual: its expand/depthwise/project layers run beside the skip branch from block_13_project_BN
-  for (const n of ['block_14_expand_relu', 'block_14_depthwise_relu', 'block_14_project_BN', 'block_15_expand']) assert.ok(!cuts.has(n), n);
+  for (const n of ['block_14_expand_relu', 'block_14_depthwise_relu', 'block_14_project_BN', 'block_15_expand'])
+    assert.ok(!cuts.has(n), n);
   assert.throws(() => requireCutPoint(mnv2.model, 'block_14_expand_relu'), /not a cut point/);
 });
 
@@ -26,12 +28,14 @@ test('bundled InceptionV3: the mixed blocks are the cut points, branches inside 
   for (let i = 0; i <= 10; i++) assert.ok(names.includes(`mixed${i}`), `mixed${i}`);
   const cuts = new Set(cutPointIndices(inception.model).map((i) => inception.model.layers[i].name));
   // activation_20 .. lie inside inception blocks (parallel branches)
-  const inside = inception.model.layers.filter((l) => /^(conv2d|activation|batch_normalization)_\d+$/.test(l.name) && l.outputShape[1] === 17);
+  const inside = inception.model.layers.filter(
+    (l) => /^(conv2d|activation|batch_normalization)_\d+$/.test(l.name) && l.outputShape[1] === 17,
+  );
   assert.ok(inside.length > 10);
   for (const l of inside) assert.ok(!cuts.has(l.name), l.name);
 });
 
-test('the default cut is the layer below the base\'s own classifier', () => {
+test("the default cut is the layer below the base's own classifier", () => {
   assert.equal(defaultCut(mnv2.model), 'out_relu');
   assert.equal(defaultCut(inception.model), 'mixed10');
   assert.equal(mnv2.defaultCut, 'out_relu');

@@ -41,7 +41,15 @@ export function cutPointIndices(model: tfl.LayersModel): number[] {
 
 // Layers whose output is only a lightly transformed copy of their input: cutting right before them gives
 // activations no user wants (pre-BatchNorm, pre-activation), so such positions are folded into the next one.
-const ABSORBED_AFTER = new Set(['BatchNormalization', 'Activation', 'ReLU', 'LeakyReLU', 'ELU', 'Softmax', 'ThresholdedReLU']);
+const ABSORBED_AFTER = new Set([
+  'BatchNormalization',
+  'Activation',
+  'ReLU',
+  'LeakyReLU',
+  'ELU',
+  'Softmax',
+  'ThresholdedReLU',
+]);
 // Layers that only pad or reorder values; a cut at their output duplicates the cut before them.
 const NOT_A_CUT = new Set(['ZeroPadding2D', 'Dropout', 'SpatialDropout2D', 'GaussianNoise', 'GaussianDropout']);
 
@@ -85,7 +93,15 @@ function describe(layer: Layer, index: number): CutPoint {
 }
 
 // Layer types that belong to a classifier on top of the features rather than to the feature extractor.
-const CLASSIFIER_TYPES = new Set(['Dense', 'Dropout', 'Flatten', 'Reshape', 'GlobalAveragePooling2D', 'GlobalMaxPooling2D', 'Softmax']);
+const CLASSIFIER_TYPES = new Set([
+  'Dense',
+  'Dropout',
+  'Flatten',
+  'Reshape',
+  'GlobalAveragePooling2D',
+  'GlobalMaxPooling2D',
+  'Softmax',
+]);
 
 function isClassifierLayer(layer: Layer): boolean {
   const cls = layer.getClassName();
@@ -124,7 +140,9 @@ export function layerIndex(model: tfl.LayersModel, name: string): number {
 export function requireCutPoint(model: tfl.LayersModel, name: string): number {
   const i = layerIndex(model, name);
   if (!cutPointIndices(model).includes(i)) {
-    throw new Error(`layer '${name}' is not a cut point: other tensors cross the graph there (inside a residual or branched block)`);
+    throw new Error(
+      `layer '${name}' is not a cut point: other tensors cross the graph there (inside a residual or branched block)`,
+    );
   }
   return i;
 }
@@ -134,14 +152,21 @@ export function requireCutPoint(model: tfl.LayersModel, name: string): number {
  * starting from `input` as the output of layer `fromIndex`. Works for symbolic tensors (building models) and concrete
  * ones (running them).
  */
-function walkSegment<T>(model: tfl.LayersModel, fromIndex: number, toIndex: number, input: T, call: (layer: Layer, args: T | T[]) => T): T {
+function walkSegment<T>(
+  model: tfl.LayersModel,
+  fromIndex: number,
+  toIndex: number,
+  input: T,
+  call: (layer: Layer, args: T | T[]) => T,
+): T {
   const layers = model.layers;
   const produced = new Map<string, T>([[layers[fromIndex].name, input]]);
   for (let i = fromIndex + 1; i <= toIndex; i++) {
     const layer = layers[i];
     const args = inboundLayers(layer).map((p) => {
       const t = produced.get(p.name);
-      if (t === undefined) throw new Error(`layer ${layer.name} reads ${p.name}, which lies below the cut: not a clean split`);
+      if (t === undefined)
+        throw new Error(`layer ${layer.name} reads ${p.name}, which lies below the cut: not a clean split`);
       return t;
     });
     produced.set(layer.name, call(layer, args.length === 1 ? args[0] : args));
@@ -153,7 +178,12 @@ function walkSegment<T>(model: tfl.LayersModel, fromIndex: number, toIndex: numb
  * Re-applies the layers of `model` with index in (fromIndex, toIndex] to a new input tensor that stands for the output
  * of layer `fromIndex`. The layers (and so their weights) are shared with `model`, not copied.
  */
-export function reapply(model: tfl.LayersModel, fromIndex: number, toIndex: number, input: SymbolicTensor): SymbolicTensor {
+export function reapply(
+  model: tfl.LayersModel,
+  fromIndex: number,
+  toIndex: number,
+  input: SymbolicTensor,
+): SymbolicTensor {
   return walkSegment(model, fromIndex, toIndex, input, (layer, args) => layer.apply(args) as SymbolicTensor);
 }
 
@@ -176,7 +206,9 @@ export function runSegment(
   training: (layer: Layer) => boolean,
 ): Tensor {
   return walkSegment(model, fromIndex, toIndex, x, (layer, args) =>
-    partialBatchNorm(layer) ? filledBatchNorm(layer as unknown as BatchNormLayer, args as Tensor, training(layer)) : (layer.apply(args, { training: training(layer) }) as Tensor),
+    partialBatchNorm(layer)
+      ? filledBatchNorm(layer as unknown as BatchNormLayer, args as Tensor, training(layer))
+      : (layer.apply(args, { training: training(layer) }) as Tensor),
   );
 }
 
@@ -213,7 +245,10 @@ function filledBatchNorm(bn: BatchNormLayer, x: Tensor, training: boolean): Tens
   const gamma = bn.gamma ? bn.gamma.read() : tf.onesLike(movingMean);
   const beta = bn.beta ? bn.beta.read() : tf.zerosLike(movingMean);
   if (!training) return tf.batchNorm(x, movingMean, bn.movingVariance.read(), beta, gamma, bn.epsilon);
-  const { mean, variance } = tf.moments(x, Array.from({ length: x.rank - 1 }, (_, i) => i));
+  const { mean, variance } = tf.moments(
+    x,
+    Array.from({ length: x.rank - 1 }, (_, i) => i),
+  );
   const moveToward = (v: LayerVariableLike, batch: Tensor) =>
     tf.tidy(() => {
       v.write(tf.sub(v.read(), tf.mul(tf.sub(v.read(), batch), 1 - bn.momentum)));

@@ -38,7 +38,14 @@ export interface BaseInspection {
 }
 
 /** The inspection of any base from its layer list and candidate cuts (positions index into `layers`). */
-function describeBase(base: Base, layers: LayerInfo[], candidates: CutPoint[], top: number, params: number, format?: BaseInspection['format']): BaseInspection {
+function describeBase(
+  base: Base,
+  layers: LayerInfo[],
+  candidates: CutPoint[],
+  top: number,
+  params: number,
+  format?: BaseInspection['format'],
+): BaseInspection {
   const n = candidates.length;
   return {
     name: base.name,
@@ -61,9 +68,22 @@ function describeBase(base: Base, layers: LayerInfo[], candidates: CutPoint[], t
 /** Graph and ONNX bases: their nodes stand for layers (parameters = elements of the constants a node reads). */
 function inspectForeign(base: Base): BaseInspection {
   const f = base.foreign!;
-  const layers: LayerInfo[] = f.nodes.map((n) => ({ name: n.name, className: n.op, shape: n.shape, params: n.params, cutPoint: n.cutPoint }));
+  const layers: LayerInfo[] = f.nodes.map((n) => ({
+    name: n.name,
+    className: n.op,
+    shape: n.shape,
+    params: n.params,
+    cutPoint: n.cutPoint,
+  }));
   const top = f.candidates.find((c) => c.name === base.defaultCut)?.index ?? layers.length - 1;
-  return describeBase(base, layers, f.candidates, top, layers.reduce((a, l) => a + l.params, 0), f.format);
+  return describeBase(
+    base,
+    layers,
+    f.candidates,
+    top,
+    layers.reduce((a, l) => a + l.params, 0),
+    f.format,
+  );
 }
 
 export function inspectBase(base: Base): BaseInspection {

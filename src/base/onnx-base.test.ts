@@ -25,8 +25,17 @@ test('withOutputs adds graph outputs by appending a graph field, leaving the ori
   const bytes = new Uint8Array(readFileSync(file));
   const more = withOutputs(bytes, ['x']);
   assert.equal(Buffer.compare(more.subarray(0, bytes.length), bytes), 0);
-  assert.deepEqual(decodeModel(more).graph.output.map((o) => o.name), ['y', 'x'], 'protobuf merges the two graph fields');
-  assert.deepEqual(wireFields(bytes).map((f) => f.field), wireFields(more).map((f) => f.field).slice(0, -1));
+  assert.deepEqual(
+    decodeModel(more).graph.output.map((o) => o.name),
+    ['y', 'x'],
+    'protobuf merges the two graph fields',
+  );
+  assert.deepEqual(
+    wireFields(bytes).map((f) => f.field),
+    wireFields(more)
+      .map((f) => f.field)
+      .slice(0, -1),
+  );
 });
 
 test('an ONNX base converted from a Layers base: same cut points, and the same activations as the TF.js trunk', async () => {
@@ -39,10 +48,21 @@ test('an ONNX base converted from a Layers base: same cut points, and the same a
     assert.equal(ob.preprocessing.layout, 'nhwc', 'layout read from the input shape');
     const info = inspectBase(ob);
     assert.equal(info.format, 'onnx');
-    assert.deepEqual(info.candidates.map((c) => [c.name, c.featureSize]), [['stem_relu', 8], ['block_1_add', 8], ['top_relu', 16]]);
+    assert.deepEqual(
+      info.candidates.map((c) => [c.name, c.featureSize]),
+      [
+        ['stem_relu', 8],
+        ['block_1_add', 8],
+        ['top_relu', 16],
+      ],
+    );
     assert.throws(() => ob.foreign!.requireCut('block_1_relu'), /not a cut point/);
     assert.throws(() => ob.foreign!.requireCut('nope'), /no tensor named 'nope'/);
-    assert.throws(() => ob.model.layers, /an ONNX model: feature transfer only/, 'Layers-only code gets a one-line error');
+    assert.throws(
+      () => ob.model.layers,
+      /an ONNX model: feature transfer only/,
+      'Layers-only code gets a one-line error',
+    );
 
     const cuts = ['stem_relu', 'top_relu'];
     const runner = await ob.foreign!.runner(cuts);
@@ -53,7 +73,9 @@ test('an ONNX base converted from a Layers base: same cut points, and the same a
     assert.deepEqual(runner.featureSizes, [8, 16]);
     got.forEach((g, k) => {
       assert.equal(g.length, want[k].length);
-      g.forEach((v, i) => assert.ok(Math.abs(v - want[k][i]) < 1e-4, `cut ${cuts[k]} [${i}]: ${v} vs ${want[k][i]}`));
+      g.forEach((v, i) => {
+        assert.ok(Math.abs(v - want[k][i]) < 1e-4, `cut ${cuts[k]} [${i}]: ${v} vs ${want[k][i]}`);
+      });
     });
     await runner.dispose();
     await assert.rejects(() => ob.foreign!.runner(cuts, 'wasm'), /ONNX Runtime only/);
@@ -74,11 +96,17 @@ test('NCHW input, dynamic size, mean/std from flags or metadata: pooled Relu(x) 
   const px = new Float32Array(2 * 4 * 6 * 3);
   for (let i = 0; i < px.length; i += 3) px.set(i < px.length / 2 ? [255, 255, 255] : [51, 0, 255], i);
   const [f] = await runner.run(px, 2);
-  const want = [(1 - 0.5) / 0.25, (1 - 0.25) / 0.5, 1 / 2, (0.2 - 0.5) / 0.25, (0 - 0.25) / 0.5, 1 / 2].map((v) => Math.max(0, v));
-  f.forEach((v, i) => assert.ok(Math.abs(v - want[i]) < 1e-5, `${i}: ${v} vs ${want[i]}`));
+  const want = [(1 - 0.5) / 0.25, (1 - 0.25) / 0.5, 1 / 2, (0.2 - 0.5) / 0.25, (0 - 0.25) / 0.5, 1 / 2].map((v) =>
+    Math.max(0, v),
+  );
+  f.forEach((v, i) => {
+    assert.ok(Math.abs(v - want[i]) < 1e-5, `${i}: ${v} vs ${want[i]}`);
+  });
   await runner.dispose();
 
-  const meta = writeNchwReluOnnx(path.join(dir, 'meta.onnx'), { metadata: { 'graft.mean': '[0.485,0.456,0.406]', 'graft.std': '0.229,0.224,0.225' } });
+  const meta = writeNchwReluOnnx(path.join(dir, 'meta.onnx'), {
+    metadata: { 'graft.mean': '[0.485,0.456,0.406]', 'graft.std': '0.229,0.224,0.225' },
+  });
   const m = await loadBase(meta);
   assert.deepEqual(m.preprocessing.mean, [0.485, 0.456, 0.406]);
   assert.deepEqual(m.preprocessing.std, [0.229, 0.224, 0.225]);

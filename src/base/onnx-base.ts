@@ -16,11 +16,21 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { TrunkRunner } from '../engines/trunk.ts';
-import { type ModelMsg, decodeModel } from '../export/onnx/proto.ts';
+import { decodeModel, type ModelMsg } from '../export/onnx/proto.ts';
 import type { Base, BaseOptions } from './base.ts';
-import { type EngineChoice, type ForeignBase, type ForeignNode, type SeqNode, cutPositions, guessLayout, layersOnlyGuard, pooledSize, poolRows } from './foreign.ts';
+import {
+  cutPositions,
+  type EngineChoice,
+  type ForeignBase,
+  type ForeignNode,
+  guessLayout,
+  layersOnlyGuard,
+  pooledSize,
+  poolRows,
+  type SeqNode,
+} from './foreign.ts';
 import type { CutPoint } from './graph.ts';
-import { type Preprocessing, fromRange, normalisePixels, parseRange } from './preprocessing.ts';
+import { fromRange, normalisePixels, type Preprocessing, parseRange } from './preprocessing.ts';
 
 type Ort = typeof import('onnxruntime-node');
 type Layout = 'nchw' | 'nhwc';
@@ -118,9 +128,14 @@ export function readOnnxGraph(bytes: Uint8Array, where: string): OnnxGraphInfo {
     throw new Error(`${where}: not an ONNX model (${(e as Error).message})`);
   }
   const g = model.graph;
-  if (!g || !Array.isArray(g.node) || g.node.length === 0) throw new Error(`${where}: not an ONNX model (no graph nodes)`);
+  if (!g || !Array.isArray(g.node) || g.node.length === 0)
+    throw new Error(`${where}: not an ONNX model (no graph nodes)`);
   const constSize = new Map<string, number>();
-  for (const t of g.initializer ?? []) constSize.set(t.name, (t.dims ?? []).reduce((a, b) => a * Number(b), 1));
+  for (const t of g.initializer ?? [])
+    constSize.set(
+      t.name,
+      (t.dims ?? []).reduce((a, b) => a * Number(b), 1),
+    );
   const seq: SeqNode[] = [];
   const params: number[] = [];
   for (const n of g.node) {
@@ -137,7 +152,15 @@ export function readOnnxGraph(bytes: Uint8Array, where: string): OnnxGraphInfo {
   const dims = input.type?.tensor_type?.shape?.dim ?? [];
   const inputDims = dims.map((d) => Number((d as { dim_value?: number }).dim_value ?? 0));
   const metadata = Object.fromEntries((model.metadata_props ?? []).map((p) => [p.key, p.value]));
-  return { model, inputName: input.name, inputDims, outputs: (g.output ?? []).map((o) => o.name), metadata, seq, params };
+  return {
+    model,
+    inputName: input.name,
+    inputDims,
+    outputs: (g.output ?? []).map((o) => o.name),
+    metadata,
+    seq,
+    params,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -149,7 +172,9 @@ async function ort(): Promise<Ort> {
   try {
     return await ortPromise;
   } catch (e) {
-    throw new Error(`ONNX bases need onnxruntime-node, which does not load here (${(e as Error).message.split('\n')[0]})`);
+    throw new Error(
+      `ONNX bases need onnxruntime-node, which does not load here (${(e as Error).message.split('\n')[0]})`,
+    );
   }
 }
 
@@ -165,7 +190,12 @@ export interface OnnxTrunkSpec {
 }
 
 /** Pixels (NHWC 0..255) → normalised input → ONNX Runtime → pooled activations at `cuts`. */
-export async function onnxBaseRunner(spec: OnnxTrunkSpec, cuts: string[], featureSizes?: number[], batch = 16): Promise<TrunkRunner> {
+export async function onnxBaseRunner(
+  spec: OnnxTrunkSpec,
+  cuts: string[],
+  featureSizes?: number[],
+  batch = 16,
+): Promise<TrunkRunner> {
   const o = await ort();
   const added = [...new Set(cuts.filter((c) => !spec.outputs.includes(c)))];
   const session = await o.InferenceSession.create(withOutputs(spec.bytes, added), {
@@ -197,7 +227,8 @@ export async function onnxBaseRunner(spec: OnnxTrunkSpec, cuts: string[], featur
     },
     batchSize,
     async run(pixels, n) {
-      if (pixels.length !== n * perImage) throw new Error(`trunk input: expected ${n * perImage} values, got ${pixels.length}`);
+      if (pixels.length !== n * perImage)
+        throw new Error(`trunk input: expected ${n * perImage} values, got ${pixels.length}`);
       // A file with a fixed batch dimension takes exactly that many images per call: pad the last chunk.
       const step = batchSize;
       const parts: Float32Array[][] = [];
@@ -235,7 +266,22 @@ export async function onnxBaseRunner(spec: OnnxTrunkSpec, cuts: string[], featur
 // The base
 
 /** Positions right before these ops give activations no user wants (pre-BatchNorm, pre-activation). */
-const ABSORBED_AFTER = new Set(['Identity', 'Transpose', 'BatchNormalization', 'Relu', 'Clip', 'LeakyRelu', 'Elu', 'Sigmoid', 'HardSigmoid', 'HardSwish', 'Softmax', 'Selu', 'Gelu', 'PRelu']);
+const ABSORBED_AFTER = new Set([
+  'Identity',
+  'Transpose',
+  'BatchNormalization',
+  'Relu',
+  'Clip',
+  'LeakyRelu',
+  'Elu',
+  'Sigmoid',
+  'HardSigmoid',
+  'HardSwish',
+  'Softmax',
+  'Selu',
+  'Gelu',
+  'PRelu',
+]);
 
 function parseList(value: string, n: number, what: string): number[] {
   let v: unknown;
@@ -251,26 +297,38 @@ function parseList(value: string, n: number, what: string): number[] {
 }
 
 /** Chooses layout, size and normalisation: flags first, then the model's metadata, then the input shape. */
-export function onnxPreprocessing(info: OnnxGraphInfo, o: BaseOptions, where: string): { layout: Layout; preprocessing: Preprocessing } {
+export function onnxPreprocessing(
+  info: OnnxGraphInfo,
+  o: BaseOptions,
+  where: string,
+): { layout: Layout; preprocessing: Preprocessing } {
   const meta = info.metadata;
   const dims = info.inputDims;
-  if (dims.length !== 4) throw new Error(`${where}: expected an image input of rank 4 (NCHW or NHWC), found rank ${dims.length}`);
+  if (dims.length !== 4)
+    throw new Error(`${where}: expected an image input of rank 4 (NCHW or NHWC), found rank ${dims.length}`);
   let layout: Layout | undefined = o.inputLayout ?? (meta['graft.layout'] as Layout | undefined);
-  if (layout && layout !== 'nchw' && layout !== 'nhwc') throw new Error(`${where}: input layout must be nchw or nhwc (got '${layout}')`);
+  if (layout && layout !== 'nchw' && layout !== 'nhwc')
+    throw new Error(`${where}: input layout must be nchw or nhwc (got '${layout}')`);
   if (!layout) {
     if (dims[1] === 3) layout = 'nchw';
     else if (dims[3] === 3) layout = 'nhwc';
-    else throw new Error(`${where}: cannot tell the input layout from shape [${dims.map((d) => d || '?').join(', ')}]; give --input-layout nchw or nhwc`);
+    else
+      throw new Error(
+        `${where}: cannot tell the input layout from shape [${dims.map((d) => d || '?').join(', ')}]; give --input-layout nchw or nhwc`,
+      );
   }
   const channels = layout === 'nchw' ? dims[1] : dims[3];
-  if (channels && channels !== 3) throw new Error(`${where}: input has ${channels} channels in ${layout} layout; graft feeds RGB (3)`);
+  if (channels && channels !== 3)
+    throw new Error(`${where}: input has ${channels} channels in ${layout} layout; graft feeds RGB (3)`);
   const fromShape: [number, number] = layout === 'nchw' ? [dims[2], dims[3]] : [dims[1], dims[2]];
   let size: [number, number] | undefined = fromShape[0] > 0 && fromShape[1] > 0 ? fromShape : undefined;
   if (o.inputSize) size = o.inputSize;
   else if (!size && meta['graft.size']) size = parseList(meta['graft.size'], 2, 'graft.size') as [number, number];
   if (!size) throw new Error(`${where}: the input size is dynamic; give --input-size HEIGHT,WIDTH`);
   if (fromShape[0] > 0 && fromShape[1] > 0 && (size[0] !== fromShape[0] || size[1] !== fromShape[1])) {
-    throw new Error(`${where}: --input-size ${size.join(',')} does not match the model's fixed input ${fromShape.join('x')}`);
+    throw new Error(
+      `${where}: --input-size ${size.join(',')} does not match the model's fixed input ${fromShape.join('x')}`,
+    );
   }
   const resize = (meta['graft.resize'] as Preprocessing['resize'] | undefined) === 'fill' ? 'fill' : 'cover';
   let preprocessing: Preprocessing;
@@ -279,8 +337,12 @@ export function onnxPreprocessing(info: OnnxGraphInfo, o: BaseOptions, where: st
   } else if (o.inputRange) {
     preprocessing = fromRange(size, o.inputRange[0], o.inputRange[1], resize);
   } else if (meta['graft.mean'] || meta['graft.std']) {
-    const mean = meta['graft.mean'] ? (parseList(meta['graft.mean'], 3, 'graft.mean') as [number, number, number]) : ([0, 0, 0] as [number, number, number]);
-    const std = meta['graft.std'] ? (parseList(meta['graft.std'], 3, 'graft.std') as [number, number, number]) : ([1, 1, 1] as [number, number, number]);
+    const mean = meta['graft.mean']
+      ? (parseList(meta['graft.mean'], 3, 'graft.mean') as [number, number, number])
+      : ([0, 0, 0] as [number, number, number]);
+    const std = meta['graft.std']
+      ? (parseList(meta['graft.std'], 3, 'graft.std') as [number, number, number])
+      : ([1, 1, 1] as [number, number, number]);
     preprocessing = { size, scale: 1 / 255, offset: 0, resize, mean, std };
   } else if (meta['graft.range']) {
     const r = parseRange(parseList(meta['graft.range'], 2, 'graft.range').join(','));
@@ -302,7 +364,14 @@ export async function loadOnnxBase(file: string, o: BaseOptions = {}, name?: str
   const source = path.resolve(file);
   const info = readOnnxGraph(bytes, file);
   const { layout, preprocessing } = onnxPreprocessing(info, o, file);
-  const spec: OnnxTrunkSpec = { bytes, inputName: info.inputName, layout, preprocessing, fixedBatch: info.inputDims[0] || 0, outputs: info.outputs };
+  const spec: OnnxTrunkSpec = {
+    bytes,
+    inputName: info.inputName,
+    layout,
+    preprocessing,
+    fixedBatch: info.inputDims[0] || 0,
+    outputs: info.outputs,
+  };
 
   const positions = cutPositions(info.seq, [info.inputName], info.outputs);
   const read = new Set([...info.seq.flatMap((n) => n.inputs), ...info.outputs]);
@@ -317,9 +386,11 @@ export async function loadOnnxBase(file: string, o: BaseOptions = {}, name?: str
   const usable = new Map<string, { index: number; shape: number[]; op: string }>();
   positions.forEach((i, k) => {
     const p = probe.get(cutNames[k]);
-    if (p && p.type === 'float32' && (p.dims.length === 2 || p.dims.length === 4)) usable.set(cutNames[k], { index: i, shape: p.dims.slice(1), op: info.seq[i].op });
+    if (p && p.type === 'float32' && (p.dims.length === 2 || p.dims.length === 4))
+      usable.set(cutNames[k], { index: i, shape: p.dims.slice(1), op: info.seq[i].op });
   });
-  if (usable.size === 0) throw new Error(`${file}: no tensor in the graph splits it cleanly with a float rank-2 or rank-4 activation`);
+  if (usable.size === 0)
+    throw new Error(`${file}: no tensor in the graph splits it cleanly with a float rank-2 or rank-4 activation`);
   const metaCut = info.metadata['graft.cut'];
   const defaultCut = [metaCut, ...info.outputs].find((t) => t && usable.has(t)) ?? [...usable.keys()].at(-1)!;
   const topIndex = usable.get(defaultCut)!.index;
@@ -347,9 +418,13 @@ export async function loadOnnxBase(file: string, o: BaseOptions = {}, name?: str
   }));
   const requireCut = (cut: string) => {
     if (usable.has(cut)) return;
-    if (!info.seq.some((n) => n.outputs.includes(cut))) throw new Error(`no tensor named '${cut}' in the ONNX base (see \`graft inspect ${file}\`)`);
-    if (cutSet.has(cut)) throw new Error(`tensor '${cut}' is not a float activation of rank 2 or 4: graft cannot read features there`);
-    throw new Error(`tensor '${cut}' is not a cut point: other tensors cross the graph there (inside a residual or branched block)`);
+    if (!info.seq.some((n) => n.outputs.includes(cut)))
+      throw new Error(`no tensor named '${cut}' in the ONNX base (see \`graft inspect ${file}\`)`);
+    if (cutSet.has(cut))
+      throw new Error(`tensor '${cut}' is not a float activation of rank 2 or 4: graft cannot read features there`);
+    throw new Error(
+      `tensor '${cut}' is not a cut point: other tensors cross the graph there (inside a residual or branched block)`,
+    );
   };
   const foreign: ForeignBase = {
     format: 'onnx',
@@ -361,13 +436,27 @@ export async function loadOnnxBase(file: string, o: BaseOptions = {}, name?: str
       const s = usable.get(cut)!.shape;
       return { shape: s, layout: s.length === 3 ? guessLayout(s, layout) : layout };
     },
-    featureSizes: (cuts) => cuts.map((c) => (requireCut(c), sizeOf(c))),
+    featureSizes: (cuts) => {
+      cuts.forEach(requireCut);
+      return cuts.map(sizeOf);
+    },
     async runner(cuts, engine?: EngineChoice) {
-      if (engine === 'wasm') throw new Error(`${file}: an ONNX base runs on ONNX Runtime only (--engine auto or onnx, not wasm)`);
+      if (engine === 'wasm')
+        throw new Error(`${file}: an ONNX base runs on ONNX Runtime only (--engine auto or onnx, not wasm)`);
       cuts.forEach(requireCut);
       return onnxBaseRunner(spec, cuts, cuts.map(sizeOf));
     },
-    modelFiles: () => ({ files: { 'base.onnx': bytes }, record: { format: 'onnx', file: 'base.onnx', inputName: info.inputName, layout, fixedBatch: spec.fixedBatch, outputs: info.outputs } }),
+    modelFiles: () => ({
+      files: { 'base.onnx': bytes },
+      record: {
+        format: 'onnx',
+        file: 'base.onnx',
+        inputName: info.inputName,
+        layout,
+        fixedBatch: spec.fixedBatch,
+        outputs: info.outputs,
+      },
+    }),
     // Sessions belong to the runners that open them; the bytes go with the base.
     dispose() {},
   };
@@ -385,17 +474,29 @@ export async function loadOnnxBase(file: string, o: BaseOptions = {}, name?: str
   };
 }
 
-async function probeShapes(spec: OnnxTrunkSpec, names: string[]): Promise<Map<string, { dims: number[]; type: string }>> {
+async function probeShapes(
+  spec: OnnxTrunkSpec,
+  names: string[],
+): Promise<Map<string, { dims: number[]; type: string }>> {
   const o = await ort();
-  const session = await o.InferenceSession.create(withOutputs(spec.bytes, names.filter((n) => !spec.outputs.includes(n))), {
-    intraOpNumThreads: os.availableParallelism(),
-    graphOptimizationLevel: 'basic',
-  });
+  const session = await o.InferenceSession.create(
+    withOutputs(
+      spec.bytes,
+      names.filter((n) => !spec.outputs.includes(n)),
+    ),
+    {
+      intraOpNumThreads: os.availableParallelism(),
+      graphOptimizationLevel: 'basic',
+    },
+  );
   try {
     const [h, w] = spec.preprocessing.size;
     const b = spec.fixedBatch || 1;
     const dims = spec.layout === 'nchw' ? [b, 3, h, w] : [b, h, w, 3];
-    const res = await session.run({ [spec.inputName]: new o.Tensor('float32', new Float32Array(b * 3 * h * w), dims) }, names);
+    const res = await session.run(
+      { [spec.inputName]: new o.Tensor('float32', new Float32Array(b * 3 * h * w), dims) },
+      names,
+    );
     return new Map(names.map((n) => [n, { dims: [...res[n].dims], type: res[n].type }]));
   } catch (e) {
     throw new Error(`ONNX Runtime cannot run the base (${(e as Error).message.split('\n')[0]})`);

@@ -28,13 +28,19 @@ export interface Preprocessing {
 }
 
 /** The preprocessing that maps 0..255 linearly onto [min, max]. */
-export function fromRange(size: [number, number], min: number, max: number, resize: Preprocessing['resize'] = 'cover'): Preprocessing {
+export function fromRange(
+  size: [number, number],
+  min: number,
+  max: number,
+  resize: Preprocessing['resize'] = 'cover',
+): Preprocessing {
   return { size, scale: (max - min) / 255, offset: min, resize };
 }
 
 /** Checks a central-crop fraction (`--crop`): in (0, 1]. */
 export function checkCrop(crop: number, where = '--crop'): number {
-  if (!(typeof crop === 'number' && crop > 0 && crop <= 1)) throw new Error(`${where} must be a fraction in (0, 1] (got ${crop})`);
+  if (!(typeof crop === 'number' && crop > 0 && crop <= 1))
+    throw new Error(`${where} must be a fraction in (0, 1] (got ${crop})`);
   return crop;
 }
 
@@ -68,7 +74,12 @@ export function applyPreprocessing(rgb: Uint8Array, p: Preprocessing, out?: Floa
  * Raw NHWC pixels (0..255) → network input in `layout`, with scale/offset and the per-channel mean/std applied: what a
  * graph or ONNX base is fed (Layers bases do this inside the model instead).
  */
-export function normalisePixels(pixels: Float32Array, n: number, p: Preprocessing, layout: 'nchw' | 'nhwc' = 'nhwc'): Float32Array {
+export function normalisePixels(
+  pixels: Float32Array,
+  n: number,
+  p: Preprocessing,
+  layout: 'nchw' | 'nhwc' = 'nhwc',
+): Float32Array {
   const [h, w] = p.size;
   const hw = h * w;
   const mean = p.mean ?? [0, 0, 0];

@@ -1,16 +1,16 @@
 import assert from 'node:assert/strict';
-import { closedPort } from '../../test/helpers.ts';
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
-import { DEFAULT_BASE, FALLBACK_BASE, loadBase } from './base.ts';
+import { promisify } from 'node:util';
+import { closedPort } from '../../test/helpers.ts';
 import { modelsCommand } from '../cli/models/index.ts';
-import { DEFAULT_ZOO_BASE, ZOO, findZooEntry } from './zoo.ts';
+import { DEFAULT_BASE, FALLBACK_BASE, loadBase } from './base.ts';
+import { DEFAULT_ZOO_BASE, findZooEntry, ZOO } from './zoo.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const MIRROR_ROOT = path.resolve(ROOT, '../shared/models/mirror');
@@ -51,7 +51,8 @@ function serveMirror(): Promise<{ base: string; requests: () => number; close: (
   const server = http.createServer((req, res) => {
     n++;
     const file = path.join(MIRROR_ROOT, decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname));
-    if (!file.startsWith(MIRROR_ROOT) || !existsSync(file) || !statSync(file).isFile()) return void res.writeHead(404).end();
+    if (!file.startsWith(MIRROR_ROOT) || !existsSync(file) || !statSync(file).isFile())
+      return void res.writeHead(404).end();
     const body = readFileSync(file);
     res.writeHead(200, { 'content-length': body.length }).end(body);
   });
@@ -89,7 +90,6 @@ async function captureJson(key: string, fn: () => Promise<unknown>): Promise<str
   return out;
 }
 
-
 describe('zoo bases through loadBase and the CLI', { skip }, () => {
   let tmp: string;
   let srv: Awaited<ReturnType<typeof serveMirror>>;
@@ -107,7 +107,10 @@ describe('zoo bases through loadBase and the CLI', { skip }, () => {
   after(async () => {
     await srv.close();
     rmSync(tmp, { recursive: true, force: true });
-    for (const [k, v] of [['GRAFT_CACHE_DIR', saved.cache], ['GRAFT_MODEL_MIRROR', saved.mirror]] as const) {
+    for (const [k, v] of [
+      ['GRAFT_CACHE_DIR', saved.cache],
+      ['GRAFT_MODEL_MIRROR', saved.mirror],
+    ] as const) {
       if (v === undefined) delete process.env[k];
       else process.env[k] = v;
     }
@@ -164,12 +167,17 @@ describe('zoo bases through loadBase and the CLI', { skip }, () => {
 
   test('graft models pull downloads ahead of time; graft models lists the zoo with cache state', async () => {
     const cache = useCache('cli');
-    const pulled = JSON.parse(await captureJson('pulled', () => modelsCommand().parseAsync(['pull', 'mobilenet_v2_0.35', '--model-mirror', srv.base, '--json'], { from: 'user' })));
-    assert.deepEqual(pulled.pulled[0].downloaded, ['model.json', 'weights.bin']);
-    await assert.rejects(
-      modelsCommand().parseAsync(['pull', 'mobilenet_v1_1.0_224', '--offline'], { from: 'user' }),
-      { message: 'mobilenet_v1_1.0_224: not in the cache and --offline is set' },
+    const pulled = JSON.parse(
+      await captureJson('pulled', () =>
+        modelsCommand().parseAsync(['pull', 'mobilenet_v2_0.35', '--model-mirror', srv.base, '--json'], {
+          from: 'user',
+        }),
+      ),
     );
+    assert.deepEqual(pulled.pulled[0].downloaded, ['model.json', 'weights.bin']);
+    await assert.rejects(modelsCommand().parseAsync(['pull', 'mobilenet_v1_1.0_224', '--offline'], { from: 'user' }), {
+      message: 'mobilenet_v1_1.0_224: not in the cache and --offline is set',
+    });
     // Through the real entry point once, so registration and the last-line JSON contract are covered too.
     const cli = [path.join(ROOT, 'node_modules/tsx/dist/cli.mjs'), path.join(ROOT, 'src/cli/main.ts')];
     const env = { ...process.env, GRAFT_CACHE_DIR: cache };

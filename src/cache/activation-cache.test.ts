@@ -5,12 +5,23 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { ActivationCache, activationKey, hashBytes } from './activation-cache.ts';
 
-const parts = { image: hashBytes(new Uint8Array([1, 2, 3])), base: 'b1', cut: 'out_relu', preprocessing: '224x224:cover:1:0' };
+const parts = {
+  image: hashBytes(new Uint8Array([1, 2, 3])),
+  base: 'b1',
+  cut: 'out_relu',
+  preprocessing: '224x224:cover:1:0',
+};
 
 test('every key part changes the key', () => {
   const k = activationKey(parts);
   assert.equal(k, activationKey({ ...parts }));
-  for (const change of [{ image: hashBytes(new Uint8Array([1, 2, 4])) }, { base: 'b2' }, { cut: 'block_1' }, { preprocessing: 'x' }, { view: 'flip' }]) {
+  for (const change of [
+    { image: hashBytes(new Uint8Array([1, 2, 4])) },
+    { base: 'b2' },
+    { cut: 'block_1' },
+    { preprocessing: 'x' },
+    { view: 'flip' },
+  ]) {
     assert.notEqual(activationKey({ ...parts, ...change }), k, JSON.stringify(change));
   }
 });

@@ -2,12 +2,12 @@
  * The `graft` command line: a thin layer over the library in src/index.ts. Each command lives in its own folder.
  */
 import { Command, CommanderError } from 'commander';
-import { reportError } from './output.ts';
 import { demoCommand } from './demo/index.ts';
 import { evaluateCommand } from './evaluate/index.ts';
 import { exportCommand } from './export/index.ts';
 import { inspectCommand } from './inspect/index.ts';
 import { modelsCommand } from './models/index.ts';
+import { reportError } from './output.ts';
 import { predictCommand } from './predict/index.ts';
 import { trainCommand } from './train/index.ts';
 
@@ -17,7 +17,16 @@ const program = new Command('graft')
   .exitOverride()
   .showHelpAfterError(false);
 
-for (const cmd of [trainCommand(), predictCommand(), evaluateCommand(), inspectCommand(), exportCommand(), modelsCommand(), demoCommand()]) program.addCommand(cmd.exitOverride());
+for (const cmd of [
+  trainCommand(),
+  predictCommand(),
+  evaluateCommand(),
+  inspectCommand(),
+  exportCommand(),
+  modelsCommand(),
+  demoCommand(),
+])
+  program.addCommand(cmd.exitOverride());
 
 const verbose = process.argv.includes('--verbose');
 try {

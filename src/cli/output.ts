@@ -42,9 +42,11 @@ export function progressBars(opts: GlobalOptions): (p: Progress) => void {
     if (p.phase !== phase) {
       bar?.stop();
       phase = p.phase;
-      bar = new SingleBar(
-        { format: `${p.phase.padEnd(10)} {bar} {value}/{total} | ETA {eta_formatted} {detail}`, stream: process.stderr, hideCursor: true },
-      );
+      bar = new SingleBar({
+        format: `${p.phase.padEnd(10)} {bar} {value}/{total} | ETA {eta_formatted} {detail}`,
+        stream: process.stderr,
+        hideCursor: true,
+      });
       bar.start(p.total, 0, { detail: '' });
     }
     bar?.setTotal(p.total);

@@ -1,21 +1,37 @@
 /** Options several commands take in the same words. */
 import type { Command } from 'commander';
-import { UsageError } from './output.ts';
 import type { BaseOptions } from '../base/base.ts';
-import { checkCrop, parseRange } from '../base/preprocessing.ts';
 import { parseSize, parseTriple } from '../base/foreign.ts';
+import { checkCrop, parseRange } from '../base/preprocessing.ts';
+import { UsageError } from './output.ts';
 
 export function baseOptions(cmd: Command, o: { withBase: boolean }): Command {
-  if (o.withBase) cmd.option('--base <base>', 'pretrained base: zoo or bundled name (`graft models`), model.json path or URL (Layers or graph-model), or a .onnx file');
+  if (o.withBase)
+    cmd.option(
+      '--base <base>',
+      'pretrained base: zoo or bundled name (`graft models`), model.json path or URL (Layers or graph-model), or a .onnx file',
+    );
   return cmd
-    .option('--input-range <min,max>', 'pixel range the base expects, e.g. -1,1 (default 0,1 or the base\'s metadata)')
-    .option('--resize <mode>', 'fit images to the input size: cover (scale the shorter side, cut the centre; default) or fill (stretch)')
-    .option('--crop <fraction>', 'keep this central fraction of each image: resize to size/fraction, cut out the centre (0.875: the ImageNet evaluation crop; default 1)')
-    .option('--mean <r,g,b>', 'graph/ONNX bases: per-channel mean subtracted from 0..1 pixels, e.g. 0.485,0.456,0.406 (with --std)')
+    .option('--input-range <min,max>', "pixel range the base expects, e.g. -1,1 (default 0,1 or the base's metadata)")
+    .option(
+      '--resize <mode>',
+      'fit images to the input size: cover (scale the shorter side, cut the centre; default) or fill (stretch)',
+    )
+    .option(
+      '--crop <fraction>',
+      'keep this central fraction of each image: resize to size/fraction, cut out the centre (0.875: the ImageNet evaluation crop; default 1)',
+    )
+    .option(
+      '--mean <r,g,b>',
+      'graph/ONNX bases: per-channel mean subtracted from 0..1 pixels, e.g. 0.485,0.456,0.406 (with --std)',
+    )
     .option('--std <r,g,b>', 'graph/ONNX bases: per-channel standard deviation, e.g. 0.229,0.224,0.225')
     .option('--input-size <h,w>', 'graph/ONNX bases whose input size is dynamic: HEIGHT,WIDTH (or one SIZE)')
     .option('--input-layout <layout>', 'ONNX bases: nchw or nhwc (default: read from the input shape)')
-    .option('--model-mirror <url>', 'download zoo models from this mirror of https://storage.googleapis.com/ (or GRAFT_MODEL_MIRROR)')
+    .option(
+      '--model-mirror <url>',
+      'download zoo models from this mirror of https://storage.googleapis.com/ (or GRAFT_MODEL_MIRROR)',
+    )
     .option('--offline', 'never touch the network: zoo models must already be cached');
 }
 
@@ -60,7 +76,9 @@ export function number(name: string, text: string | undefined, integer = false):
   if (text === undefined) return undefined;
   const n = Number(text);
   if (!Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < 0) {
-    throw new UsageError(`${name} must be a ${integer ? 'non-negative integer' : 'non-negative number'} (got '${text}')`);
+    throw new UsageError(
+      `${name} must be a ${integer ? 'non-negative integer' : 'non-negative number'} (got '${text}')`,
+    );
   }
   return n;
 }

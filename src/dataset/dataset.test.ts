@@ -101,7 +101,7 @@ describe('listDataset: CSV', () => {
     const csv = path.join(dir, 'labels.csv');
     writeFileSync(
       csv,
-      [
+      `${[
         'path,label',
         'img/a.png,cat',
         '"img/b, c.png","dog"',
@@ -113,7 +113,7 @@ describe('listDataset: CSV', () => {
         'img/d.png',
         '"img/d.png,cat',
         'img/d.png,dog',
-      ].join('\r\n') + '\r\n',
+      ].join('\r\n')}\r\n`,
     );
     const l = await listDataset(csv);
     assert.equal(l.root, dir);
@@ -172,7 +172,8 @@ describe('listDataset: CSV', () => {
 
 function fakeListing(root: string, n: number, prefix = 'img'): DatasetListing {
   const samples: Sample[] = [];
-  for (let i = 0; i < n; i++) samples.push({ file: path.join(root, i % 2 ? 'a' : 'b', `${prefix}${i}.jpg`), label: 'x' });
+  for (let i = 0; i < n; i++)
+    samples.push({ file: path.join(root, i % 2 ? 'a' : 'b', `${prefix}${i}.jpg`), label: 'x' });
   return { root, classes: ['a', 'b'], samples, skipped: [] };
 }
 
@@ -221,7 +222,15 @@ describe('splitByHash', () => {
 describe('checkClasses', () => {
   test('a class without usable images is named', () => {
     assert.throws(
-      () => checkClasses('/d', ['cats', 'dogs', 'empty'], new Map([['cats', 3], ['dogs', 2]])),
+      () =>
+        checkClasses(
+          '/d',
+          ['cats', 'dogs', 'empty'],
+          new Map([
+            ['cats', 3],
+            ['dogs', 2],
+          ]),
+        ),
       errorLine(/class 'empty' has no usable images$/, '/d'),
     );
   });
@@ -231,6 +240,13 @@ describe('checkClasses', () => {
   });
 
   test('passes when every class has images', () => {
-    checkClasses('/d', ['cats', 'dogs'], new Map([['cats', 1], ['dogs', 1]]));
+    checkClasses(
+      '/d',
+      ['cats', 'dogs'],
+      new Map([
+        ['cats', 1],
+        ['dogs', 1],
+      ]),
+    );
   });
 });

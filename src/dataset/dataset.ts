@@ -6,8 +6,8 @@
  * filtered out here by its extension.
  */
 import { createHash } from 'node:crypto';
-import { promises as fs } from 'node:fs';
 import type { Dirent, Stats } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import path from 'node:path';
 
 export interface Sample {
@@ -33,7 +33,15 @@ export interface DatasetListing {
 
 // Files that operating systems and tools drop into folders; they are never meant as data, so listing them as skipped
 // would only be noise. Every other file, hidden or not, is listed so that decoding can report it if it is not an image.
-const SYSTEM_FILES = new Set(['.ds_store', 'thumbs.db', 'ehthumbs.db', 'desktop.ini', '.localized', '.directory', 'icon\r']);
+const SYSTEM_FILES = new Set([
+  '.ds_store',
+  'thumbs.db',
+  'ehthumbs.db',
+  'desktop.ini',
+  '.localized',
+  '.directory',
+  'icon\r',
+]);
 function isSystemFile(name: string): boolean {
   // '._x' files are macOS AppleDouble resource forks that appear next to every file copied to a non-Mac volume.
   return SYSTEM_FILES.has(name.toLowerCase()) || name.startsWith('._');

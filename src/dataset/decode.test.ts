@@ -17,7 +17,9 @@ function solid(width: number, height: number, background: RGB | { r: number; g: 
 
 /** Vertical stripes of equal width, left to right, as a raw RGB buffer wrapped in sharp. */
 async function stripes(stripeWidth: number, height: number, colours: RGB[]) {
-  const base = await solid(stripeWidth * colours.length, height, colours[0]).png().toBuffer();
+  const base = await solid(stripeWidth * colours.length, height, colours[0])
+    .png()
+    .toBuffer();
   const overlays = await Promise.all(
     colours.slice(1).map(async (c, k) => ({
       input: await solid(stripeWidth, height, c).png().toBuffer(),
@@ -65,7 +67,9 @@ async function noisyJpeg(): Promise<Buffer> {
     s = (s * 1103515245 + 12345) >>> 0;
     raw[i] = s >>> 24;
   }
-  return sharp(raw, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
+  return sharp(raw, { raw: { width: w, height: h, channels: 3 } })
+    .jpeg({ quality: 90 })
+    .toBuffer();
 }
 
 describe('decodeImage formats', () => {
@@ -124,7 +128,7 @@ describe('decodeImage geometry', () => {
     assertColour(pixel(out, 20, 5, 17), RED, 'top right');
   });
 
-  test("cover crops the centre, fill stretches", async () => {
+  test('cover crops the centre, fill stretches', async () => {
     const png = await (await stripes(20, 20, [RED, GREEN, BLUE])).png().toBuffer(); // 60 x 20
     const cover = await decodeImage(png, 's.png', { size: [10, 10], resize: 'cover' });
     const fill = await decodeImage(png, 's.png', { size: [10, 10], resize: 'fill' });
@@ -147,7 +151,8 @@ describe('decodeImage geometry', () => {
     assertColour(pixel(whole, 30, 15, 28), RED, 'whole right');
     // Pixel for pixel: the same as resizing to 50 and cutting out the centre by hand.
     const big = await decodeImage(png, 's.png', { size: [50, 50], resize: 'cover' });
-    for (let y = 0; y < 30; y++) for (let x = 0; x < 30; x++) assert.deepEqual(pixel(cropped, 30, y, x), pixel(big, 50, y + 10, x + 10));
+    for (let y = 0; y < 30; y++)
+      for (let x = 0; x < 30; x++) assert.deepEqual(pixel(cropped, 30, y, x), pixel(big, 50, y + 10, x + 10));
     assert.equal(resizedFor([224, 224], 0.875).join(), '256,256');
   });
 
@@ -166,7 +171,11 @@ describe('decodeImage errors', () => {
   });
 
   test('text file named .jpg', async () => {
-    await rejects(Buffer.from('<!DOCTYPE html><html>404 not found</html>\n'), '/d/cats/page.jpg', /^not a decodable image \(/);
+    await rejects(
+      Buffer.from('<!DOCTYPE html><html>404 not found</html>\n'),
+      '/d/cats/page.jpg',
+      /^not a decodable image \(/,
+    );
   });
 
   test('random bytes named .png', async () => {

@@ -16,7 +16,6 @@
 import os from 'node:os';
 import sharp, { type OutputInfo } from 'sharp';
 
-
 export interface DecodeOptions {
   /** [height, width] of the output. */
   size: [number, number];
@@ -130,7 +129,8 @@ export async function decodeImage(bytes: Uint8Array, file: string, opts: DecodeO
       .flatten({ background: { r: 0, g: 0, b: 0 } })
       .resize({ width: rw, height: rh, fit: opts.resize, position: 'centre', kernel: 'linear' });
     // extract() after resize() cuts from the resized image.
-    if (rw !== width || rh !== height) pipeline = pipeline.extract({ left: (rw - width) >> 1, top: (rh - height) >> 1, width, height });
+    if (rw !== width || rh !== height)
+      pipeline = pipeline.extract({ left: (rw - width) >> 1, top: (rh - height) >> 1, width, height });
     ({ data, info } = await pipeline
       .toColourspace('srgb')
       .raw({ depth: 'uchar' })

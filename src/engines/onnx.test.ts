@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
-import { seededPixels as pixels } from '../../test/helpers.ts';
 import { before, test } from 'node:test';
+import { seededPixels as pixels } from '../../test/helpers.ts';
 import { loadBase } from '../base/base.ts';
 import { onnxAvailable, onnxTrunkRunner } from './onnx.ts';
 import { initTf } from './tf.ts';
 import { buildTrunkModel, tfjsTrunkRunner } from './trunk.ts';
 
 before(() => initTf('wasm'));
-
 
 test('onnxAvailable is true here and answers from its cache the second time', async () => {
   assert.equal(await onnxAvailable(), true);

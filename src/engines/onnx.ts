@@ -107,14 +107,18 @@ export async function onnxTrunkRunner(model: LayersModel, opts: OnnxRunnerOption
     batchSize,
     async run(pixels, n) {
       if (pixels.length !== n * perImage) {
-        throw new Error(`trunk input: expected ${n} × ${h} × ${w} × ${c} = ${n * perImage} values, got ${pixels.length}`);
+        throw new Error(
+          `trunk input: expected ${n} × ${h} × ${w} × ${c} = ${n * perImage} values, got ${pixels.length}`,
+        );
       }
       if (n <= batchSize) return runChunk(pixels, n);
       const outs = featureSizes.map((f) => new Float32Array(n * f));
       for (let i = 0; i < n; i += batchSize) {
         const m = Math.min(batchSize, n - i);
         const part = await runChunk(pixels.subarray(i * perImage, (i + m) * perImage), m);
-        part.forEach((p, k) => outs[k].set(p, i * featureSizes[k]));
+        part.forEach((p, k) => {
+          outs[k].set(p, i * featureSizes[k]);
+        });
       }
       return outs;
     },

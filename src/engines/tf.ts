@@ -30,7 +30,8 @@ export async function initTf(backend: TfBackend = 'wasm'): Promise<void> {
     if (!ok) throw new Error(`TF.js backend '${backend}' failed to initialise`);
     await tf.ready();
     if (backend === 'wasm') (await import('./wasm-grad.ts')).registerWasmGradients();
-    for (const e of events) for (const l of emitter.listeners(e)) if (!before.has(l)) emitter.removeListener(e, l as never);
+    for (const e of events)
+      for (const l of emitter.listeners(e)) if (!before.has(l)) emitter.removeListener(e, l as never);
   })();
   return ready;
 }

@@ -8,7 +8,7 @@ import { loadBase } from '../base/base.ts';
 // The CPU backend is the reference these kernels are checked against.
 import '@tensorflow/tfjs-backend-cpu';
 import { initTf, tf, tfl } from './tf.ts';
-import { WASM_GRADIENT_KERNELS, registerWasmGradients } from './wasm-grad.ts';
+import { registerWasmGradients, WASM_GRADIENT_KERNELS } from './wasm-grad.ts';
 
 type Shape = number[];
 type PadArg = 'same' | 'valid' | number | [[number, number], [number, number], [number, number], [number, number]];
@@ -111,7 +111,21 @@ const convCases: ConvCase[] = [
   { batch: 1, h: 10, w: 10, ci: 3, co: 5, k: 3, stride: 2, pad: 'same' },
   { batch: 3, h: 10, w: 7, ci: 2, co: 3, k: 3, stride: 2, pad: 'valid' },
   { batch: 1, h: 6, w: 9, ci: 3, co: 4, k: 3, stride: 1, pad: 1 },
-  { batch: 1, h: 9, w: 8, ci: 3, co: 4, k: 3, stride: 2, pad: [[0, 0], [1, 0], [0, 2], [0, 0]] },
+  {
+    batch: 1,
+    h: 9,
+    w: 8,
+    ci: 3,
+    co: 4,
+    k: 3,
+    stride: 2,
+    pad: [
+      [0, 0],
+      [1, 0],
+      [0, 2],
+      [0, 0],
+    ],
+  },
   { batch: 1, h: 11, w: 13, ci: 2, co: 3, k: 5, stride: 2, pad: 'same' },
   { batch: 1, h: 13, w: 12, ci: 3, co: 2, k: 7, stride: 1, pad: 'valid' },
   { batch: 3, h: 15, w: 14, ci: 2, co: 3, k: 7, stride: 2, pad: 'same' },
@@ -172,7 +186,12 @@ describe('Conv2D gradients match the CPU backend', () => {
       const r = await onBoth(() => {
         const dy = rand([2, 4, 5, 4], 20 + k);
         const filter = rand([k, k, 3, 4], 21 + k);
-        const attrs = { strides: stride, pad: 'same', dataFormat: 'NCHW', inputShape: [2, 3, 4 * stride + 1, 4 * stride] };
+        const attrs = {
+          strides: stride,
+          pad: 'same',
+          dataFormat: 'NCHW',
+          inputShape: [2, 3, 4 * stride + 1, 4 * stride],
+        };
         return [tf.engine().runKernel('Conv2DBackpropInput', { dy, filter }, attrs as never) as tf.Tensor];
       });
       assertClose(r, [`dx ${k}x${k} stride ${stride}`]);
@@ -183,7 +202,10 @@ describe('Conv2D gradients match the CPU backend', () => {
     const r = await onBoth(() => {
       const x = rand([2, 4, 5, 6], 22);
       const f = rand([3, 3, 3, 6], 23);
-      return [tf.conv2dTranspose(x as tf.Tensor4D, f as tf.Tensor4D, [2, 8, 10, 3], 2, 'same'), tf.conv2dTranspose(x as tf.Tensor4D, f as tf.Tensor4D, [2, 9, 11, 3], 2, 'valid')];
+      return [
+        tf.conv2dTranspose(x as tf.Tensor4D, f as tf.Tensor4D, [2, 8, 10, 3], 2, 'same'),
+        tf.conv2dTranspose(x as tf.Tensor4D, f as tf.Tensor4D, [2, 9, 11, 3], 2, 'valid'),
+      ];
     });
     assertClose(r, ['same', 'valid']);
   });
@@ -252,16 +274,14 @@ describe('DepthwiseConv2D gradients match the CPU backend', () => {
       const dy = rand([2, 5, 5, 6], 9);
       const common = { strides: 2, pad, dilations: 1 };
       return [
-        tf.engine().runKernel(
-          'DepthwiseConv2dNativeBackpropFilter',
-          { x, dy },
-          { ...common, filterShape: [3, 3, 3, 2] } as never,
-        ) as tf.Tensor,
-        tf.engine().runKernel(
-          'DepthwiseConv2dNativeBackpropInput',
-          { dy, filter },
-          { ...common, inputShape: [2, 9, 8, 3] } as never,
-        ) as tf.Tensor,
+        tf.engine().runKernel('DepthwiseConv2dNativeBackpropFilter', { x, dy }, {
+          ...common,
+          filterShape: [3, 3, 3, 2],
+        } as never) as tf.Tensor,
+        tf.engine().runKernel('DepthwiseConv2dNativeBackpropInput', { dy, filter }, {
+          ...common,
+          inputShape: [2, 9, 8, 3],
+        } as never) as tf.Tensor,
       ];
     });
     assertClose(r, ['dfilter', 'dx']);
@@ -272,11 +292,12 @@ describe('DepthwiseConv2D gradients match the CPU backend', () => {
     const dy = tf.ones([1, 3, 3, 2]);
     assert.throws(
       () =>
-        tf.engine().runKernel(
-          'DepthwiseConv2dNativeBackpropFilter',
-          { x, dy },
-          { strides: 1, pad: 'valid', dilations: 2, filterShape: [3, 3, 2, 1] } as never,
-        ),
+        tf.engine().runKernel('DepthwiseConv2dNativeBackpropFilter', { x, dy }, {
+          strides: 1,
+          pad: 'valid',
+          dilations: 2,
+          filterShape: [3, 3, 2, 1],
+        } as never),
       /dilations \[2, 2\] are not supported/,
     );
     tf.dispose([x, dy]);

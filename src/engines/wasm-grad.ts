@@ -176,15 +176,7 @@ function depthwiseBackpropInput({ inputs, attrs }: KernelArgs): tf.Tensor {
     inputShape: [number, number, number, number];
   };
   assertNoDilation(a.dilations, 'DepthwiseConv2dNativeBackpropInput');
-  const info = backend_util.computeConv2DInfo(
-    a.inputShape,
-    filter.shape,
-    a.strides,
-    1,
-    a.pad,
-    a.dimRoundingMode,
-    true,
-  );
+  const info = backend_util.computeConv2DInfo(a.inputShape, filter.shape, a.strides, 1, a.pad, a.dimRoundingMode, true);
   const { batchSize: n, inHeight: h, inWidth: w, inChannels: c, outChannels: k } = info;
   const { filterHeight: fh, filterWidth: fw, strideHeight: sh, strideWidth: sw } = info;
   const m = k / c;
@@ -212,7 +204,16 @@ function conv2DBackpropInput({ inputs, attrs }: KernelArgs): tf.Tensor {
     inputShape: [number, number, number, number];
   };
   const dataFormat = backend_util.convertConv2DDataFormat(a.dataFormat ?? 'NHWC');
-  const info = backend_util.computeConv2DInfo(a.inputShape, filter.shape, a.strides, 1, a.pad, a.dimRoundingMode, false, dataFormat);
+  const info = backend_util.computeConv2DInfo(
+    a.inputShape,
+    filter.shape,
+    a.strides,
+    1,
+    a.pad,
+    a.dimRoundingMode,
+    false,
+    dataFormat,
+  );
   const { batchSize: n, inHeight: h, inWidth: w, inChannels: ci, outChannels: co } = info;
   const { filterHeight: fh, filterWidth: fw, strideHeight: sh, strideWidth: sw, outHeight: ho, outWidth: wo } = info;
   const first = info.dataFormat === 'channelsFirst';

@@ -14,7 +14,15 @@ import type { Preprocessing } from '../base/preprocessing.ts';
 import type { TrunkRunner } from '../engines/trunk.ts';
 import type { HeadJson } from '../train/features.ts';
 import { METADATA_FILE, type ModelMetadata, writeModelFolder } from './model-files.ts';
-import { AttrType, type Attribute, DataType, type NodeMsg, type TensorMsg, decodeModel, encodeModel } from './onnx/proto.ts';
+import {
+  type Attribute,
+  AttrType,
+  DataType,
+  decodeModel,
+  encodeModel,
+  type NodeMsg,
+  type TensorMsg,
+} from './onnx/proto.ts';
 import type { OnnxExportResult } from './onnx-export.ts';
 
 export interface ForeignRecord {
@@ -34,21 +42,40 @@ export async function saveForeignModel(out: string, base: Base, metadata: ModelM
   const foreign = base.foreign!;
   const { files, record } = foreign.modelFiles();
   const cutInfo = foreign.cutInfo?.(metadata.cut);
-  const full: ModelMetadata = { ...metadata, foreign: { ...record, ...(cutInfo ? { cutShape: cutInfo.shape, cutLayout: cutInfo.layout } : {}) } };
+  const full: ModelMetadata = {
+    ...metadata,
+    foreign: { ...record, ...(cutInfo ? { cutShape: cutInfo.shape, cutLayout: cutInfo.layout } : {}) },
+  };
   writeModelFolder(out, { ...files, [METADATA_FILE]: `${JSON.stringify(full, null, 2)}\n` });
 }
 
 /** The runner a Predictor uses for a folder written by saveForeignModel: pixels → pooled features at the cut. */
-export async function openForeignRunner(dir: string, m: ModelMetadata, engine: EngineChoice = 'auto'): Promise<TrunkRunner> {
+export async function openForeignRunner(
+  dir: string,
+  m: ModelMetadata,
+  engine: EngineChoice = 'auto',
+): Promise<TrunkRunner> {
   const rec = m.foreign as ForeignRecord;
   const p = m.preprocessing as Preprocessing;
   if (rec.format === 'onnx') {
-    if (engine === 'wasm') throw new Error(`${dir}: a model on an ONNX base runs on ONNX Runtime only (--engine auto or onnx, not wasm)`);
+    if (engine === 'wasm')
+      throw new Error(`${dir}: a model on an ONNX base runs on ONNX Runtime only (--engine auto or onnx, not wasm)`);
     const { onnxBaseRunner } = await import('../base/onnx-base.ts');
     const bytes = readFileSync(path.join(dir, rec.file));
-    return onnxBaseRunner({ bytes, inputName: rec.inputName!, layout: rec.layout ?? 'nchw', preprocessing: p, fixedBatch: rec.fixedBatch ?? 0, outputs: rec.outputs ?? [] }, [m.cut]);
+    return onnxBaseRunner(
+      {
+        bytes,
+        inputName: rec.inputName!,
+        layout: rec.layout ?? 'nchw',
+        preprocessing: p,
+        fixedBatch: rec.fixedBatch ?? 0,
+        outputs: rec.outputs ?? [],
+      },
+      [m.cut],
+    );
   }
-  if (engine === 'onnx') throw new Error(`${dir}: a model on a TF.js graph-model base runs on TF.js only (--engine auto or wasm, not onnx)`);
+  if (engine === 'onnx')
+    throw new Error(`${dir}: a model on a TF.js graph-model base runs on TF.js only (--engine auto or wasm, not onnx)`);
   const { openSavedGraphTrunk } = await import('../base/graph-model.ts');
   return openSavedGraphTrunk(dir, p, m.cut);
 }
@@ -60,7 +87,13 @@ const f32 = (name: string, values: ArrayLike<number>, dims: number[]): TensorMsg
   const a = Float32Array.from(values);
   return { name, dims, data_type: DataType.FLOAT, raw_data: new Uint8Array(a.buffer, a.byteOffset, a.byteLength) };
 };
-const node = (op: string, input: string[], output: string, attribute: Attribute[] = []): NodeMsg => ({ op_type: op, input, output: [output], name: output, attribute });
+const node = (op: string, input: string[], output: string, attribute: Attribute[] = []): NodeMsg => ({
+  op_type: op,
+  input,
+  output: [output],
+  name: output,
+  attribute,
+});
 const ints = (name: string, v: number[]): Attribute => ({ name, type: AttrType.INTS, ints: v });
 const int = (name: string, i: number): Attribute => ({ name, type: AttrType.INT, i });
 
@@ -72,11 +105,19 @@ function fromBase64(s: string): Float32Array {
 export async function exportForeignOnnx(dir: string, m: ModelMetadata, out: string): Promise<OnnxExportResult> {
   const rec = m.foreign as ForeignRecord;
   if (rec.format !== 'onnx') {
-    throw new Error(`${dir}: trained on ${formatWords(rec.format)}, which graft cannot convert to ONNX; the model folder itself (graft predict) is its only form`);
+    throw new Error(
+      `${dir}: trained on ${formatWords(rec.format)}, which graft cannot convert to ONNX; the model folder itself (graft predict) is its only form`,
+    );
   }
-  const head = m.headData as HeadJson & { mean?: string; invStd?: string; layers?: { units: number; kernel: string; bias: string }[] };
-  if (head.kind === 'knn') throw new Error(`${dir}: a knn head is not expressible as an ONNX graph; retrain with --head softmax or mlp`);
-  if (!rec.cutShape) throw new Error(`${dir}: graft.json lacks the cut's shape (written by an older graft); retrain to export`);
+  const head = m.headData as HeadJson & {
+    mean?: string;
+    invStd?: string;
+    layers?: { units: number; kernel: string; bias: string }[];
+  };
+  if (head.kind === 'knn')
+    throw new Error(`${dir}: a knn head is not expressible as an ONNX graph; retrain with --head softmax or mlp`);
+  if (!rec.cutShape)
+    throw new Error(`${dir}: graft.json lacks the cut's shape (written by an older graft); retrain to export`);
   const { wireFields, lenField } = await import('../base/onnx-base.ts');
   const p = m.preprocessing as Preprocessing;
   const [h, w] = p.size;
@@ -86,13 +127,24 @@ export async function exportForeignOnnx(dir: string, m: ModelMetadata, out: stri
   const mean = p.mean ?? [0, 0, 0];
   const std = p.std ?? [1, 1, 1];
   const inits: TensorMsg[] = [
-    f32('graft_pre_mul', std.map((s) => p.scale / s), [3]),
-    f32('graft_pre_add', std.map((s, c) => (p.offset - mean[c]) / s), [3]),
+    f32(
+      'graft_pre_mul',
+      std.map((s) => p.scale / s),
+      [3],
+    ),
+    f32(
+      'graft_pre_add',
+      std.map((s, c) => (p.offset - mean[c]) / s),
+      [3],
+    ),
   ];
   const nchw = rec.layout === 'nchw';
   // The new input keeps the name every graft export uses, unless the base already uses it.
   const input = rec.inputName === 'pixels' ? 'graft_pixels' : 'pixels';
-  const pre: NodeMsg[] = [node('Mul', [input, 'graft_pre_mul'], 'graft_pre_scaled'), node('Add', ['graft_pre_scaled', 'graft_pre_add'], nchw ? 'graft_pre_nhwc' : rec.inputName!)];
+  const pre: NodeMsg[] = [
+    node('Mul', [input, 'graft_pre_mul'], 'graft_pre_scaled'),
+    node('Add', ['graft_pre_scaled', 'graft_pre_add'], nchw ? 'graft_pre_nhwc' : rec.inputName!),
+  ];
   if (nchw) pre.push(node('Transpose', ['graft_pre_nhwc'], rec.inputName!, [ints('perm', [0, 3, 1, 2])]));
 
   // The cut activation → pooled features → standardisation → Dense layers → softmax.
@@ -103,17 +155,35 @@ export async function exportForeignOnnx(dir: string, m: ModelMetadata, out: stri
       post.push(node('Transpose', [x], 'graft_pool_nchw', [ints('perm', [0, 3, 1, 2])]));
       x = 'graft_pool_nchw';
     }
-    post.push(node('GlobalAveragePool', [x], 'graft_pool'), node('Flatten', ['graft_pool'], 'graft_features', [int('axis', 1)]));
+    post.push(
+      node('GlobalAveragePool', [x], 'graft_pool'),
+      node('Flatten', ['graft_pool'], 'graft_features', [int('axis', 1)]),
+    );
     x = 'graft_features';
   }
-  inits.push(f32('graft_head_mean', fromBase64(head.mean!), [head.dim]), f32('graft_head_inv_std', fromBase64(head.invStd!), [head.dim]));
-  post.push(node('Sub', [x, 'graft_head_mean'], 'graft_head_centred'), node('Mul', ['graft_head_centred', 'graft_head_inv_std'], 'graft_head_std'));
+  inits.push(
+    f32('graft_head_mean', fromBase64(head.mean!), [head.dim]),
+    f32('graft_head_inv_std', fromBase64(head.invStd!), [head.dim]),
+  );
+  post.push(
+    node('Sub', [x, 'graft_head_mean'], 'graft_head_centred'),
+    node('Mul', ['graft_head_centred', 'graft_head_inv_std'], 'graft_head_std'),
+  );
   x = 'graft_head_std';
   let inDim = head.dim;
   head.layers!.forEach((l, k) => {
-    inits.push(f32(`graft_head_kernel_${k}`, fromBase64(l.kernel), [inDim, l.units]), f32(`graft_head_bias_${k}`, fromBase64(l.bias), [l.units]));
+    inits.push(
+      f32(`graft_head_kernel_${k}`, fromBase64(l.kernel), [inDim, l.units]),
+      f32(`graft_head_bias_${k}`, fromBase64(l.bias), [l.units]),
+    );
     const last = k === head.layers!.length - 1;
-    post.push(node('Gemm', [x, `graft_head_kernel_${k}`, `graft_head_bias_${k}`], last ? 'graft_head_logits' : `graft_head_dense_${k}`));
+    post.push(
+      node(
+        'Gemm',
+        [x, `graft_head_kernel_${k}`, `graft_head_bias_${k}`],
+        last ? 'graft_head_logits' : `graft_head_dense_${k}`,
+      ),
+    );
     x = last ? 'graft_head_logits' : `graft_head_relu_${k}`;
     if (!last) post.push(node('Relu', [`graft_head_dense_${k}`], x));
     inDim = l.units;
@@ -154,15 +224,25 @@ export async function exportForeignOnnx(dir: string, m: ModelMetadata, out: stri
       ).find((f) => f.field === 7)!.payload!,
     );
   const extraModel = wireFields(
-    encodeModel({ ir_version: 8, producer_name: '', producer_version: '', opset_import: [], metadata_props: Object.entries(metadata).map(([key, value]) => ({ key, value })), graph: { name: '', node: [], initializer: [], input: [], output: [] } }),
+    encodeModel({
+      ir_version: 8,
+      producer_name: '',
+      producer_version: '',
+      opset_import: [],
+      metadata_props: Object.entries(metadata).map(([key, value]) => ({ key, value })),
+      graph: { name: '', node: [], initializer: [], input: [], output: [] },
+    }),
   ).filter((f) => f.field === 14);
   const preFields = piece(pre).filter((f) => f.field === 1);
   const postFields = piece(post, true).filter((f) => f.field !== 2);
 
   const top = wireFields(bytes);
   const graphPayload = Buffer.concat(top.filter((f) => f.field === 7).map((f) => f.payload!));
-  const nameOf = (payload: Uint8Array) => new TextDecoder().decode(wireFields(payload).find((f) => f.field === 1)?.payload ?? new Uint8Array());
-  const kept = wireFields(graphPayload).filter((f) => f.field !== 12 && !(f.field === 11 && nameOf(f.payload!) === rec.inputName));
+  const nameOf = (payload: Uint8Array) =>
+    new TextDecoder().decode(wireFields(payload).find((f) => f.field === 1)?.payload ?? new Uint8Array());
+  const kept = wireFields(graphPayload).filter(
+    (f) => f.field !== 12 && !(f.field === 11 && nameOf(f.payload!) === rec.inputName),
+  );
   const graph = Buffer.concat([...preFields, ...kept, ...postFields].map((f) => f.bytes));
   const isGraftKey = (f: { payload?: Uint8Array }) => nameOf(f.payload!).startsWith('graft.');
   const model = Buffer.concat([

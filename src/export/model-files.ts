@@ -3,11 +3,11 @@
  * @tensorflow/tfjs `loadLayersModel`) and graft.json (labels, preprocessing, base, cut, metrics, versions).
  * A folder is written under a temporary name and renamed into place, so a crash never leaves half a model.
  */
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { io } from '@tensorflow/tfjs-core';
 import type { Preprocessing } from '../base/preprocessing.ts';
-import { tf, tfl } from '../engines/tf.ts';
+import { tf, type tfl } from '../engines/tf.ts';
 
 export const METADATA_FILE = 'graft.json';
 
@@ -35,7 +35,9 @@ export interface ModelMetadata {
 }
 
 /** Serialises a Layers model to { model.json text, weights bytes } without touching the file system. */
-export async function serialiseLayersModel(model: tfl.LayersModel): Promise<{ modelJson: object; weights: Uint8Array }> {
+export async function serialiseLayersModel(
+  model: tfl.LayersModel,
+): Promise<{ modelJson: object; weights: Uint8Array }> {
   let artifacts: io.ModelArtifacts | undefined;
   await model.save(
     tf.io.withSaveHandler(async (a) => {
@@ -45,7 +47,10 @@ export async function serialiseLayersModel(model: tfl.LayersModel): Promise<{ mo
   );
   if (!artifacts) throw new Error('model serialisation produced nothing');
   const data = artifacts.weightData;
-  const weights = data instanceof ArrayBuffer ? new Uint8Array(data) : Buffer.concat((data as ArrayBuffer[]).map((d) => new Uint8Array(d)));
+  const weights =
+    data instanceof ArrayBuffer
+      ? new Uint8Array(data)
+      : Buffer.concat((data as ArrayBuffer[]).map((d) => new Uint8Array(d)));
   const modelJson = {
     format: 'layers-model',
     generatedBy: artifacts.generatedBy,
@@ -82,7 +87,12 @@ export function writeModelFolder(out: string, files: Record<string, string | Uin
   }
 }
 
-export async function saveModel(out: string, model: tfl.LayersModel, metadata: ModelMetadata, extra: Record<string, string | Uint8Array> = {}): Promise<void> {
+export async function saveModel(
+  out: string,
+  model: tfl.LayersModel,
+  metadata: ModelMetadata,
+  extra: Record<string, string | Uint8Array> = {},
+): Promise<void> {
   const { modelJson, weights } = await serialiseLayersModel(model);
   writeModelFolder(out, {
     'model.json': JSON.stringify(modelJson),
@@ -117,7 +127,9 @@ export function readModelFolder(where: string): LoadedModelFiles {
   }
   if (metadata.format !== 'graft-model') throw new Error(`${metaFile}: not a graft model metadata file`);
   const specs = modelJson.weightsManifest.flatMap((g) => g.weights);
-  const bytes = Buffer.concat(modelJson.weightsManifest.flatMap((g) => g.paths.map((p) => readFileSync(path.join(dir, p)))));
+  const bytes = Buffer.concat(
+    modelJson.weightsManifest.flatMap((g) => g.paths.map((p) => readFileSync(path.join(dir, p)))),
+  );
   return {
     dir,
     metadata,

@@ -26,7 +26,10 @@ export async function exportOnnx(modelDir: string, out: string, o: { opset?: num
   const files = readModelFolder(modelDir);
   const m = files.metadata;
   if (m.foreign) return (await import('./foreign-model.ts')).exportForeignOnnx(files.dir, m, out);
-  if (m.headData) throw new Error(`${modelDir}: a ${m.head.kind} head is not expressible as an ONNX graph; retrain with --head softmax or mlp`);
+  if (m.headData)
+    throw new Error(
+      `${modelDir}: a ${m.head.kind} head is not expressible as an ONNX graph; retrain with --head softmax or mlp`,
+    );
   const model = await tfl.loadLayersModel(tf.io.fromMemory(files.artifacts));
   const opset = o.opset ?? DEFAULT_OPSET;
   try {
@@ -54,7 +57,15 @@ export async function exportOnnx(modelDir: string, out: string, o: { opset?: num
       rmSync(tmp, { force: true });
       throw e;
     }
-    return { out: target, bytes: bytes.length, opset, input: 'pixels', output: model.outputNames[0], size: m.preprocessing.size, labels: m.labels };
+    return {
+      out: target,
+      bytes: bytes.length,
+      opset,
+      input: 'pixels',
+      output: model.outputNames[0],
+      size: m.preprocessing.size,
+      labels: m.labels,
+    };
   } finally {
     model.dispose();
   }

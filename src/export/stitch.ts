@@ -6,8 +6,8 @@
 import type { SymbolicTensor } from '@tensorflow/tfjs-layers';
 import type { Base } from '../base/base.ts';
 import { layerIndex, poolIfSpatial, reapply } from '../base/graph.ts';
-import { pixelInput } from '../engines/trunk.ts';
 import { tfl } from '../engines/tf.ts';
+import { pixelInput } from '../engines/trunk.ts';
 
 export interface HeadLike {
   /** Appends the head's layers to the features tensor and returns class probabilities. */
@@ -15,7 +15,12 @@ export interface HeadLike {
 }
 
 /** pixels → base up to `top` → global average pooling (if spatial) → head. */
-export function stitchModel(base: Base, top: string, head: HeadLike | undefined, name = 'graft_model'): tfl.LayersModel {
+export function stitchModel(
+  base: Base,
+  top: string,
+  head: HeadLike | undefined,
+  name = 'graft_model',
+): tfl.LayersModel {
   const { input, scaled } = pixelInput(base);
   const features = poolIfSpatial(reapply(base.model, 0, layerIndex(base.model, top), scaled), 'graft_pool');
   const output = head ? head.apply(features, 'graft_head') : features;

@@ -3,17 +3,17 @@
  * (resized as the metadata says); the model itself applies scale and offset.
  */
 import { readFile } from 'node:fs/promises';
-import { type Skipped, listDataset } from '../dataset/dataset.ts';
-import { ImageDecodeError, decodeImage } from '../dataset/decode.ts';
-import { type ModelMetadata, readModelFolder } from '../export/model-files.ts';
+import { type ForeignFormat, layersOnlyGuard } from '../base/foreign.ts';
+import { listDataset, type Skipped } from '../dataset/dataset.ts';
+import { decodeImage, ImageDecodeError } from '../dataset/decode.ts';
 import { initTf, tf, tfl } from '../engines/tf.ts';
 import { type TrunkRunner, tfjsTrunkRunner } from '../engines/trunk.ts';
-import type { EngineChoice } from '../workflows/engine-choice.ts';
+import { type ModelMetadata, readModelFolder } from '../export/model-files.ts';
 import type { HeadJson, TrainedHead } from '../train/features.ts';
-import { accuracy, argmaxRows, confusionMatrix, perClassMetrics } from '../train/metrics.ts';
 import { headFromJSON } from '../train/heads.ts';
-import { type ForeignFormat, layersOnlyGuard } from '../base/foreign.ts';
-import { type ProgressCallback, checkAbort } from '../util/progress.ts';
+import { accuracy, argmaxRows, confusionMatrix, perClassMetrics } from '../train/metrics.ts';
+import { checkAbort, type ProgressCallback } from '../util/progress.ts';
+import type { EngineChoice } from '../workflows/engine-choice.ts';
 
 export interface Prediction {
   file: string;
@@ -43,7 +43,11 @@ export class Predictor {
       const { openForeignRunner } = await import('../export/foreign-model.ts');
       const runner = await openForeignRunner(files.dir, files.metadata, o.engine);
       const head = headFromJSON(files.metadata.headData as HeadJson);
-      const noModel = layersOnlyGuard<tfl.LayersModel>((files.metadata.foreign as { format: ForeignFormat }).format, dir, () => {});
+      const noModel = layersOnlyGuard<tfl.LayersModel>(
+        (files.metadata.foreign as { format: ForeignFormat }).format,
+        dir,
+        () => {},
+      );
       return new Predictor(files.metadata, noModel, runner, head);
     }
     const model = await tfl.loadLayersModel(tf.io.fromMemory(files.artifacts));
@@ -96,7 +100,11 @@ export class Predictor {
           batch.push(file);
         } catch (e) {
           const reason =
-            e instanceof ImageDecodeError ? e.reason : (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'file does not exist' : (e as Error).message;
+            e instanceof ImageDecodeError
+              ? e.reason
+              : (e as NodeJS.ErrnoException).code === 'ENOENT'
+                ? 'file does not exist'
+                : (e as Error).message;
           skipped.push({ file, reason });
         }
       }
@@ -155,7 +163,9 @@ export async function evaluateModel(
   const y = Int32Array.from(r.predictions.map((p) => labels.indexOf(labelOf.get(p.file)!)));
   const c = labels.length;
   const proba = new Float32Array(r.probabilities.length * c);
-  r.probabilities.forEach((row, i) => proba.set(row, i * c));
+  r.probabilities.forEach((row, i) => {
+    proba.set(row, i * c);
+  });
   const confusion = confusionMatrix(argmaxRows(proba, y.length, c), y, c);
   return {
     accuracy: accuracy(proba, y, c),

@@ -26,19 +26,25 @@ export function stratifiedFolds(y: Int32Array, k: number, seed: number): Int32Ar
 /** Rows of a row-major matrix selected by a mask. */
 export function selectRows(x: Float32Array, dim: number, rows: number[]): Float32Array {
   const out = new Float32Array(rows.length * dim);
-  rows.forEach((r, i) => out.set(x.subarray(r * dim, (r + 1) * dim), i * dim));
+  rows.forEach((r, i) => {
+    out.set(x.subarray(r * dim, (r + 1) * dim), i * dim);
+  });
   return out;
 }
 
 /** Stacks row sets of the same width, in order (original rows, then each augmentation view's). */
-export function concatRows<T extends { x: Float32Array; n: number; y: Int32Array }>(sets: T[], dim: number): { x: Float32Array; n: number; y: Int32Array } {
+export function concatRows<T extends { x: Float32Array; n: number; y: Int32Array }>(
+  sets: T[],
+  dim: number,
+): { x: Float32Array; n: number; y: Int32Array } {
   if (sets.length === 1) return sets[0];
   const n = sets.reduce((a, s) => a + s.n, 0);
   const x = new Float32Array(n * dim);
   const y = new Int32Array(n);
   let r = 0;
   for (const s of sets) {
-    if (s.x.length !== s.n * dim) throw new Error(`concatRows: a set of ${s.n} rows holds ${s.x.length} values, expected ${s.n * dim}`);
+    if (s.x.length !== s.n * dim)
+      throw new Error(`concatRows: a set of ${s.n} rows holds ${s.x.length} values, expected ${s.n * dim}`);
     x.set(s.x, r * dim);
     y.set(s.y, r);
     r += s.n;

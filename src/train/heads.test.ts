@@ -18,7 +18,8 @@ function clusters(n: number, dim: number, classes: number, seed: number, spread 
   const y = new Int32Array(n);
   for (let i = 0; i < n; i++) {
     y[i] = i % classes;
-    for (let d = 0; d < dim; d++) x[i * dim + d] = 3 + (d % 5) + (centres[y[i]][d] + gaussian(rng) * spread) * (1 + (d % 3));
+    for (let d = 0; d < dim; d++)
+      x[i * dim + d] = 3 + (d % 5) + (centres[y[i]][d] + gaussian(rng) * spread) * (1 + (d % 3));
   }
   return { x, y, n, dim };
 }
@@ -76,7 +77,10 @@ test('hand-written gradients match tf.variableGrads (softmax and mlp, both kerne
       }, vars);
       for (const [i, v] of vars.entries()) {
         const d = maxDiff(mine[i].dataSync() as Float32Array, ref.grads[v.name].dataSync() as Float32Array);
-        assert.ok(d < 1e-5, `${mlp ? 'mlp' : 'softmax'} (transposed: ${transposed}) param ${i}: gradient differs by ${d}`);
+        assert.ok(
+          d < 1e-5,
+          `${mlp ? 'mlp' : 'softmax'} (transposed: ${transposed}) param ${i}: gradient differs by ${d}`,
+        );
       }
     });
     tf.dispose(vars);

@@ -83,10 +83,18 @@ export interface DenseBatch {
  * path and tape bookkeeping, in a step that is otherwise a few dozen small ops. Checked against tf.variableGrads in
  * heads.test.ts.
  */
-export function denseGradients(params: tf.Tensor[], batch: DenseBatch, weightDecay: number, firstTransposed = false): tf.Tensor[] {
+export function denseGradients(
+  params: tf.Tensor[],
+  batch: DenseBatch,
+  weightDecay: number,
+  firstTransposed = false,
+): tf.Tensor[] {
   const mlp = params.length === 4;
   const [w1, b1] = params as [tf.Tensor2D, tf.Tensor1D];
-  const z1 = tf.add(firstTransposed ? tf.transpose(tf.matMul(w1, batch.xT)) : tf.matMul(batch.x, w1), b1) as tf.Tensor2D;
+  const z1 = tf.add(
+    firstTransposed ? tf.transpose(tf.matMul(w1, batch.xT)) : tf.matMul(batch.x, w1),
+    b1,
+  ) as tf.Tensor2D;
   let h: tf.Tensor2D | undefined;
   let logits = z1;
   if (mlp) {
@@ -253,7 +261,11 @@ export class DenseHead extends BaseHead implements TrainedHead {
     const layers = [];
     for (let l = 0; l < this.params.length / 2; l++) {
       const bias = this.params[2 * l + 1].dataSync() as Float32Array;
-      layers.push({ units: bias.length, kernel: toBase64(this.params[2 * l].dataSync() as Float32Array), bias: toBase64(bias) });
+      layers.push({
+        units: bias.length,
+        kernel: toBase64(this.params[2 * l].dataSync() as Float32Array),
+        bias: toBase64(bias),
+      });
     }
     return {
       kind: this.kind,
@@ -411,7 +423,15 @@ export function headFromJSON(json: HeadJson): TrainedHead {
     if (!Array.isArray(labels)) throw new Error('head JSON: labels is missing');
     const y = Int32Array.from(labels as number[]);
     const k = typeof json.k === 'number' ? json.k : 5;
-    return new KnnHead(numClasses, dim, fromBase64(json.features, y.length * dim, 'features'), y, k, history, bestEpoch);
+    return new KnnHead(
+      numClasses,
+      dim,
+      fromBase64(json.features, y.length * dim, 'features'),
+      y,
+      k,
+      history,
+      bestEpoch,
+    );
   }
   if (kind !== 'softmax' && kind !== 'mlp') throw new Error(`head JSON: unknown kind '${String(kind)}'`);
   const layers = json.layers as { units: number; kernel: string; bias: string }[] | undefined;
@@ -435,4 +455,3 @@ export function headFromJSON(json: HeadJson): TrainedHead {
   const params = arrays.flatMap((a) => [tf.tensor2d(a.kernel, [a.inDim, a.units]), tf.tensor1d(a.bias)]);
   return new DenseHead(kind, numClasses, dim, std, params, history, bestEpoch);
 }
-

@@ -3,7 +3,16 @@ import { before, test } from 'node:test';
 import { layerIndex, runSegment } from '../base/graph.ts';
 import { initTf, tf, tfl } from '../engines/tf.ts';
 import { mulberry32 } from './random.ts';
-import { type JointHead, type Tail, type TailData, capInvStd, disposeJointHead, reinitialiseLayers, tailPredict, trainTail } from './tail-trainer.ts';
+import {
+  capInvStd,
+  disposeJointHead,
+  type JointHead,
+  reinitialiseLayers,
+  type Tail,
+  type TailData,
+  tailPredict,
+  trainTail,
+} from './tail-trainer.ts';
 
 before(async () => {
   await initTf('wasm');
@@ -16,12 +25,18 @@ before(async () => {
 function network(bare = false): tfl.LayersModel {
   const init = (s: number) => tfl.initializers.glorotUniform({ seed: s });
   const input = tfl.input({ shape: [8, 8, 3], name: 'in' });
-  let x = tfl.layers.conv2d({ filters: 6, kernelSize: 3, padding: 'same', name: 'conv_a', kernelInitializer: init(1) }).apply(input);
+  let x = tfl.layers
+    .conv2d({ filters: 6, kernelSize: 3, padding: 'same', name: 'conv_a', kernelInitializer: init(1) })
+    .apply(input);
   x = tfl.layers.batchNormalization({ name: 'bn_a', momentum: 0.5 }).apply(x);
   x = tfl.layers.reLU({ name: 'relu_a' }).apply(x);
-  x = tfl.layers.depthwiseConv2d({ kernelSize: 3, padding: 'same', name: 'dw_b', depthwiseInitializer: init(2) }).apply(x);
+  x = tfl.layers
+    .depthwiseConv2d({ kernelSize: 3, padding: 'same', name: 'dw_b', depthwiseInitializer: init(2) })
+    .apply(x);
   x = tfl.layers.conv2d({ filters: 8, kernelSize: 1, name: 'conv_b', kernelInitializer: init(3) }).apply(x);
-  x = tfl.layers.batchNormalization({ name: 'bn_b', momentum: 0.5, ...(bare ? { scale: false, center: false } : {}) }).apply(x);
+  x = tfl.layers
+    .batchNormalization({ name: 'bn_b', momentum: 0.5, ...(bare ? { scale: false, center: false } : {}) })
+    .apply(x);
   x = tfl.layers.reLU({ name: 'relu_b' }).apply(x);
   return tfl.model({ inputs: input, outputs: x as tfl.SymbolicTensor });
 }
@@ -33,7 +48,12 @@ function tailOf(model: tfl.LayersModel, trainBn: boolean): Tail {
     layers: model.layers.slice(from + 1, to + 1),
     inputShape: [8, 8, 6],
     forward: (x, training) =>
-      tf.mean(runSegment(model, from, to, x, (l) => (l.getClassName() === 'BatchNormalization' ? training && trainBn : training)), [1, 2]) as tf.Tensor2D,
+      tf.mean(
+        runSegment(model, from, to, x, (l) =>
+          l.getClassName() === 'BatchNormalization' ? training && trainBn : training,
+        ),
+        [1, 2],
+      ) as tf.Tensor2D,
   };
 }
 
@@ -61,7 +81,9 @@ function zeroHead(dim: number, C: number): JointHead {
 }
 
 const weightsOf = (model: tfl.LayersModel, name: string) =>
-  Object.fromEntries(model.getLayer(name).weights.map((w) => [w.originalName.split('/').pop()!, Array.from(w.read().dataSync())]));
+  Object.fromEntries(
+    model.getLayer(name).weights.map((w) => [w.originalName.split('/').pop()!, Array.from(w.read().dataSync())]),
+  );
 
 async function run(trainBn: boolean, bare = false) {
   const model = network(bare);
@@ -70,7 +92,13 @@ async function run(trainBn: boolean, bare = false) {
   const before = Object.fromEntries(names.map((n) => [n, weightsOf(model, n)]));
   const head = zeroHead(8, 2);
   const tensors = tf.memory().numTensors;
-  const r = await trainTail(tail, head, dataset(24, 1), dataset(12, 2), { lr: 0.01, epochs: 4, patience: 4, batchSize: 8, seed: 3 });
+  const r = await trainTail(tail, head, dataset(24, 1), dataset(12, 2), {
+    lr: 0.01,
+    epochs: 4,
+    patience: 4,
+    batchSize: 8,
+    seed: 3,
+  });
   assert.equal(tf.memory().numTensors, tensors, 'trainTail leaks tensors');
   const after = Object.fromEntries(names.map((n) => [n, weightsOf(model, n)]));
   return { model, tail, head, before, after, r };
@@ -109,7 +137,10 @@ test('BatchNorm without gamma and beta: runSegment matches the layer in inferenc
   const mm = Float32Array.from({ length: 8 }, () => rng() - 0.5);
   const mv = Float32Array.from({ length: 8 }, () => 0.2 + rng());
   bn.setWeights([tf.tensor1d(mm), tf.tensor1d(mv)]);
-  const x = tf.tensor4d(Float32Array.from({ length: 3 * 8 * 8 * 6 }, () => rng() * 2 - 1), [3, 8, 8, 6]);
+  const x = tf.tensor4d(
+    Float32Array.from({ length: 3 * 8 * 8 * 6 }, () => rng() * 2 - 1),
+    [3, 8, 8, 6],
+  );
   const from = layerIndex(model, 'relu_a');
   const to = layerIndex(model, 'relu_b');
   const pre = tf.tidy(() => model.getLayer('conv_b').apply(model.getLayer('dw_b').apply(x)) as tf.Tensor);
@@ -172,7 +203,13 @@ test('the starting weights compete as epoch 0: training that only makes things w
   const head = zeroHead(8, 2);
   const before = weightsOf(model, 'conv_b');
   // A learning rate this large throws every weight far off: no epoch beats the start on validation loss.
-  const r = await trainTail(tail, head, dataset(24, 1), dataset(12, 2), { lr: 1000, epochs: 3, patience: 2, batchSize: 8, seed: 3 });
+  const r = await trainTail(tail, head, dataset(24, 1), dataset(12, 2), {
+    lr: 1000,
+    epochs: 3,
+    patience: 2,
+    batchSize: 8,
+    seed: 3,
+  });
   assert.equal(r.bestEpoch, 0);
   assert.ok(r.start && Math.abs(r.start.valLoss - Math.log(2)) < 1e-6, 'a zero head scores log 2 at the start');
   assert.deepEqual(weightsOf(model, 'conv_b'), before);

@@ -10,7 +10,7 @@ import { tf, type tfl } from '../engines/tf.ts';
 import { checkAbort } from '../util/progress.ts';
 import type { EpochLog, TrainedHead } from './features.ts';
 import { DenseHead } from './heads.ts';
-import { type Rng, mulberry32, shuffleInPlace } from './random.ts';
+import { mulberry32, type Rng, shuffleInPlace } from './random.ts';
 import { balancedClassWeights } from './trainer.ts';
 
 type Layer = tfl.layers.Layer;
@@ -76,7 +76,9 @@ function b64(s: unknown, n: number): Float32Array {
 
 /** invStd with every entry capped at `cap` times the median of the non-zero entries. */
 export function capInvStd(invStd: Float32Array, cap: number = TAIL_DEFAULTS.maxGainOverMedian): Float32Array {
-  const nonZero = Array.from(invStd).filter((v) => v > 0).sort((a, b) => a - b);
+  const nonZero = Array.from(invStd)
+    .filter((v) => v > 0)
+    .sort((a, b) => a - b);
   if (nonZero.length === 0) return invStd;
   const limit = cap * nonZero[nonZero.length >> 1];
   return invStd.map((v) => Math.min(v, limit));
@@ -153,13 +155,23 @@ function mapRows(tail: Tail, d: TailData, width: number, fn: (x: tf.Tensor) => t
 }
 
 /** The tail's pooled output features for every row (inference mode): what a head reads. */
-export function tailFeatures(tail: Tail, d: TailData, dim: number, batch: number = TAIL_DEFAULTS.evalBatchSize): Float32Array {
+export function tailFeatures(
+  tail: Tail,
+  d: TailData,
+  dim: number,
+  batch: number = TAIL_DEFAULTS.evalBatchSize,
+): Float32Array {
   checkData(tail, d, 'tailFeatures');
   return mapRows(tail, d, dim, (x) => tail.forward(x, false), batch);
 }
 
 /** Class probabilities of tail + head for every row (inference mode). */
-export function tailPredict(tail: Tail, head: JointHead, d: TailData, batch: number = TAIL_DEFAULTS.evalBatchSize): Float32Array {
+export function tailPredict(
+  tail: Tail,
+  head: JointHead,
+  d: TailData,
+  batch: number = TAIL_DEFAULTS.evalBatchSize,
+): Float32Array {
   checkData(tail, d, 'tailPredict');
   return mapRows(tail, d, head.numClasses, (x) => tf.softmax(headLogits(head, tail.forward(x, false))), batch);
 }
@@ -186,7 +198,9 @@ function snapshot(vars: LayerVariable[], head: JointHead): tf.Tensor[] {
 }
 
 function restore(vars: LayerVariable[], head: JointHead, saved: tf.Tensor[]): void {
-  vars.forEach((v, i) => v.write(saved[i]));
+  vars.forEach((v, i) => {
+    v.write(saved[i]);
+  });
   head.kernel.assign(saved[vars.length]);
   head.bias.assign(saved[vars.length + 1]);
 }
@@ -198,7 +212,11 @@ export function saveLayerWeights(layers: Layer[]): tf.Tensor[][] {
 
 /** Puts saved weights back and disposes the copies. */
 export function restoreLayerWeights(layers: Layer[], saved: tf.Tensor[][]): void {
-  layers.forEach((l, i) => l.weights.forEach((w, k) => w.write(saved[i][k])));
+  layers.forEach((l, i) => {
+    l.weights.forEach((w, k) => {
+      w.write(saved[i][k]);
+    });
+  });
   tf.dispose(saved.flat());
 }
 
@@ -276,15 +294,21 @@ export async function trainTail(
   const { epochs, patience, lr } = opts;
   if (!(lr > 0)) throw new Error(`learning rate must be positive, got ${lr}`);
   if (!(Number.isInteger(epochs) && epochs > 0)) throw new Error(`epochs must be a positive integer, got ${epochs}`);
-  if (!(Number.isInteger(patience) && patience > 0)) throw new Error(`patience must be a positive integer, got ${patience}`);
+  if (!(Number.isInteger(patience) && patience > 0))
+    throw new Error(`patience must be a positive integer, got ${patience}`);
   const batchSize = opts.batchSize ?? TAIL_DEFAULTS.batchSize;
   const rng = mulberry32(opts.seed ?? TAIL_DEFAULTS.seed);
   const dropoutRate = opts.dropout ?? TAIL_DEFAULTS.dropout;
   if (!(dropoutRate >= 0 && dropoutRate < 1)) throw new Error(`dropout must be in [0, 1), got ${dropoutRate}`);
-  const classW = (opts.classWeights ?? 'balanced') === 'balanced' ? balancedClassWeights(train.y, C) : new Float32Array(C).fill(1);
+  const classW =
+    (opts.classWeights ?? 'balanced') === 'balanced' ? balancedClassWeights(train.y, C) : new Float32Array(C).fill(1);
 
   const allWeights = tail.layers.flatMap((l) => l.weights);
-  const varList = [...tail.layers.flatMap((l) => l.trainableWeights.map((w) => w.read() as tf.Variable)), head.kernel, head.bias];
+  const varList = [
+    ...tail.layers.flatMap((l) => l.trainableWeights.map((w) => w.read() as tf.Variable)),
+    head.kernel,
+    head.bias,
+  ];
   const optimizer = tf.train.adam(lr);
   const history: EpochLog[] = [];
   let best: tf.Tensor[] | undefined;
@@ -346,7 +370,12 @@ export async function trainTail(
       }
       // Training numbers are the running ones of the epoch (a second pass over the training set would cost as much
       // as a third of the epoch); validation is scored on the whole set in inference mode.
-      const log: EpochLog = { epoch, loss: lossSum / Math.max(weightSum, 1e-12), accuracy: right / train.n, seconds: 0 };
+      const log: EpochLog = {
+        epoch,
+        loss: lossSum / Math.max(weightSum, 1e-12),
+        accuracy: right / train.n,
+        seconds: 0,
+      };
       if (useVal) {
         const v = score(tailPredict(tail, head, useVal), useVal.y, C, classW);
         log.valLoss = v.loss;
@@ -362,7 +391,8 @@ export async function trainTail(
       log.seconds = (performance.now() - t0) / 1000;
       history.push(log);
       opts.onEpoch?.(log, epochs);
-      if (!Number.isFinite(watched) && !best) throw new Error(`training diverged at epoch ${epoch} (loss ${watched}); lower the learning rate`);
+      if (!Number.isFinite(watched) && !best)
+        throw new Error(`training diverged at epoch ${epoch} (loss ${watched}); lower the learning rate`);
       if (epoch - bestEpoch >= patience) break;
     }
     checkAbort(opts.signal);

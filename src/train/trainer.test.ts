@@ -25,7 +25,12 @@ function separable(n: number, dim: number, classes: number, seed: number): Featu
 
 function split(fs: FeatureSet, first: number): [FeatureSet, FeatureSet] {
   const { dim } = fs;
-  const part = (a: number, b: number): FeatureSet => ({ x: fs.x.slice(a * dim, b * dim), y: fs.y.slice(a, b), n: b - a, dim });
+  const part = (a: number, b: number): FeatureSet => ({
+    x: fs.x.slice(a * dim, b * dim),
+    y: fs.y.slice(a, b),
+    n: b - a,
+    dim,
+  });
   return [part(0, first), part(first, fs.n)];
 }
 
@@ -187,4 +192,3 @@ test('rejects malformed input', async () => {
   await assert.rejects(trainHead({ ...train, n: 11 }, undefined, 2), /expected/);
   await assert.rejects(trainHead(train, separable(5, 3, 2, 9), 2), /dim/);
 });
-

@@ -11,8 +11,8 @@ import { computeStandardisation, DenseHead, denseEvaluate, denseGradients, KnnHe
 import { accuracy, logLoss } from './metrics.ts';
 import { glorotUniform, mulberry32, shuffleInPlace } from './random.ts';
 
-export { headFromJSON } from './heads.ts';
 export type { EpochLog, FeatureSet, HeadJson, HeadKind, TrainedHead, TrainHeadOptions } from './features.ts';
+export { headFromJSON } from './heads.ts';
 
 /** Defaults, exported so the CLI and docs can show them. */
 export const HEAD_DEFAULTS = {
@@ -49,7 +49,8 @@ function checkSet(fs: FeatureSet, numClasses: number, what: string, dim?: number
     throw new Error(`${what}: n and dim must be integers (n=${fs.n}, dim=${fs.dim})`);
   }
   if (dim !== undefined && fs.dim !== dim) throw new Error(`${what}: dim ${fs.dim} differs from training dim ${dim}`);
-  if (fs.x.length !== fs.n * fs.dim) throw new Error(`${what}: x holds ${fs.x.length} values, expected n*dim = ${fs.n * fs.dim}`);
+  if (fs.x.length !== fs.n * fs.dim)
+    throw new Error(`${what}: x holds ${fs.x.length} values, expected n*dim = ${fs.n * fs.dim}`);
   if (fs.y.length !== fs.n) throw new Error(`${what}: y holds ${fs.y.length} labels for ${fs.n} rows`);
   for (const c of fs.y) {
     if (!(c >= 0 && c < numClasses)) throw new Error(`${what}: label ${c} outside 0..${numClasses - 1}`);
@@ -68,7 +69,8 @@ export async function trainHead(
   numClasses: number,
   opts: TrainHeadOptions = {},
 ): Promise<TrainedHead> {
-  if (!Number.isInteger(numClasses) || numClasses < 1) throw new Error(`numClasses must be a positive integer, got ${numClasses}`);
+  if (!Number.isInteger(numClasses) || numClasses < 1)
+    throw new Error(`numClasses must be a positive integer, got ${numClasses}`);
   checkSet(train, numClasses, 'train');
   if (train.n === 0) throw new Error('train: no examples');
   if (val) checkSet(val, numClasses, 'val', train.dim);
@@ -81,7 +83,12 @@ export async function trainHead(
   return trainDense(kind, train, useVal, numClasses, opts);
 }
 
-function trainKnn(train: FeatureSet, val: FeatureSet | undefined, numClasses: number, opts: TrainHeadOptions): TrainedHead {
+function trainKnn(
+  train: FeatureSet,
+  val: FeatureSet | undefined,
+  numClasses: number,
+  opts: TrainHeadOptions,
+): TrainedHead {
   const k = opts.k ?? HEAD_DEFAULTS.k;
   if (!Number.isInteger(k) || k < 1) throw new Error(`k must be a positive integer, got ${k}`);
   const t0 = performance.now();
@@ -89,7 +96,12 @@ function trainKnn(train: FeatureSet, val: FeatureSet | undefined, numClasses: nu
   try {
     // Scored leave-one-out: on its own stored rows a knn head would otherwise be right by construction.
     const loo = head.leaveOneOutProba();
-    const log: EpochLog = { epoch: 1, loss: logLoss(loo, train.y, numClasses), accuracy: accuracy(loo, train.y, numClasses), seconds: 0 };
+    const log: EpochLog = {
+      epoch: 1,
+      loss: logLoss(loo, train.y, numClasses),
+      accuracy: accuracy(loo, train.y, numClasses),
+      seconds: 0,
+    };
     if (val) {
       const p = head.predictProba(val.x, val.n);
       log.valLoss = logLoss(p, val.y, numClasses);
@@ -164,7 +176,8 @@ function oneHot(y: Int32Array, numClasses: number): Float32Array {
 }
 
 function positive(name: string, v: number, integer: boolean): number {
-  if (!(v > 0) || (integer && !Number.isInteger(v))) throw new Error(`${name} must be a positive ${integer ? 'integer' : 'number'}, got ${v}`);
+  if (!(v > 0) || (integer && !Number.isInteger(v)))
+    throw new Error(`${name} must be a positive ${integer ? 'integer' : 'number'}, got ${v}`);
   return v;
 }
 
@@ -191,7 +204,9 @@ async function trainDense(
 
   const std = computeStandardisation(train.x, n, dim);
   const classW =
-    (opts.classWeights ?? HEAD_DEFAULTS.classWeights) === 'balanced' ? balancedClassWeights(train.y, C) : new Float32Array(C).fill(1);
+    (opts.classWeights ?? HEAD_DEFAULTS.classWeights) === 'balanced'
+      ? balancedClassWeights(train.y, C)
+      : new Float32Array(C).fill(1);
   const sampleW = (y: Int32Array) => Float32Array.from(y, (c) => classW[c]);
 
   // Softmax regression is convex, so it starts from zero; the mlp needs asymmetric weights to break symmetry.
@@ -315,7 +330,8 @@ async function trainDense(
       log.seconds = (performance.now() - t0) / 1000;
       history.push(log);
       onEpoch?.(log, epochs);
-      if (!Number.isFinite(watched) && bestEpoch === 0) throw new Error(`training diverged at epoch ${epoch} (loss ${watched}); lower lr`);
+      if (!Number.isFinite(watched) && bestEpoch === 0)
+        throw new Error(`training diverged at epoch ${epoch} (loss ${watched}); lower lr`);
       if (epoch - bestEpoch >= patience) break;
       await tick();
       lastYield = performance.now();

@@ -5,8 +5,8 @@
  */
 import type { Base } from '../base/base.ts';
 import { candidateCuts } from '../base/graph.ts';
-import { concatRows, selectRows, stratifiedFolds } from '../train/folds.ts';
 import type { FeatureSet, TrainHeadOptions } from '../train/features.ts';
+import { concatRows, selectRows, stratifiedFolds } from '../train/folds.ts';
 import { accuracy } from '../train/metrics.ts';
 import { trainHead } from '../train/trainer.ts';
 import { checkAbort } from '../util/progress.ts';
@@ -45,7 +45,8 @@ export function sweepCandidates(base: Base): { cut: string; depth: number }[] {
   const pool = upper.length >= 2 ? upper : all;
   if (pool.length <= MAX_SWEEP_CUTS) return pool.map(({ name, depth }) => ({ cut: name, depth }));
   const picked = new Set<number>();
-  for (let k = 0; k < MAX_SWEEP_CUTS; k++) picked.add(pool.length - 1 - Math.round((k * (pool.length - 1)) / (MAX_SWEEP_CUTS - 1)));
+  for (let k = 0; k < MAX_SWEEP_CUTS; k++)
+    picked.add(pool.length - 1 - Math.round((k * (pool.length - 1)) / (MAX_SWEEP_CUTS - 1)));
   return [...picked].sort((a, b) => a - b).map((i) => ({ cut: pool[i].name, depth: pool[i].depth }));
 }
 
@@ -89,9 +90,19 @@ export async function sweep(o: SweepInput): Promise<{ rows: SweepRow[]; chosen: 
         const inFold = [...folds!.keys()].filter((i) => folds![i] === f);
         const outFold = [...folds!.keys()].filter((i) => folds![i] !== f);
         if (inFold.length === 0) continue;
-        const rows = (s: FeatureSet): FeatureSet => ({ x: selectRows(s.x, s.dim, outFold), n: outFold.length, dim: s.dim, y: Int32Array.from(outFold, (i) => s.y[i]) });
+        const rows = (s: FeatureSet): FeatureSet => ({
+          x: selectRows(s.x, s.dim, outFold),
+          n: outFold.length,
+          dim: s.dim,
+          y: Int32Array.from(outFold, (i) => s.y[i]),
+        });
         const fit = fitRows([tr, ...views].map(rows));
-        const held: FeatureSet = { x: selectRows(tr.x, tr.dim, inFold), n: inFold.length, dim: tr.dim, y: Int32Array.from(inFold, (i) => tr.y[i]) };
+        const held: FeatureSet = {
+          x: selectRows(tr.x, tr.dim, inFold),
+          n: inFold.length,
+          dim: tr.dim,
+          y: Int32Array.from(inFold, (i) => tr.y[i]),
+        };
         const head = await trainHead(fit, held, o.numClasses, headOpts);
         scores.push(accuracy(head.predictProba(held.x, held.n), held.y, o.numClasses));
         head.dispose();

@@ -27,7 +27,9 @@ export async function writeDemoDataset(dir: string, o: DemoDatasetOptions = {}):
     for (let i = 0; i < perClass; i++) {
       // mnist stores 28x28 intensities in [0,1], ink = 1: render dark ink on white paper, like a photographed digit.
       const pixels = Uint8Array.from(mnist[d].get(i), (v) => Math.round(255 * (1 - v)));
-      await sharp(pixels, { raw: { width: 28, height: 28, channels: 1 } }).png().toFile(path.join(classDir, `${i}.png`));
+      await sharp(pixels, { raw: { width: 28, height: 28, channels: 1 } })
+        .png()
+        .toFile(path.join(classDir, `${i}.png`));
     }
   }
   return dir;

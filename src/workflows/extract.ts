@@ -8,12 +8,12 @@ import type { Base } from '../base/base.ts';
 import { preprocessingKey } from '../base/preprocessing.ts';
 import { ActivationCache, activationKey, hashBytes } from '../cache/activation-cache.ts';
 import type { Sample, Skipped } from '../dataset/dataset.ts';
-import { ImageDecodeError, decodeImage } from '../dataset/decode.ts';
-import { type View, applyView } from '../dataset/views.ts';
-import { type TrunkRunner, buildTrunkModel, tfjsTrunkRunner } from '../engines/trunk.ts';
+import { decodeImage, ImageDecodeError } from '../dataset/decode.ts';
+import { applyView, type View } from '../dataset/views.ts';
+import { buildTrunkModel, type TrunkRunner, tfjsTrunkRunner } from '../engines/trunk.ts';
 import type { FeatureSet } from '../train/features.ts';
 import { concatRows } from '../train/folds.ts';
-import { type ProgressCallback, checkAbort } from '../util/progress.ts';
+import { checkAbort, type ProgressCallback } from '../util/progress.ts';
 
 const DECODE_CONCURRENCY = 4;
 
@@ -80,7 +80,8 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
   const rows: (Float32Array[] | undefined)[] = new Array(samples.length);
   const skipped: Skipped[] = [];
   const views = o.views ?? samples.map((): View => 'orig');
-  if (views.length !== samples.length) throw new Error(`extractFeatures: ${views.length} views for ${samples.length} samples`);
+  if (views.length !== samples.length)
+    throw new Error(`extractFeatures: ${views.length} views for ${samples.length} samples`);
   const pending: { i: number; bytes: Uint8Array; keys: string[] }[] = [];
   // A file listed under several views is reported once when it cannot be read or decoded.
   const skippedFiles = new Set<string>();
@@ -196,13 +197,27 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
   }
 
   const kept: number[] = [];
-  rows.forEach((r, i) => r && kept.push(i));
+  rows.forEach((r, i) => {
+    r && kept.push(i);
+  });
   const features = sizes.map((size, c) => {
     const m = new Float32Array(kept.length * size);
-    kept.forEach((i, r) => m.set(rows[i]![c], r * size));
+    kept.forEach((i, r) => {
+      m.set(rows[i]![c], r * size);
+    });
     return m;
   });
-  return { samples: kept.map((i) => samples[i]), views: kept.map((i) => views[i]), features, featureSizes: sizes, skipped, hits, misses, trunkCalls, engine };
+  return {
+    samples: kept.map((i) => samples[i]),
+    views: kept.map((i) => views[i]),
+    features,
+    featureSizes: sizes,
+    skipped,
+    hits,
+    misses,
+    trunkCalls,
+    engine,
+  };
 }
 
 /** The rows of one cut as a labelled set (class index = position of the label in `classes`). */
@@ -212,9 +227,18 @@ export function featureSet(e: Extracted, cutIndex: number, classes: string[]): F
 }
 
 /** The rows a head or tail trains on at one cut: every training image, then each of its augmentation views. */
-export function trainingSet(data: { classes: string[]; train: Extracted; augmented?: Extracted[] }, cutIndex: number): FeatureSet {
+export function trainingSet(
+  data: { classes: string[]; train: Extracted; augmented?: Extracted[] },
+  cutIndex: number,
+): FeatureSet {
   const dim = data.train.featureSizes[cutIndex];
-  return { ...concatRows([data.train, ...(data.augmented ?? [])].map((e) => featureSet(e, cutIndex, data.classes)), dim), dim };
+  return {
+    ...concatRows(
+      [data.train, ...(data.augmented ?? [])].map((e) => featureSet(e, cutIndex, data.classes)),
+      dim,
+    ),
+    dim,
+  };
 }
 
 /** Feature size at each cut, read from the graph (pooled channels for spatial outputs unless `pool` is false). */

@@ -22,14 +22,14 @@ import type { EpochLog, FeatureSet, TrainHeadOptions } from '../train/features.t
 import type { DenseHead } from '../train/heads.ts';
 import { accuracy, argmaxRows, confusionMatrix } from '../train/metrics.ts';
 import {
-  type JointHead,
-  type Tail,
-  type TailData,
   disposeJointHead,
+  type JointHead,
   jointHeadFrom,
   reinitialiseLayers,
   restoreLayerWeights,
   saveLayerWeights,
+  type Tail,
+  type TailData,
   tailFeatures,
   tailPredict,
   toDenseHead,
@@ -120,7 +120,10 @@ export function defaultUnfreezeFrom(base: Base, top: string, cutIndex: number): 
   return pick.index < cutIndex ? pick.name : below[below.length - 1].name;
 }
 
-export function planParameter(base: Base, o: Pick<ParameterOptions, 'mode' | 'cut' | 'retrainLayers' | 'fineTune' | 'unfreezeFrom'>): ParameterPlan {
+export function planParameter(
+  base: Base,
+  o: Pick<ParameterOptions, 'mode' | 'cut' | 'retrainLayers' | 'fineTune' | 'unfreezeFrom'>,
+): ParameterPlan {
   const model = base.model;
   let top: string;
   let cut: string;
@@ -129,7 +132,9 @@ export function planParameter(base: Base, o: Pick<ParameterOptions, 'mode' | 'cu
     cut = o.cut ?? cutForRetrainLayers(base, o.retrainLayers ?? PARAMETER_DEFAULTS.retrainLayers);
     requireCutPoint(model, cut);
     if (layerIndex(model, cut) > layerIndex(model, top)) {
-      throw new Error(`--cut ${cut} lies above the head input ${top}: parameter transfer retrains the layers between them`);
+      throw new Error(
+        `--cut ${cut} lies above the head input ${top}: parameter transfer retrains the layers between them`,
+      );
     }
   } else {
     top = cut = o.cut ?? base.defaultCut;
@@ -144,7 +149,9 @@ export function planParameter(base: Base, o: Pick<ParameterOptions, 'mode' | 'cu
   if (from === 'all') from = model.layers[0].name;
   const fromIdx = splitIndex(base, from);
   if (fromIdx >= cutIdx) {
-    throw new Error(`--unfreeze-from ${from} must lie below the ${o.mode === 'parameter' ? 'retrained layers' : 'cut'} (${cut})`);
+    throw new Error(
+      `--unfreeze-from ${from} must lie below the ${o.mode === 'parameter' ? 'retrained layers' : 'cut'} (${cut})`,
+    );
   }
   return { top, cut, unfreezeFrom: from, cuts: [cut, from] };
 }
@@ -176,7 +183,15 @@ export interface ParameterOutcome {
   head: DenseHead;
   /** Every epoch of every stage, in order; `epoch` restarts at 1 for each stage. */
   history: StageLog[];
-  stages: { stage: StageName; epochs: number; bestEpoch: number; lr: number; valAccuracy?: number; valLoss?: number; seconds: number }[];
+  stages: {
+    stage: StageName;
+    epochs: number;
+    bestEpoch: number;
+    lr: number;
+    valAccuracy?: number;
+    valLoss?: number;
+    seconds: number;
+  }[];
   bestEpoch: number;
   trainAccuracy: number;
   valAccuracy: number | null;
@@ -221,11 +236,26 @@ export async function trainParameter(
   try {
     const history: StageLog[] = [];
     const stages: ParameterOutcome['stages'] = [];
-    const record = (stage: StageName, lr: number, logs: EpochLog[], bestEpoch: number, seconds: number, start?: { valLoss: number; valAccuracy: number }) => {
+    const record = (
+      stage: StageName,
+      lr: number,
+      logs: EpochLog[],
+      bestEpoch: number,
+      seconds: number,
+      start?: { valLoss: number; valAccuracy: number },
+    ) => {
       history.push(...logs.map((l) => ({ ...l, stage })));
       // Best epoch 0: the stage kept the weights it started from.
       const b = bestEpoch === 0 ? start : logs[bestEpoch - 1];
-      stages.push({ stage, epochs: logs.length, bestEpoch, lr, valAccuracy: b?.valAccuracy, valLoss: b?.valLoss, seconds });
+      stages.push({
+        stage,
+        epochs: logs.length,
+        bestEpoch,
+        lr,
+        valAccuracy: b?.valAccuracy,
+        valLoss: b?.valLoss,
+        seconds,
+      });
     };
     const progress = (phase: string) => (log: EpochLog, total: number) =>
       o.onProgress?.({
@@ -250,7 +280,12 @@ export async function trainParameter(
     const pooled = (d: TailData): FeatureSet => ({ x: tailFeatures(tail, d, dim), n: d.n, dim, y: d.y });
     const headSet = pooled(train1);
     const headVal = val1 ? pooled(val1) : undefined;
-    const fitted = await trainHead(headSet, headVal, C, { ...o.head, head: 'softmax', signal: o.signal, onEpoch: progress('train') });
+    const fitted = await trainHead(headSet, headVal, C, {
+      ...o.head,
+      head: 'softmax',
+      signal: o.signal,
+      onEpoch: progress('train'),
+    });
     record('head', o.head.lr ?? 1e-3, fitted.history, fitted.bestEpoch, (performance.now() - t) / 1000);
     joint = jointHeadFrom(fitted);
     fitted.dispose();
@@ -306,11 +341,21 @@ export async function trainParameter(
     const lastStage = stages[stages.length - 1];
     const head = toDenseHead(joint, history, lastStage.bestEpoch);
     joint = undefined;
-    return { plan, head, history, stages, bestEpoch: lastStage.bestEpoch, trainAccuracy, valAccuracy, confusion, valProbabilities, restore };
+    return {
+      plan,
+      head,
+      history,
+      stages,
+      bestEpoch: lastStage.bestEpoch,
+      trainAccuracy,
+      valAccuracy,
+      confusion,
+      valProbabilities,
+      restore,
+    };
   } catch (e) {
     if (joint) disposeJointHead(joint);
     restore();
     throw e;
   }
 }
-

@@ -3,23 +3,30 @@
  */
 import path from 'node:path';
 import { type Base, type BaseOptions, disposeBase, loadBase } from '../base/base.ts';
+import { formatWords } from '../base/foreign.ts';
 import { requireCutPoint } from '../base/graph.ts';
 import { ActivationCache } from '../cache/activation-cache.ts';
-import { type DatasetListing, type Sample, type Skipped, checkClasses, listDataset, splitByHash } from '../dataset/dataset.ts';
-import { type Augment, DEFAULT_AUGMENT, type View, augmentViews } from '../dataset/views.ts';
+import {
+  checkClasses,
+  type DatasetListing,
+  listDataset,
+  type Sample,
+  type Skipped,
+  splitByHash,
+} from '../dataset/dataset.ts';
+import { type Augment, augmentViews, DEFAULT_AUGMENT, type View } from '../dataset/views.ts';
+import { saveForeignModel } from '../export/foreign-model.ts';
 import { type ModelMetadata, saveModel } from '../export/model-files.ts';
 import { stitchModel } from '../export/stitch.ts';
-import { saveForeignModel } from '../export/foreign-model.ts';
-import { formatWords } from '../base/foreign.ts';
-import type { FeatureSet, HeadKind, TrainHeadOptions, TrainedHead } from '../train/features.ts';
+import type { HeadKind, TrainedHead, TrainHeadOptions } from '../train/features.ts';
 import { accuracy, argmaxRows, confusionMatrix } from '../train/metrics.ts';
 import { trainHead } from '../train/trainer.ts';
-import { type ProgressCallback, checkAbort } from '../util/progress.ts';
+import { checkAbort, type ProgressCallback } from '../util/progress.ts';
 import { versions } from '../util/versions.ts';
-import { type Extracted, type RunnerFactory, extractFeatures, featureSet, trainingSet } from './extract.ts';
 import { type SweepRow, sweep, sweepCandidates } from './autocut.ts';
 import { type EngineChoice, runnerFor } from './engine-choice.ts';
-import { type ParameterOutcome, type TransferSettings, planParameter, trainParameter } from './parameter.ts';
+import { type Extracted, extractFeatures, featureSet, type RunnerFactory, trainingSet } from './extract.ts';
+import { type ParameterOutcome, planParameter, type TransferSettings, trainParameter } from './parameter.ts';
 
 /** The head's settings, documented (with their defaults) on TrainHeadOptions. */
 type HeadSettings = Pick<TrainHeadOptions, 'head' | 'epochs' | 'lr' | 'batchSize' | 'seed' | 'patience'>;
@@ -134,7 +141,15 @@ export async function prepareData(
     if (fraction > 0) ({ train: trainSamples, val: valSamples } = splitByHash(listing, fraction));
   }
   const cache = new ActivationCache(o.cacheDir);
-  const common = { base: o.base, cuts: o.cuts, cache, runner: o.runner, onProgress: o.onProgress, signal: o.signal, pool: o.pool };
+  const common = {
+    base: o.base,
+    cuts: o.cuts,
+    cache,
+    runner: o.runner,
+    onProgress: o.onProgress,
+    signal: o.signal,
+    pool: o.pool,
+  };
   const extra = augmentViews(o.augment);
   // One pass over train + val (+ the training images' extra views) so the trunk runs in full batches; split afterwards.
   // Each training image is followed by its views, so they share one decode.
@@ -142,10 +157,16 @@ export async function prepareData(
     ...trainSamples.flatMap((sample) => (['orig', ...extra] as View[]).map((view) => ({ sample, view }))),
     ...valSamples.map((sample) => ({ sample, view: 'orig' as View })),
   ];
-  const all = await extractFeatures({ ...common, samples: items.map((i) => i.sample), views: items.map((i) => i.view) });
+  const all = await extractFeatures({
+    ...common,
+    samples: items.map((i) => i.sample),
+    views: items.map((i) => i.view),
+  });
   skipped.push(...all.skipped);
   const rowOf = new Map<string, number>();
-  all.samples.forEach((s, i) => rowOf.set(`${all.views[i]}\0${s.file}`, i));
+  all.samples.forEach((s, i) => {
+    rowOf.set(`${all.views[i]}\0${s.file}`, i);
+  });
   // Rows of `wanted` samples in `view`, in the order given; samples that produced no activation are left out.
   const pick = (wanted: Sample[], view: View): Extracted => {
     const idx = wanted.map((s) => rowOf.get(`${view}\0${s.file}`)).filter((i): i is number => i !== undefined);
@@ -156,7 +177,9 @@ export async function prepareData(
       features: all.features.map((f, c) => {
         const size = all.featureSizes[c];
         const m = new Float32Array(idx.length * size);
-        idx.forEach((i, r) => m.set(f.subarray(i * size, (i + 1) * size), r * size));
+        idx.forEach((i, r) => {
+          m.set(f.subarray(i * size, (i + 1) * size), r * size);
+        });
         return m;
       }),
     };
@@ -166,12 +189,24 @@ export async function prepareData(
   // Extra views of exactly the training rows, row r of each being a view of train.samples[r].
   const augmented = extra.map((view) => pick(train.samples, view));
   for (const a of augmented) {
-    if (a.samples.length !== train.samples.length) throw new Error(`${a.views[0]} view: ${a.samples.length} of ${train.samples.length} training images produced activations`);
+    if (a.samples.length !== train.samples.length)
+      throw new Error(
+        `${a.views[0]} view: ${a.samples.length} of ${train.samples.length} training images produced activations`,
+      );
   }
   const counts = new Map<string, number>(listing.classes.map((c) => [c, 0]));
   for (const s of train.samples) counts.set(s.label, (counts.get(s.label) ?? 0) + 1);
   checkClasses(o.data, listing.classes, counts);
-  return { base: o.base, classes: listing.classes, train, val, augment: o.augment ?? DEFAULT_AUGMENT, augmented, skipped, extractSeconds: (performance.now() - t0) / 1000 };
+  return {
+    base: o.base,
+    classes: listing.classes,
+    train,
+    val,
+    augment: o.augment ?? DEFAULT_AUGMENT,
+    augmented,
+    skipped,
+    extractSeconds: (performance.now() - t0) / 1000,
+  };
 }
 
 /** What every mode reports the same way: data, base, engine, cache and timing. */
@@ -207,18 +242,31 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
 
 async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): Promise<TrainResult> {
   const mode = o.mode ?? 'feature';
-  if (mode !== 'feature' && mode !== 'auto' && mode !== 'parameter') throw new Error(`--mode must be feature, auto or parameter (got '${mode}')`);
+  if (mode !== 'feature' && mode !== 'auto' && mode !== 'parameter')
+    throw new Error(`--mode must be feature, auto or parameter (got '${mode}')`);
   if (base.foreign && (mode === 'parameter' || o.fineTune)) {
-    throw new Error(`${mode === 'parameter' ? '--mode parameter' : '--fine-tune'} needs a TF.js Layers base; ${base.name} is ${formatWords(base.foreign.format)}: feature transfer only (--mode feature or auto)`);
+    throw new Error(
+      `${mode === 'parameter' ? '--mode parameter' : '--fine-tune'} needs a TF.js Layers base; ${base.name} is ${formatWords(base.foreign.format)}: feature transfer only (--mode feature or auto)`,
+    );
   }
   if (mode === 'parameter' || o.fineTune) {
     if (mode === 'auto') throw new Error('--fine-tune works with --mode feature or parameter, not auto');
     return trainParameterMode(o, mode, base, t0);
   }
-  for (const [flag, v] of [['--retrain-layers', o.retrainLayers], ['--reinit', o.reinit], ['--tail-lr', o.tailLr], ['--tail-epochs', o.tailEpochs]] as const) {
+  for (const [flag, v] of [
+    ['--retrain-layers', o.retrainLayers],
+    ['--reinit', o.reinit],
+    ['--tail-lr', o.tailLr],
+    ['--tail-epochs', o.tailEpochs],
+  ] as const) {
     if (v !== undefined && v !== false) throw new Error(`${flag} needs --mode parameter`);
   }
-  for (const [flag, v] of [['--unfreeze-from', o.unfreezeFrom], ['--fine-tune-lr', o.fineTuneLr], ['--fine-tune-epochs', o.fineTuneEpochs], ['--train-bn', o.trainBn]] as const) {
+  for (const [flag, v] of [
+    ['--unfreeze-from', o.unfreezeFrom],
+    ['--fine-tune-lr', o.fineTuneLr],
+    ['--fine-tune-epochs', o.fineTuneEpochs],
+    ['--train-bn', o.trainBn],
+  ] as const) {
     if (v !== undefined && v !== false) throw new Error(`${flag} needs --fine-tune`);
   }
   const candidates = mode === 'auto' ? sweepCandidates(base) : [{ cut: o.cut ?? base.defaultCut, depth: 0 }];
@@ -239,7 +287,8 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
       head: { head: o.head, epochs: o.epochs, lr: o.lr, batchSize: o.batchSize, seed: o.seed, patience: o.patience },
       seed: o.seed ?? 42,
       signal: o.signal,
-      onCut: (row, done, total) => o.onProgress?.({ phase: 'sweep', done, total, detail: `${row.cut} ${row.score.toFixed(3)}` }),
+      onCut: (row, done, total) =>
+        o.onProgress?.({ phase: 'sweep', done, total, detail: `${row.cut} ${row.score.toFixed(3)}` }),
     });
     chosen = candidates.findIndex((c) => c.cut === sweepResult!.chosen);
   }
@@ -306,10 +355,23 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
   return result;
 }
 
-async function trainParameterMode(o: TrainOptions & Listed, mode: 'feature' | 'parameter', base: Base, t0: number): Promise<TrainResult> {
-  if (o.head !== undefined && o.head !== 'softmax') throw new Error(`--mode parameter and --fine-tune train a softmax head (got --head ${o.head})`);
-  if (mode === 'parameter' && o.cut !== undefined && o.retrainLayers !== undefined) throw new Error('give --cut or --retrain-layers, not both');
-  const plan = planParameter(base, { mode, cut: o.cut, retrainLayers: o.retrainLayers, fineTune: o.fineTune, unfreezeFrom: o.unfreezeFrom });
+async function trainParameterMode(
+  o: TrainOptions & Listed,
+  mode: 'feature' | 'parameter',
+  base: Base,
+  t0: number,
+): Promise<TrainResult> {
+  if (o.head !== undefined && o.head !== 'softmax')
+    throw new Error(`--mode parameter and --fine-tune train a softmax head (got --head ${o.head})`);
+  if (mode === 'parameter' && o.cut !== undefined && o.retrainLayers !== undefined)
+    throw new Error('give --cut or --retrain-layers, not both');
+  const plan = planParameter(base, {
+    mode,
+    cut: o.cut,
+    retrainLayers: o.retrainLayers,
+    fineTune: o.fineTune,
+    unfreezeFrom: o.unfreezeFrom,
+  });
   const { runner, engine } = await runnerFor(o.engine);
   // Tails read whole spatial activations, cached apart from the pooled ones.
   const data = await prepareData({ ...o, base, cuts: plan.cuts, runner, pool: false });
@@ -350,9 +412,19 @@ async function trainParameterMode(o: TrainOptions & Listed, mode: 'feature' | 'p
       epochs: outcome.history.length,
       bestEpoch: outcome.bestEpoch,
       history: outcome.history,
-      parameter: { top: plan.top, unfreezeFrom: plan.unfreezeFrom, reinit: o.reinit ?? false, trainBn: o.trainBn ?? false, stages: outcome.stages },
+      parameter: {
+        top: plan.top,
+        unfreezeFrom: plan.unfreezeFrom,
+        reinit: o.reinit ?? false,
+        trainBn: o.trainBn ?? false,
+        stages: outcome.stages,
+      },
       valPredictions: outcome.valProbabilities
-        ? valSamples.map((s, i) => ({ file: s.file, label: s.label, probabilities: Array.from(outcome.valProbabilities!.subarray(i * C, (i + 1) * C)) }))
+        ? valSamples.map((s, i) => ({
+            file: s.file,
+            label: s.label,
+            probabilities: Array.from(outcome.valProbabilities!.subarray(i * C, (i + 1) * C)),
+          }))
         : undefined,
     };
     if (o.out) {
@@ -386,14 +458,26 @@ async function exportTrained(
     formatVersion: 1,
     labels: classes,
     preprocessing: { ...base.preprocessing, inModel: !base.foreign },
-    base: { name: base.name, id: base.id, source: base.source, kind: base.kind, ...(base.foreign ? { format: base.foreign.format } : {}) },
+    base: {
+      name: base.name,
+      id: base.id,
+      source: base.source,
+      kind: base.kind,
+      ...(base.foreign ? { format: base.foreign.format } : {}),
+    },
     cut,
     mode: r.mode,
     parameter: r.parameter,
     sweep: r.sweep ? { method: r.sweepMethod, rows: r.sweep } : undefined,
     head: { kind: head.kind },
     headData: knn || base.foreign ? head.toJSON() : undefined,
-    metrics: { valAccuracy: r.valAccuracy, trainAccuracy: r.trainAccuracy, valImages: r.valImages, trainImages: r.trainImages, confusion },
+    metrics: {
+      valAccuracy: r.valAccuracy,
+      trainAccuracy: r.trainAccuracy,
+      valImages: r.valImages,
+      trainImages: r.trainImages,
+      confusion,
+    },
     training: {
       data: path.resolve(o.data),
       val: o.val ? path.resolve(o.val) : undefined,

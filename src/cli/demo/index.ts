@@ -1,5 +1,5 @@
-import { Command } from 'commander';
 import path from 'node:path';
+import { Command } from 'commander';
 import { train, writeDemoDataset } from '../../index.ts';
 import { type GlobalOptions, printJson, progressBars, say } from '../output.ts';
 import { number } from '../shared-options.ts';
@@ -9,16 +9,21 @@ export function demoCommand(): Command {
     .description('write a small digits data set (from the mnist package) and train on it: the whole flow, offline')
     .option('--dir <dir>', 'where to write the images and the model', 'graft-demo')
     .option('--per-class <n>', 'images per class', '40')
-    .option('--base <base>', 'base network (default: graft\'s default base)')
+    .option('--base <base>', "base network (default: graft's default base)")
     .option('--json', 'print one JSON object on the last line')
     .action(async (f: GlobalOptions & { dir: string; perClass: string; base?: string }) => {
-      const data = await writeDemoDataset(path.join(f.dir, 'images'), { perClass: number('--per-class', f.perClass, true) });
+      const data = await writeDemoDataset(path.join(f.dir, 'images'), {
+        perClass: number('--per-class', f.perClass, true),
+      });
       say(f, `wrote digit images to ${data}`);
       const out = path.join(f.dir, 'model');
       const r = await train({ data, base: f.base, out, onProgress: progressBars(f) });
       if (r.baseFallback) say(f, `note: ${r.baseFallback.reason}; using ${r.base}`);
       if (f.json) return printJson({ data, ...r, history: undefined });
-      say(f, `trained on ${r.trainImages} images of ${r.classes.join(', ')} with ${r.base}: validation accuracy ${r.valAccuracy?.toFixed(3)}`);
+      say(
+        f,
+        `trained on ${r.trainImages} images of ${r.classes.join(', ')} with ${r.base}: validation accuracy ${r.valAccuracy?.toFixed(3)}`,
+      );
       say(f, `model written to ${r.out}`);
       say(f, `next: graft predict ${out} ${path.join(data, r.classes[0], '0.png')}`);
     });

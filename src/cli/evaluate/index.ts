@@ -1,6 +1,6 @@
 import { Command } from 'commander';
+import { evaluateModel, Predictor } from '../../index.ts';
 import { parseEngine } from '../../workflows/engine-choice.ts';
-import { Predictor, evaluateModel } from '../../index.ts';
 import { type GlobalOptions, printJson, progressBars } from '../output.ts';
 import { printSkipped } from '../shared-options.ts';
 
@@ -17,12 +17,24 @@ export function evaluateCommand(): Command {
       printSkipped(f, r.skipped);
       if (f.json) return printJson({ ...r, engine: predictor.engine });
       const w = Math.max(8, ...r.labels.map((l) => l.length)) + 2;
-      const out = [`accuracy ${r.accuracy.toFixed(4)} on ${r.images} images`, '', `${'class'.padEnd(w)}precision  recall     f1  support`];
+      const out = [
+        `accuracy ${r.accuracy.toFixed(4)} on ${r.images} images`,
+        '',
+        `${'class'.padEnd(w)}precision  recall     f1  support`,
+      ];
       for (const c of r.perClass) {
-        out.push(`${c.label.padEnd(w)}${c.precision.toFixed(3).padStart(9)}${c.recall.toFixed(3).padStart(8)}${c.f1.toFixed(3).padStart(7)}${String(c.support).padStart(9)}`);
+        out.push(
+          `${c.label.padEnd(w)}${c.precision.toFixed(3).padStart(9)}${c.recall.toFixed(3).padStart(8)}${c.f1.toFixed(3).padStart(7)}${String(c.support).padStart(9)}`,
+        );
       }
-      out.push('', `confusion (rows: true class, columns: predicted)`, `${''.padEnd(w)}${r.labels.map((l) => l.padStart(w)).join('')}`);
-      r.confusion.forEach((row, i) => out.push(`${r.labels[i].padEnd(w)}${row.map((v) => String(v).padStart(w)).join('')}`));
+      out.push(
+        '',
+        `confusion (rows: true class, columns: predicted)`,
+        `${''.padEnd(w)}${r.labels.map((l) => l.padStart(w)).join('')}`,
+      );
+      for (const [i, row] of r.confusion.entries()) {
+        out.push(`${r.labels[i].padEnd(w)}${row.map((v) => String(v).padStart(w)).join('')}`);
+      }
       process.stdout.write(`${out.join('\n')}\n`);
     });
 }

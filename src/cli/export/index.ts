@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 import { exportOnnx } from '../../index.ts';
-import { type GlobalOptions, UsageError, printJson, say } from '../output.ts';
+import { type GlobalOptions, printJson, say, UsageError } from '../output.ts';
 
 export function exportCommand(): Command {
   return new Command('export')
@@ -11,9 +11,13 @@ export function exportCommand(): Command {
     .option('--opset <n>', 'ONNX opset (13-22)', '17')
     .option('--json', 'print one JSON object on the last line')
     .action(async (model: string, f: GlobalOptions & { out: string; format: string; opset: string }) => {
-      if (f.format !== 'onnx') throw new UsageError(`--format must be onnx (got '${f.format}'); the model folder itself is the TF.js format`);
+      if (f.format !== 'onnx')
+        throw new UsageError(`--format must be onnx (got '${f.format}'); the model folder itself is the TF.js format`);
       const r = await exportOnnx(model, f.out, { opset: Number(f.opset) });
       if (f.json) return printJson(r);
-      say(f, `wrote ${r.out} (${(r.bytes / 1e6).toFixed(1)} MB, ONNX opset ${r.opset}); input '${r.input}' [N,${r.size.join(',')},3] raw RGB 0..255, output '${r.output}' probabilities of ${r.labels.join(', ')}`);
+      say(
+        f,
+        `wrote ${r.out} (${(r.bytes / 1e6).toFixed(1)} MB, ONNX opset ${r.opset}); input '${r.input}' [N,${r.size.join(',')},3] raw RGB 0..255, output '${r.output}' probabilities of ${r.labels.join(', ')}`,
+      );
     });
 }

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { cacheStatus, ensureModelFiles } from '../../base/download.ts';
-import { ZOO, type ZooEntry, findZooEntry } from '../../base/zoo.ts';
-import { type GlobalOptions, UsageError, printJson, progressBars, say } from '../output.ts';
+import { findZooEntry, ZOO, type ZooEntry } from '../../base/zoo.ts';
+import { type GlobalOptions, printJson, progressBars, say, UsageError } from '../output.ts';
 
 interface PullOptions extends GlobalOptions {
   modelMirror?: string;
@@ -27,7 +27,18 @@ async function listModels(opts: GlobalOptions): Promise<void> {
     rows.push({ ...z, cached: st.cached, cachedFiles: st.cachedFiles, sizeBytes: st.cached ? st.bytes : undefined });
   }
   if (opts.json) return printJson({ models: rows });
-  const head = ['name', 'architecture', 'width', 'input', 'default cut', 'input range', 'size', 'licence', 'cached', 'URL'];
+  const head = [
+    'name',
+    'architecture',
+    'width',
+    'input',
+    'default cut',
+    'input range',
+    'size',
+    'licence',
+    'cached',
+    'URL',
+  ];
   const table = rows.map((r) => [
     r.name,
     r.architecture,
@@ -43,7 +54,10 @@ async function listModels(opts: GlobalOptions): Promise<void> {
   const widths = head.map((h, i) => Math.max(h.length, ...table.map((row) => row[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]))).join('  ');
   const out = [line(head), ...table.map(line)];
-  out.push('', 'use a name with --base; `graft models pull NAME` downloads ahead of time (GRAFT_MODEL_MIRROR or --model-mirror to use a mirror)');
+  out.push(
+    '',
+    'use a name with --base; `graft models pull NAME` downloads ahead of time (GRAFT_MODEL_MIRROR or --model-mirror to use a mirror)',
+  );
   process.stdout.write(`${out.join('\n')}\n`);
 }
 
@@ -57,7 +71,10 @@ export function modelsCommand(): Command {
     .command('pull')
     .description('download zoo bases into the cache (resumes, verifies size and SHA-256)')
     .argument('<names...>', 'zoo names, as listed by `graft models`')
-    .option('--model-mirror <url>', 'base URL standing in for https://storage.googleapis.com/ (default GRAFT_MODEL_MIRROR)')
+    .option(
+      '--model-mirror <url>',
+      'base URL standing in for https://storage.googleapis.com/ (default GRAFT_MODEL_MIRROR)',
+    )
     .option('--offline', 'never touch the network: only check what is cached')
     .option('--json', 'print one JSON object on the last line')
     .action(async (names: string[]) => {

@@ -1,9 +1,8 @@
 import { Command } from 'commander';
-import { parseEngine } from '../../workflows/engine-choice.ts';
 import { Predictor } from '../../index.ts';
+import { parseEngine } from '../../workflows/engine-choice.ts';
 import { type GlobalOptions, printJson, progressBars } from '../output.ts';
-import { printSkipped } from '../shared-options.ts';
-import { number } from '../shared-options.ts';
+import { number, printSkipped } from '../shared-options.ts';
 
 export function predictCommand(): Command {
   return new Command('predict')
@@ -15,11 +14,16 @@ export function predictCommand(): Command {
     .option('--json', 'print one JSON object on the last line')
     .action(async (model: string, images: string[], f: GlobalOptions & { top: string; engine?: string }) => {
       const predictor = await Predictor.load(model, { engine: parseEngine(f.engine) });
-      const r = await predictor.predictFiles(images, { topK: number('--top', f.top, true), onProgress: progressBars(f) });
+      const r = await predictor.predictFiles(images, {
+        topK: number('--top', f.top, true),
+        onProgress: progressBars(f),
+      });
       printSkipped(f, r.skipped);
       if (f.json) return printJson({ model, engine: predictor.engine, predictions: r.predictions, skipped: r.skipped });
       for (const p of r.predictions) {
-        process.stdout.write(`${p.file}\n${p.top.map((t) => `  ${t.label.padEnd(20)} ${t.probability.toFixed(4)}`).join('\n')}\n`);
+        process.stdout.write(
+          `${p.file}\n${p.top.map((t) => `  ${t.label.padEnd(20)} ${t.probability.toFixed(4)}`).join('\n')}\n`,
+        );
       }
       if (r.predictions.length === 0) process.exitCode = 1;
     });

@@ -1,8 +1,8 @@
 import { Command } from 'commander';
-import { train } from '../../index.ts';
 import { parseAugment } from '../../dataset/views.ts';
+import { train } from '../../index.ts';
 import { parseEngine } from '../../workflows/engine-choice.ts';
-import { type GlobalOptions, UsageError, printJson, progressBars, say } from '../output.ts';
+import { type GlobalOptions, printJson, progressBars, say, UsageError } from '../output.ts';
 import { baseOptions, number, parseBaseOptions, printSkipped } from '../shared-options.ts';
 
 interface TrainFlags extends GlobalOptions {
@@ -32,25 +32,49 @@ interface TrainFlags extends GlobalOptions {
   augment?: string;
 }
 
-
 export function trainCommand(): Command {
   const cmd = new Command('train')
     .description('train a classifier on a folder of class folders (or a CSV of path,label) and export it')
     .argument('<data>', 'training data: folder with one sub-folder per class, or a CSV file')
     .option('--val <dir>', 'separate validation data (same layout)')
     .option('--val-split <fraction>', 'hold out this fraction of <data> for validation when --val is not given', '0.2')
-    .option('--mode <mode>', 'feature (one cut, default), auto (measure candidate cuts, keep the best) or parameter (retrain the top layers with the head)', 'feature')
-    .option('--cut <layer>', 'layer to cut the base at (see `graft inspect`); default: below the base\'s classifier. With --mode parameter: where the retrained layers start')
-    .option('--retrain-layers <n>', '--mode parameter: retrain the base layers above the n-th candidate cut point below the head input (default 1; `graft inspect` lists each candidate with its n)')
-    .option('--reinit', '--mode parameter: re-initialise the retrained layers instead of starting from their pretrained weights')
-    .option('--tail-lr <rate>', '--mode parameter: learning rate for the retrained layers (default 1e-4, 1e-3 with --reinit)')
+    .option(
+      '--mode <mode>',
+      'feature (one cut, default), auto (measure candidate cuts, keep the best) or parameter (retrain the top layers with the head)',
+      'feature',
+    )
+    .option(
+      '--cut <layer>',
+      "layer to cut the base at (see `graft inspect`); default: below the base's classifier. With --mode parameter: where the retrained layers start",
+    )
+    .option(
+      '--retrain-layers <n>',
+      '--mode parameter: retrain the base layers above the n-th candidate cut point below the head input (default 1; `graft inspect` lists each candidate with its n)',
+    )
+    .option(
+      '--reinit',
+      '--mode parameter: re-initialise the retrained layers instead of starting from their pretrained weights',
+    )
+    .option(
+      '--tail-lr <rate>',
+      '--mode parameter: learning rate for the retrained layers (default 1e-4, 1e-3 with --reinit)',
+    )
     .option('--tail-epochs <n>', '--mode parameter: maximum epochs for the retrained layers (default 30)')
     .option('--fine-tune', 'then unfreeze more of the base and train again at a very low learning rate')
-    .option('--unfreeze-from <layer>', '--fine-tune: cut point to unfreeze from, or all (default: the top third of the candidate cuts)')
+    .option(
+      '--unfreeze-from <layer>',
+      '--fine-tune: cut point to unfreeze from, or all (default: the top third of the candidate cuts)',
+    )
     .option('--fine-tune-lr <rate>', '--fine-tune: learning rate (default 1e-5, Adam)')
     .option('--fine-tune-epochs <n>', '--fine-tune: maximum epochs (default 10)')
-    .option('--train-bn', 'let BatchNorm layers that train use batch statistics and update their moving statistics (default: inference mode)')
-    .option('--augment <views>', 'extra views of each training image, cached and trained on: flip (default: horizontal mirror) or none')
+    .option(
+      '--train-bn',
+      'let BatchNorm layers that train use batch statistics and update their moving statistics (default: inference mode)',
+    )
+    .option(
+      '--augment <views>',
+      'extra views of each training image, cached and trained on: flip (default: horizontal mirror) or none',
+    )
     .option('--head <kind>', 'softmax (default), mlp or knn', 'softmax')
     .option('--epochs <n>', 'maximum epochs (early stopping on validation loss)')
     .option('--lr <rate>', 'learning rate')
@@ -63,7 +87,8 @@ export function trainCommand(): Command {
   baseOptions(cmd, { withBase: true });
   return cmd.action(async (data: string, f: TrainFlags) => {
     const head = f.head as 'softmax' | 'mlp' | 'knn';
-    if (!['softmax', 'mlp', 'knn'].includes(head)) throw new UsageError(`--head must be softmax, mlp or knn (got '${f.head}')`);
+    if (!['softmax', 'mlp', 'knn'].includes(head))
+      throw new UsageError(`--head must be softmax, mlp or knn (got '${f.head}')`);
     const result = await train({
       data,
       val: f.val,
@@ -100,30 +125,48 @@ export function trainCommand(): Command {
     }
     if (result.sweep) {
       say(f, `cut search (${result.sweepMethod}; score = held-out accuracy ± sd):`);
-      say(f, `  ${'cut'.padEnd(28)}${'depth'.padStart(6)}${'features'.padStart(10)}${'score'.padStart(16)}${'seconds'.padStart(9)}`);
+      say(
+        f,
+        `  ${'cut'.padEnd(28)}${'depth'.padStart(6)}${'features'.padStart(10)}${'score'.padStart(16)}${'seconds'.padStart(9)}`,
+      );
       for (const r of result.sweep) {
         const score = `${r.score.toFixed(3)} ± ${r.sd.toFixed(3)}`;
-        say(f, `${r.chosen ? '* ' : '  '}${r.cut.padEnd(28)}${String(r.depth).padStart(6)}${String(r.featureSize).padStart(10)}${score.padStart(16)}${r.seconds.toFixed(1).padStart(9)}`);
+        say(
+          f,
+          `${r.chosen ? '* ' : '  '}${r.cut.padEnd(28)}${String(r.depth).padStart(6)}${String(r.featureSize).padStart(10)}${score.padStart(16)}${r.seconds.toFixed(1).padStart(9)}`,
+        );
       }
     }
     say(f, `base ${result.base} cut ${result.cut} head ${result.head} engine ${result.engine}`);
     if (result.parameter) {
       const p = result.parameter;
-      say(f, `head input ${p.top}${p.unfreezeFrom ? `, fine-tuned from ${p.unfreezeFrom}` : ''}${p.reinit ? ', tail re-initialised' : ''}${p.trainBn ? ', BatchNorm trained' : ''}`);
+      say(
+        f,
+        `head input ${p.top}${p.unfreezeFrom ? `, fine-tuned from ${p.unfreezeFrom}` : ''}${p.reinit ? ', tail re-initialised' : ''}${p.trainBn ? ', BatchNorm trained' : ''}`,
+      );
       for (const s of p.stages) {
         const v = s.valAccuracy !== undefined ? ` val_acc ${s.valAccuracy.toFixed(3)}` : '';
-        say(f, `  stage ${s.stage.padEnd(9)} lr ${s.lr} best epoch ${s.bestEpoch} of ${s.epochs}${v} (${s.seconds.toFixed(1)} s)`);
+        say(
+          f,
+          `  stage ${s.stage.padEnd(9)} lr ${s.lr} best epoch ${s.bestEpoch} of ${s.epochs}${v} (${s.seconds.toFixed(1)} s)`,
+        );
       }
     }
     const views = result.augment === 'flip' ? ' (each also mirrored: --augment flip)' : '';
-    say(f, `classes ${result.classes.join(', ')}; ${result.trainImages} training${views} and ${result.valImages} validation images`);
+    say(
+      f,
+      `classes ${result.classes.join(', ')}; ${result.trainImages} training${views} and ${result.valImages} validation images`,
+    );
     say(f, `activation cache: ${result.cache.hits} hits, ${result.cache.misses} misses (one per image and view)`);
     say(
       f,
       `train accuracy ${result.trainAccuracy.toFixed(3)}${result.valAccuracy !== null ? `, validation accuracy ${result.valAccuracy.toFixed(3)}` : ''} (best epoch ${result.bestEpoch} of ${result.epochs})`,
     );
     const s = result.seconds;
-    say(f, `time ${s.total.toFixed(1)} s (extract ${s.extract.toFixed(1)}, train ${s.train.toFixed(1)}, export ${s.export.toFixed(1)})`);
+    say(
+      f,
+      `time ${s.total.toFixed(1)} s (extract ${s.extract.toFixed(1)}, train ${s.train.toFixed(1)}, export ${s.export.toFixed(1)})`,
+    );
     if (result.out) say(f, `model written to ${result.out}`);
   });
 }

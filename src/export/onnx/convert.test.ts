@@ -4,20 +4,20 @@ import path from 'node:path';
 import { before, test } from 'node:test';
 import type { SymbolicTensor } from '@tensorflow/tfjs-layers';
 import * as ort from 'onnxruntime-node';
+import { seededPixels as pixels } from '../../../test/helpers.ts';
 import { loadBase } from '../../base/base.ts';
-import { buildTrunkModel } from '../../engines/trunk.ts';
 import { initTf, tf, tfl } from '../../engines/tf.ts';
+import { buildTrunkModel } from '../../engines/trunk.ts';
 import { layersToOnnx } from './convert.ts';
 import { decodeModel } from './proto.ts';
-import { seededPixels as pixels } from '../../../test/helpers.ts';
 
 // ../shared sits beside the repository (tests run from its root), wherever that is checked out.
 const SHARED_V1 = path.resolve('../shared/models/mobilenet_v1_1.0_224_imagenet_trunc/model.json');
-const SHARED_V2_035 =
-  path.resolve('../shared/models/mirror/teachable-machine-models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top/model.json');
+const SHARED_V2_035 = path.resolve(
+  '../shared/models/mirror/teachable-machine-models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top/model.json',
+);
 
 before(() => initTf('wasm'));
-
 
 function relErr(a: Float32Array, b: Float32Array): number {
   assert.equal(a.length, b.length);
@@ -39,7 +39,10 @@ async function parity(model: tfl.LayersModel, n: number, seed = 1): Promise<Uint
     const feeds: Record<string, ort.Tensor> = {};
     const xs = model.inputs.map((t, i) => {
       const dims = [n, ...(t.shape.slice(1) as number[])];
-      const data = pixels(dims.reduce((a, b) => a * b, 1), seed + i);
+      const data = pixels(
+        dims.reduce((a, b) => a * b, 1),
+        seed + i,
+      );
       feeds[session.inputNames[i]] = new ort.Tensor('float32', data, dims);
       return tf.tensor(data, dims);
     });
@@ -100,7 +103,8 @@ test('bundled MobileNetV2 trunk at block_13_expand_relu and out_relu matches TF.
   assert.deepEqual(model.opset_import, [{ domain: '', version: 17 }]);
   const dims = model.graph.input[0].type.tensor_type.shape.dim;
   assert.deepEqual(dims, [{ dim_param: 'batch' }, { dim_value: 224 }, { dim_value: 224 }, { dim_value: 3 }]);
-  for (const n of model.graph.node) assert.ok(!n.attribute?.some((a) => a.name === 'auto_pad'), `${n.name} uses auto_pad`);
+  for (const n of model.graph.node)
+    assert.ok(!n.attribute?.some((a) => a.name === 'auto_pad'), `${n.name} uses auto_pad`);
 });
 
 test('bundled InceptionV3 trunk at mixed5 and mixed10 matches TF.js', async () => {
@@ -108,7 +112,9 @@ test('bundled InceptionV3 trunk at mixed5 and mixed10 matches TF.js', async () =
   await parity(buildTrunkModel(base, ['mixed5', 'mixed10']), 1);
 });
 
-test('shared ImageNet MobileNets (v1 trunc, v2 0.35) match TF.js', { skip: !existsSync(SHARED_V1) && '../shared is absent' }, async () => {
+test('shared ImageNet MobileNets (v1 trunc, v2 0.35) match TF.js', {
+  skip: !existsSync(SHARED_V1) && '../shared is absent',
+}, async () => {
   for (const file of [SHARED_V1, SHARED_V2_035]) {
     if (!existsSync(file)) continue;
     const base = await loadBase(file);
@@ -119,15 +125,28 @@ test('shared ImageNet MobileNets (v1 trunc, v2 0.35) match TF.js', { skip: !exis
 test('SeparableConv2D, depthwise multiplier, unfoldable BatchNorm, merges and Dense on a spatial map', async () => {
   const x = tfl.input({ shape: [12, 11, 3] });
   const scaled = apply(tfl.layers.rescaling({ scale: 1 / 127.5, offset: -1 }), x);
-  const sep = apply(tfl.layers.separableConv2d({ filters: 8, kernelSize: 3, strides: 2, padding: 'same', depthMultiplier: 2 }), scaled);
+  const sep = apply(
+    tfl.layers.separableConv2d({ filters: 8, kernelSize: 3, strides: 2, padding: 'same', depthMultiplier: 2 }),
+    scaled,
+  );
   const sepBn = apply(tfl.layers.reLU({ maxValue: 6 }), apply(tfl.layers.batchNormalization(), sep));
-  const dw = apply(tfl.layers.depthwiseConv2d({ kernelSize: 3, padding: 'same', depthMultiplier: 2, useBias: true }), sepBn);
+  const dw = apply(
+    tfl.layers.depthwiseConv2d({ kernelSize: 3, padding: 'same', depthMultiplier: 2, useBias: true }),
+    sepBn,
+  );
   // dw feeds both a BatchNorm and a Multiply: the BatchNorm cannot be folded and becomes Mul + Add.
   const dwBn = apply(tfl.layers.batchNormalization(), dw);
   const prod = apply(tfl.layers.multiply(), [dw, dwBn]);
   const sum = apply(tfl.layers.add(), [prod, dwBn, dw]);
-  const cat = apply(tfl.layers.concatenate(), [sum, apply(tfl.layers.maximum(), [dw, dwBn]), apply(tfl.layers.average(), [dw, dwBn])]);
-  const dilated = apply(tfl.layers.conv2d({ filters: 6, kernelSize: 3, dilationRate: 2, padding: 'same', activation: 'relu' }), cat);
+  const cat = apply(tfl.layers.concatenate(), [
+    sum,
+    apply(tfl.layers.maximum(), [dw, dwBn]),
+    apply(tfl.layers.average(), [dw, dwBn]),
+  ]);
+  const dilated = apply(
+    tfl.layers.conv2d({ filters: 6, kernelSize: 3, dilationRate: 2, padding: 'same', activation: 'relu' }),
+    cat,
+  );
   const dense = apply(tfl.layers.dense({ units: 5, activation: 'tanh' }), dilated);
   const gmp = apply(tfl.layers.globalMaxPooling2d({}), dense);
   const head = apply(tfl.layers.batchNormalization(), apply(tfl.layers.dense({ units: 4 }), gmp));
@@ -157,18 +176,43 @@ test('Flatten of a 3×3×4 map keeps NHWC order before Dense + softmax; Reshape 
   const map = apply(tfl.layers.conv2d({ filters: 4, kernelSize: 3, strides: 2 }), scaled); // 3×3×4
   const probs = apply(tfl.layers.dense({ units: 5, activation: 'softmax' }), apply(tfl.layers.flatten(), map));
   const squeezed = apply(tfl.layers.globalAveragePooling2d({}), map);
-  const gate = apply(tfl.layers.conv2d({ filters: 4, kernelSize: 1, activation: 'sigmoid' }), apply(tfl.layers.reshape({ targetShape: [1, 1, 4] }), squeezed));
+  const gate = apply(
+    tfl.layers.conv2d({ filters: 4, kernelSize: 1, activation: 'sigmoid' }),
+    apply(tfl.layers.reshape({ targetShape: [1, 1, 4] }), squeezed),
+  );
   const excited = apply(tfl.layers.multiply(), [map, gate]);
   const reshaped = apply(tfl.layers.reshape({ targetShape: [9, 4] }), excited);
-  const back = apply(tfl.layers.conv2d({ filters: 2, kernelSize: 1 }), apply(tfl.layers.reshape({ targetShape: [6, 6, 1] }), reshaped));
+  const back = apply(
+    tfl.layers.conv2d({ filters: 2, kernelSize: 1 }),
+    apply(tfl.layers.reshape({ targetShape: [6, 6, 1] }), reshaped),
+  );
   const flat = apply(tfl.layers.reshape({ targetShape: [-1] }), back);
   await parity(tfl.model({ inputs: x, outputs: [probs, reshaped, back, flat] }), 3);
 });
 
 test('activation functions and activation layers', async () => {
   const x = tfl.input({ shape: [5, 6, 3] });
-  const f = apply(tfl.layers.conv2d({ filters: 4, kernelSize: 3, padding: 'same' }), apply(tfl.layers.rescaling({ scale: 1 / 64, offset: -2 }), x));
-  const names = ['relu', 'relu6', 'linear', 'sigmoid', 'tanh', 'softmax', 'swish', 'hardSigmoid', 'elu', 'selu', 'softplus', 'softsign', 'mish', 'gelu', 'gelu_new'] as const;
+  const f = apply(
+    tfl.layers.conv2d({ filters: 4, kernelSize: 3, padding: 'same' }),
+    apply(tfl.layers.rescaling({ scale: 1 / 64, offset: -2 }), x),
+  );
+  const names = [
+    'relu',
+    'relu6',
+    'linear',
+    'sigmoid',
+    'tanh',
+    'softmax',
+    'swish',
+    'hardSigmoid',
+    'elu',
+    'selu',
+    'softplus',
+    'softsign',
+    'mish',
+    'gelu',
+    'gelu_new',
+  ] as const;
   const outs = names.map((activation) => apply(tfl.layers.activation({ activation }), f));
   outs.push(
     apply(tfl.layers.reLU({}), f),
@@ -184,11 +228,60 @@ test('activation functions and activation layers', async () => {
 
 test('asymmetric ZeroPadding2D: absorbed by a convolution, a Pad node elsewhere', async () => {
   const x = tfl.input({ shape: [9, 10, 3] });
-  const padded = apply(tfl.layers.zeroPadding2d({ padding: [[1, 2], [0, 3]] }), x);
+  const padded = apply(
+    tfl.layers.zeroPadding2d({
+      padding: [
+        [1, 2],
+        [0, 3],
+      ],
+    }),
+    x,
+  );
   const conv = apply(tfl.layers.conv2d({ filters: 3, kernelSize: 3, strides: 2 }), padded);
-  const pooled = apply(tfl.layers.maxPooling2d({ poolSize: 2 }), apply(tfl.layers.zeroPadding2d({ padding: [[0, 1], [2, 0]] }), conv));
-  const twice = apply(tfl.layers.depthwiseConv2d({ kernelSize: 2 }), apply(tfl.layers.zeroPadding2d({ padding: 1 }), apply(tfl.layers.zeroPadding2d({ padding: [[0, 1], [0, 1]] }), conv)));
-  const model = tfl.model({ inputs: x, outputs: [conv, pooled, twice, apply(tfl.layers.zeroPadding2d({ padding: [[2, 0], [1, 1]] }), x)] });
+  const pooled = apply(
+    tfl.layers.maxPooling2d({ poolSize: 2 }),
+    apply(
+      tfl.layers.zeroPadding2d({
+        padding: [
+          [0, 1],
+          [2, 0],
+        ],
+      }),
+      conv,
+    ),
+  );
+  const twice = apply(
+    tfl.layers.depthwiseConv2d({ kernelSize: 2 }),
+    apply(
+      tfl.layers.zeroPadding2d({ padding: 1 }),
+      apply(
+        tfl.layers.zeroPadding2d({
+          padding: [
+            [0, 1],
+            [0, 1],
+          ],
+        }),
+        conv,
+      ),
+    ),
+  );
+  const model = tfl.model({
+    inputs: x,
+    outputs: [
+      conv,
+      pooled,
+      twice,
+      apply(
+        tfl.layers.zeroPadding2d({
+          padding: [
+            [2, 0],
+            [1, 1],
+          ],
+        }),
+        x,
+      ),
+    ],
+  });
   const ops = opCounts(await parity(model, 2));
   assert.equal(ops.Pad, 2, 'before MaxPool and before the output; stacked paddings before a convolution are absorbed');
 });
@@ -198,7 +291,9 @@ test('a layer shared by two models and a nested model: each conversion follows i
   const a = tfl.input({ shape: [8, 8, 3] });
   const modelA = tfl.model({ inputs: a, outputs: apply(conv, apply(tfl.layers.rescaling({ scale: 0.01 }), a)) });
   const b = tfl.input({ shape: [8, 8, 3] });
-  const inner = tfl.sequential({ layers: [tfl.layers.conv2d({ inputShape: [8, 8, 4], filters: 2, kernelSize: 1 }), tfl.layers.flatten()] });
+  const inner = tfl.sequential({
+    layers: [tfl.layers.conv2d({ inputShape: [8, 8, 4], filters: 2, kernelSize: 1 }), tfl.layers.flatten()],
+  });
   const bConv = apply(conv, apply(tfl.layers.rescaling({ scale: 0.02, offset: -1 }), b));
   const modelB = tfl.model({ inputs: b, outputs: [bConv, apply(inner, bConv)] });
   await parity(modelA, 2, 3);
@@ -207,8 +302,16 @@ test('a layer shared by two models and a nested model: each conversion follows i
 
 test('a batch size other than the one converted with runs (symbolic batch) and options reach the ModelProto', async () => {
   const x = tfl.input({ shape: [4, 4, 3] });
-  const model = tfl.model({ inputs: x, outputs: apply(tfl.layers.globalAveragePooling2d({}), apply(tfl.layers.conv2d({ filters: 2, kernelSize: 3 }), x)) });
-  const bytes = layersToOnnx(model, { opset: 18, inputName: 'pixels', producerVersion: '9.9.9', metadata: { labels: 'a,b' } });
+  const model = tfl.model({
+    inputs: x,
+    outputs: apply(tfl.layers.globalAveragePooling2d({}), apply(tfl.layers.conv2d({ filters: 2, kernelSize: 3 }), x)),
+  });
+  const bytes = layersToOnnx(model, {
+    opset: 18,
+    inputName: 'pixels',
+    producerVersion: '9.9.9',
+    metadata: { labels: 'a,b' },
+  });
   const m = decodeModel(bytes);
   assert.equal(m.ir_version, 9);
   assert.equal(m.producer_version, '9.9.9');
@@ -230,5 +333,8 @@ test('an unsupported layer names itself and its type', () => {
   });
   const seq = tfl.input({ shape: [5, 2] });
   const lstm = apply(tfl.layers.lstm({ units: 3, name: 'my_lstm', recurrentInitializer: 'glorotNormal' }), seq);
-  assert.throws(() => layersToOnnx(tfl.model({ inputs: seq, outputs: lstm })), /layer my_lstm: type LSTM is not supported/);
+  assert.throws(
+    () => layersToOnnx(tfl.model({ inputs: seq, outputs: lstm })),
+    /layer my_lstm: type LSTM is not supported/,
+  );
 });

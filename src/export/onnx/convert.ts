@@ -18,7 +18,15 @@
  * pixel goes at the end), never as `auto_pad`, whose SAME_UPPER/SAME_LOWER runtimes disagree on.
  */
 import type { LayersModel, SymbolicTensor } from '@tensorflow/tfjs-layers';
-import { AttrType, type Attribute, DataType, type NodeMsg, type TensorMsg, type ValueInfoMsg, encodeModel } from './proto.ts';
+import {
+  type Attribute,
+  AttrType,
+  DataType,
+  encodeModel,
+  type NodeMsg,
+  type TensorMsg,
+  type ValueInfoMsg,
+} from './proto.ts';
 
 export interface OnnxExportOptions {
   /** ONNX default-domain opset, 13..22 (default 17). */
@@ -35,10 +43,37 @@ export const DEFAULT_OPSET = 17;
 
 /** Layer class names the converter understands (nested LayersModels are inlined on top of these). */
 export const SUPPORTED_LAYERS = [
-  'InputLayer', 'Rescaling', 'Conv2D', 'DepthwiseConv2D', 'SeparableConv2D', 'BatchNormalization', 'ReLU', 'LeakyReLU',
-  'ELU', 'ThresholdedReLU', 'Softmax', 'Activation', 'Add', 'Multiply', 'Average', 'Maximum', 'Minimum', 'Concatenate',
-  'ZeroPadding2D', 'MaxPooling2D', 'AveragePooling2D', 'GlobalAveragePooling2D', 'GlobalMaxPooling2D', 'Flatten',
-  'Reshape', 'Dense', 'Dropout', 'SpatialDropout1D', 'GaussianNoise', 'GaussianDropout', 'AlphaDropout',
+  'InputLayer',
+  'Rescaling',
+  'Conv2D',
+  'DepthwiseConv2D',
+  'SeparableConv2D',
+  'BatchNormalization',
+  'ReLU',
+  'LeakyReLU',
+  'ELU',
+  'ThresholdedReLU',
+  'Softmax',
+  'Activation',
+  'Add',
+  'Multiply',
+  'Average',
+  'Maximum',
+  'Minimum',
+  'Concatenate',
+  'ZeroPadding2D',
+  'MaxPooling2D',
+  'AveragePooling2D',
+  'GlobalAveragePooling2D',
+  'GlobalMaxPooling2D',
+  'Flatten',
+  'Reshape',
+  'Dense',
+  'Dropout',
+  'SpatialDropout1D',
+  'GaussianNoise',
+  'GaussianDropout',
+  'AlphaDropout',
 ] as const;
 
 type Layer = SymbolicTensor['sourceLayer'];
@@ -141,7 +176,9 @@ class GraphBuilder {
     const key = `${name}|${perm.join(',')}`;
     let out = this.transposes.get(key);
     if (!out) {
-      out = this.node('Transpose', [name], `${name}_${perm.join('') === '0312' ? 'nchw' : 'nhwc'}`, [attr.ints('perm', perm)]);
+      out = this.node('Transpose', [name], `${name}_${perm.join('') === '0312' ? 'nchw' : 'nhwc'}`, [
+        attr.ints('perm', perm),
+      ]);
       this.transposes.set(key, out);
     }
     return out;
@@ -164,7 +201,9 @@ function pair(v: unknown, what: string, layer: Layer): [number, number] {
 function requireChannelsLast(layer: Layer, config: Record<string, unknown>): void {
   const f = config.dataFormat ?? config.data_format;
   if (typeof f === 'string' && /first/i.test(f)) {
-    throw new Error(`layer ${layer.name}: data format ${f} is not supported by the ONNX converter (channels-last only)`);
+    throw new Error(
+      `layer ${layer.name}: data format ${f} is not supported by the ONNX converter (channels-last only)`,
+    );
   }
 }
 
@@ -174,7 +213,8 @@ function weightsOf(layer: Layer): Float32Array[] {
 
 function normAxis(axis: unknown, rank: number, layer: Layer): number {
   const a = Array.isArray(axis) && axis.length === 1 ? axis[0] : axis;
-  if (typeof a !== 'number' || a < -rank || a >= rank) throw new Error(`layer ${layer.name}: axis ${JSON.stringify(axis)} is not supported`);
+  if (typeof a !== 'number' || a < -rank || a >= rank)
+    throw new Error(`layer ${layer.name}: axis ${JSON.stringify(axis)} is not supported`);
   return a < 0 ? a + rank : a;
 }
 
@@ -186,8 +226,15 @@ function onnxAxis(v: Value, a: number): number {
 }
 
 /** TensorFlow 'same' padding for one spatial dimension: [begin, end], the odd pixel at the end. */
-function samePads(size: number | null, kernel: number, stride: number, dilation: number, layer: Layer): [number, number] {
-  if (size == null) throw new Error(`layer ${layer.name}: padding 'same' needs a static spatial size for the ONNX converter`);
+function samePads(
+  size: number | null,
+  kernel: number,
+  stride: number,
+  dilation: number,
+  layer: Layer,
+): [number, number] {
+  if (size == null)
+    throw new Error(`layer ${layer.name}: padding 'same' needs a static spatial size for the ONNX converter`);
   const out = Math.ceil(size / stride);
   const total = Math.max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0);
   return [Math.floor(total / 2), total - Math.floor(total / 2)];
@@ -288,7 +335,10 @@ function collect(outputs: SymbolicTensor[], bound: Set<SymbolicTensor>) {
     }
     // Every output of one call shares the `inputs` object that call was given.
     let calls = byLayer.get(layer);
-    if (!calls) byLayer.set(layer, (calls = new Map()));
+    if (!calls) {
+      calls = new Map();
+      byLayer.set(layer, calls);
+    }
     const existing = calls.get(t.inputs);
     if (existing) {
       existing.outputs[t.outputTensorIndex ?? 0] = t;
@@ -331,7 +381,11 @@ class Converter {
     const x = this.toNchw(v);
     const [t, b, l, r] = v.pads;
     const pads = this.g.int64s(`${x.name}_pads`, [0, 0, t, l, 0, 0, b, r]);
-    return { name: this.g.node('Pad', [x.name, pads, this.g.dynamicZero()], `${x.name}_padded`), shape: v.shape, nchw: true };
+    return {
+      name: this.g.node('Pad', [x.name, pads, this.g.dynamicZero()], `${x.name}_padded`),
+      shape: v.shape,
+      nchw: true,
+    };
   }
 
   activation(fn: string, v: Value, hint: string, layer: Layer): Value {
@@ -379,7 +433,11 @@ class Converter {
       case 'gelunew': {
         const x3 = g.node('Mul', [g.node('Mul', [x, x], `${hint}_x2`), x], `${hint}_x3`);
         const inner = g.node('Add', [x, g.node('Mul', [x3, g.scalar(0.044715)], `${hint}_cx3`)], `${hint}_inner`);
-        const t = g.node('Tanh', [g.node('Mul', [inner, g.scalar(Math.sqrt(2 / Math.PI))], `${hint}_arg`)], `${hint}_tanh`);
+        const t = g.node(
+          'Tanh',
+          [g.node('Mul', [inner, g.scalar(Math.sqrt(2 / Math.PI))], `${hint}_arg`)],
+          `${hint}_tanh`,
+        );
         const half = g.node('Mul', [g.node('Add', [t, g.scalar(1)], `${hint}_1p`), g.scalar(0.5)], `${hint}_half`);
         return out(g.node('Mul', [x, half], hint));
       }
@@ -409,7 +467,9 @@ class Converter {
   run(model: { inputs: SymbolicTensor[]; outputs: SymbolicTensor[] }, inputValues: Value[]): Value[] {
     const { order, consumers } = collect(model.outputs, new Set(model.inputs));
     const values = new Map<SymbolicTensor, Value>();
-    model.inputs.forEach((t, i) => values.set(t, inputValues[i]));
+    model.inputs.forEach((t, i) => {
+      values.set(t, inputValues[i]);
+    });
     const isOutput = new Set(model.outputs);
     const soleConsumer = (t: SymbolicTensor): Call | undefined => {
       const c = consumers.get(t) ?? [];
@@ -445,7 +505,10 @@ class Converter {
     const input = (i = 0) => this.materialize(raw[i]);
 
     if (isContainer(layer)) {
-      const inner = this.run(layer, raw.map((v) => this.materialize(v)));
+      const inner = this.run(
+        layer,
+        raw.map((v) => this.materialize(v)),
+      );
       return call.outputs.map((t) => inner[t.outputTensorIndex ?? 0]);
     }
 
@@ -461,7 +524,8 @@ class Converter {
         let v = input();
         const scale = Number(config.scale ?? 1);
         const offset = Number(config.offset ?? 0);
-        if (scale !== 1) v = { ...v, name: g.node('Mul', [v.name, g.scalar(scale)], offset !== 0 ? `${name}_mul` : name) };
+        if (scale !== 1)
+          v = { ...v, name: g.node('Mul', [v.name, g.scalar(scale)], offset !== 0 ? `${name}_mul` : name) };
         if (offset !== 0) v = { ...v, name: g.node('Add', [v.name, g.scalar(offset)], name) };
         return [v];
       }
@@ -492,7 +556,9 @@ class Converter {
         if (x.shape.length === 2) {
           y = g.node('Gemm', b ? [x.name, w, b] : [x.name, w], pre);
         } else {
-          y = b ? g.node('Add', [g.node('MatMul', [x.name, w], `${pre}_matmul`), b], pre) : g.node('MatMul', [x.name, w], pre);
+          y = b
+            ? g.node('Add', [g.node('MatMul', [x.name, w], `${pre}_matmul`), b], pre)
+            : g.node('MatMul', [x.name, w], pre);
         }
         const v = this.activation(act, { name: y, shape: outShape, nchw: false }, hint, layer);
         if (fold) this.finishFold(fold, v);
@@ -514,7 +580,9 @@ class Converter {
       }
       case 'LeakyReLU': {
         const x = input();
-        return [{ ...x, name: g.node('LeakyRelu', [x.name], name, [attr.float('alpha', Number(config.alpha ?? 0.3))]) }];
+        return [
+          { ...x, name: g.node('LeakyRelu', [x.name], name, [attr.float('alpha', Number(config.alpha ?? 0.3))]) },
+        ];
       }
       case 'ELU': {
         const x = input();
@@ -522,7 +590,9 @@ class Converter {
       }
       case 'ThresholdedReLU': {
         const x = input();
-        return [{ ...x, name: g.node('ThresholdedRelu', [x.name], name, [attr.float('alpha', Number(config.theta ?? 1))]) }];
+        return [
+          { ...x, name: g.node('ThresholdedRelu', [x.name], name, [attr.float('alpha', Number(config.theta ?? 1))]) },
+        ];
       }
       case 'Softmax': {
         const x = input();
@@ -537,7 +607,10 @@ class Converter {
       case 'Maximum':
       case 'Minimum':
       case 'Average': {
-        const xs = this.align(raw.map((v) => this.materialize(v)), layer);
+        const xs = this.align(
+          raw.map((v) => this.materialize(v)),
+          layer,
+        );
         const op = { Add: 'Add', Multiply: 'Mul', Maximum: 'Max', Minimum: 'Min', Average: 'Add' }[cls]!;
         let acc = xs[0].name;
         for (let i = 1; i < xs.length; i++) {
@@ -549,9 +622,23 @@ class Converter {
       }
 
       case 'Concatenate': {
-        const xs = this.align(raw.map((v) => this.materialize(v)), layer);
+        const xs = this.align(
+          raw.map((v) => this.materialize(v)),
+          layer,
+        );
         const axis = onnxAxis(xs[0], normAxis(config.axis ?? -1, xs[0].shape.length, layer));
-        return [{ name: g.node('Concat', xs.map((v) => v.name), name, [attr.int('axis', axis)]), shape: outShape, nchw: xs[0].nchw }];
+        return [
+          {
+            name: g.node(
+              'Concat',
+              xs.map((v) => v.name),
+              name,
+              [attr.int('axis', axis)],
+            ),
+            shape: outShape,
+            nchw: xs[0].nchw,
+          },
+        ];
       }
 
       case 'ZeroPadding2D': {
@@ -566,10 +653,17 @@ class Converter {
         } else throw new Error(`layer ${name}: padding ${JSON.stringify(p)} is not supported`);
         const next = soleConsumer(call.outputs[0]);
         const x = raw[0];
-        const deferred: Value = { ...x, shape: outShape, pads: x.pads ? (x.pads.map((q, i) => q + pads[i]) as Pads4) : pads };
+        const deferred: Value = {
+          ...x,
+          shape: outShape,
+          pads: x.pads ? (x.pads.map((q, i) => q + pads[i]) as Pads4) : pads,
+        };
         // A convolution absorbs zero padding into its own pads (stacked paddings add up first); anything else gets a
         // Pad node.
-        if (next && ['Conv2D', 'DepthwiseConv2D', 'SeparableConv2D', 'ZeroPadding2D'].includes(next.layer.getClassName())) {
+        if (
+          next &&
+          ['Conv2D', 'DepthwiseConv2D', 'SeparableConv2D', 'ZeroPadding2D'].includes(next.layer.getClassName())
+        ) {
           return [deferred];
         }
         return [this.materialize(deferred)];
@@ -621,10 +715,14 @@ class Converter {
   }
 
   /** The BatchNormalization that may be folded into this conv/dense call, if any. */
-  private foldableBn(call: Call, config: Record<string, unknown>, soleConsumer: (t: SymbolicTensor) => Call | undefined): Call | undefined {
+  private foldableBn(
+    call: Call,
+    config: Record<string, unknown>,
+    soleConsumer: (t: SymbolicTensor) => Call | undefined,
+  ): Call | undefined {
     if (activationName(config) !== 'linear') return undefined;
     const next = soleConsumer(call.outputs[0]);
-    if (!next || next.layer.getClassName() !== 'BatchNormalization') return undefined;
+    if (next?.layer.getClassName() !== 'BatchNormalization') return undefined;
     const rank = call.outputs[0].shape.length;
     const axis = (next.layer.getConfig() as { axis?: unknown }).axis ?? -1;
     try {
@@ -641,7 +739,12 @@ class Converter {
     this.folded.set(bn, v);
   }
 
-  private conv(call: Call, raw: Value, config: Record<string, unknown>, soleConsumer: (t: SymbolicTensor) => Call | undefined): Value {
+  private conv(
+    call: Call,
+    raw: Value,
+    config: Record<string, unknown>,
+    soleConsumer: (t: SymbolicTensor) => Call | undefined,
+  ): Value {
     const { layer } = call;
     const g = this.g;
     const cls = layer.getClassName();
@@ -659,7 +762,12 @@ class Converter {
     const hint = fold ? fold.layer.name : layer.name;
     const act = activationName(config);
     const convName = act === 'linear' ? hint : `${hint}_linear`;
-    const windowAttrs = [attr.ints('kernel_shape', kernelSize), attr.ints('strides', strides), attr.ints('dilations', dilations), attr.ints('pads', pads)];
+    const windowAttrs = [
+      attr.ints('kernel_shape', kernelSize),
+      attr.ints('strides', strides),
+      attr.ints('dilations', dilations),
+      attr.ints('pads', pads),
+    ];
 
     let weight: Float32Array;
     let bias = useBias ? w[w.length - 1] : undefined;
@@ -685,7 +793,10 @@ class Converter {
       } else {
         // SeparableConv2D: the depthwise step (no bias), then a 1×1 pointwise Conv2D that carries the bias.
         const dwName = g.floats(`${layer.name}_depthwise_kernel`, dw, dwDims);
-        inputName = g.node('Conv', [x.name, dwName], `${layer.name}_depthwise`, [...windowAttrs, attr.int('group', inC)]);
+        inputName = g.node('Conv', [x.name, dwName], `${layer.name}_depthwise`, [
+          ...windowAttrs,
+          attr.int('group', inC),
+        ]);
         outC = Number(config.filters);
         weight = hwioToOihw(w[1], 1, 1, inC * m, outC);
         wDims = [outC, inC * m, 1, 1];
@@ -716,7 +827,11 @@ function valueInfo(name: string, shape: Shape): ValueInfoMsg {
     type: {
       tensor_type: {
         elem_type: DataType.FLOAT,
-        shape: { dim: shape.map((d, i) => (d == null ? { dim_param: i === 0 ? 'batch' : `${name}_dim${i}` } : { dim_value: d })) },
+        shape: {
+          dim: shape.map((d, i) =>
+            d == null ? { dim_param: i === 0 ? 'batch' : `${name}_dim${i}` } : { dim_value: d },
+          ),
+        },
       },
     },
   };
@@ -736,17 +851,26 @@ function irVersionFor(opset: number): number {
  */
 export function layersToOnnx(model: LayersModel, opts: OnnxExportOptions = {}): Uint8Array {
   const opset = opts.opset ?? DEFAULT_OPSET;
-  if (!Number.isInteger(opset) || opset < 13 || opset > 22) throw new Error(`ONNX opset ${opset} is not supported (13..22)`);
+  if (!Number.isInteger(opset) || opset < 13 || opset > 22)
+    throw new Error(`ONNX opset ${opset} is not supported (13..22)`);
   const g = new GraphBuilder();
-  const inputNames = model.inputs.map((t, i) => g.fresh(i === 0 && opts.inputName ? opts.inputName : (model.inputNames[i] ?? `input_${i}`)));
-  const outputNames = model.outputs.map((t, i) => g.fresh(model.outputNames[i] ?? `output_${i}`));
+  const inputNames = model.inputs.map((_t, i) =>
+    g.fresh(i === 0 && opts.inputName ? opts.inputName : (model.inputNames[i] ?? `input_${i}`)),
+  );
+  const outputNames = model.outputs.map((_t, i) => g.fresh(model.outputNames[i] ?? `output_${i}`));
   g.batchSource = inputNames[0];
   const conv = new Converter(g);
   const inputs: Value[] = model.inputs.map((t, i) => ({ name: inputNames[i], shape: t.shape as Shape, nchw: false }));
   const results = conv.run(model, inputs);
   results.forEach((v, i) => {
     const y = conv.toNhwc(v);
-    g.nodes.push({ op_type: 'Identity', input: [y.name], output: [outputNames[i]], name: outputNames[i], attribute: [] });
+    g.nodes.push({
+      op_type: 'Identity',
+      input: [y.name],
+      output: [outputNames[i]],
+      name: outputNames[i],
+      attribute: [],
+    });
   });
   return encodeModel({
     ir_version: irVersionFor(opset),
