@@ -16,10 +16,10 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DEFAULT_BASE, loadBase } from '../src/base/base.ts';
+import { DEFAULT_BASE, loadLayersBase } from '../src/base/base.ts';
 import { onnxAvailable, onnxTrunkRunner } from '../src/engines/onnx.ts';
-import { initTf, tf } from '../src/engines/tf.ts';
 import { buildTrunkModel, type TrunkRunner, tfjsTrunkRunner } from '../src/engines/trunk.ts';
+import { initTf, tf } from '../src/tfjs/tf.ts';
 import { buildTail } from '../src/workflows/parameter.ts';
 
 const argv = process.argv.slice(2);
@@ -133,7 +133,7 @@ async function trunkBench(): Promise<TrunkRow[]> {
     ['nsfw-mobilenet-v2', 'mobilenet_v2', 224, 16, 3],
     ['nsfw-inception-v3', 'inception_v3', 299, 4, 2],
   ] as const) {
-    const base = await loadBase(name);
+    const base = await loadLayersBase(name);
     const model = buildTrunkModel(base, [base.defaultCut]);
     if (haveOnnx) {
       const r = await onnxTrunkRunner(model);
@@ -188,7 +188,7 @@ function peerBench(): PeerRow[] {
  */
 async function trainStepBench(): Promise<StepRow[]> {
   await initTf('wasm');
-  const base = await loadBase('nsfw-mobilenet-v2');
+  const base = await loadLayersBase('nsfw-mobilenet-v2');
   const rows: StepRow[] = [];
   // The full network at batch 16 exceeds the WASM heap (activations kept for backprop: ~150 MB per 224 px image).
   const splits: [string, string, number][] = [

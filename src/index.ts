@@ -2,16 +2,27 @@
  * graft's public library API. Everything the CLI does is available here as typed functions; nothing here prints.
  * Long calls take `onProgress` and an `AbortSignal`.
  */
-import { type Base, type BaseOptions, DEFAULT_BASE, loadBase } from './base/base.ts';
+import {
+  type Base,
+  type BaseOptions,
+  DEFAULT_BASE,
+  disposeBase,
+  type ForeignBase,
+  type GraphBase,
+  type LayersBase,
+  loadBase,
+  loadLayersBase,
+  type OnnxBase,
+} from './base/base.ts';
 import { type BaseInspection, inspectBase } from './base/inspect.ts';
 
 export { BUNDLED } from './base/bundled.ts';
-export type { CutPoint } from './base/graph.ts';
+export type { CutPoint, TrunkSource } from './base/graph.ts';
 export { candidateCuts, cutPointIndices, defaultCut } from './base/graph.ts';
 export type { Preprocessing } from './base/preprocessing.ts';
 export type { Progress, ProgressCallback } from './util/progress.ts';
-export type { Base, BaseInspection, BaseOptions };
-export { DEFAULT_BASE, loadBase };
+export type { Base, BaseInspection, BaseOptions, ForeignBase, GraphBase, LayersBase, OnnxBase };
+export { DEFAULT_BASE, disposeBase, loadBase, loadLayersBase };
 
 /** Describes a base: layers, parameter counts, candidate cut points (`graft inspect`). */
 export async function inspect(base?: string | Base, options: BaseOptions = {}): Promise<BaseInspection> {
@@ -21,10 +32,10 @@ export async function inspect(base?: string | Base, options: BaseOptions = {}): 
 export { ActivationCache } from './cache/activation-cache.ts';
 export type { DatasetListing, Sample, Skipped } from './dataset/dataset.ts';
 export { listDataset, splitByHash } from './dataset/dataset.ts';
-export { layersToOnnx } from './export/onnx/convert.ts';
 export type { OnnxExportResult } from './export/onnx-export.ts';
 export { exportOnnx } from './export/onnx-export.ts';
 export { stitchModel } from './export/stitch.ts';
+export { layersToOnnx } from './onnx/convert.ts';
 export type { Evaluation, Prediction } from './predict/predictor.ts';
 export { evaluateModel, Predictor } from './predict/predictor.ts';
 export { writeDemoDataset } from './workflows/demo.ts';

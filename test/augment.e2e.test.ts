@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { before, test } from 'node:test';
-import { loadBase } from '../src/base/base.ts';
+import { loadLayersBase } from '../src/base/base.ts';
 import { decodeImage } from '../src/dataset/decode.ts';
-import { initTf, tf } from '../src/engines/tf.ts';
 import { buildTrunkModel } from '../src/engines/trunk.ts';
+import { initTf, tf } from '../src/tfjs/tf.ts';
 import { sweep } from '../src/workflows/autocut.ts';
 import { tfjsRunner, trainingSet } from '../src/workflows/extract.ts';
 import { prepareData, train } from '../src/workflows/train.ts';
@@ -27,7 +27,7 @@ before(async () => {
 
 test('the flip view is the trunk on the mirrored image; training rows are images then views; val is not augmented', async () => {
   await initTf('wasm');
-  const base = await loadBase(basePath);
+  const base = await loadLayersBase(basePath);
   try {
     const cuts = ['block_1_add'];
     const cacheDir = path.join(tmpDir(), 'cache');

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { before, test } from 'node:test';
-import { loadBase, train } from '../src/index.ts';
+import { loadLayersBase, train } from '../src/index.ts';
 import { sweepCandidates } from '../src/workflows/autocut.ts';
 import { runCli, tmpDir, writeColourDataset, writeTinyBase } from './helpers.ts';
 
@@ -16,7 +16,7 @@ before(async () => {
 
 test('--mode auto scores every candidate from ONE trunk pass, picks one, and exports it', async () => {
   const cacheDir = path.join(tmpDir(), 'cache');
-  const b = await loadBase(base);
+  const b = await loadLayersBase(base);
   const cuts = sweepCandidates(b).map((c) => c.cut);
   assert.deepEqual(cuts, ['stem_relu', 'block_1_add', 'top_relu']);
   const single = await train({ data, base: b, cacheDir: path.join(tmpDir(), 'c2'), engine: 'wasm', epochs: 5 });

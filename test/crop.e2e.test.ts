@@ -7,8 +7,8 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { before, test } from 'node:test';
 import { decodeImage } from '../src/dataset/decode.ts';
-import { initTf } from '../src/engines/tf.ts';
 import { Predictor, train } from '../src/index.ts';
+import { initTf } from '../src/tfjs/tf.ts';
 import { runCli, tmpDir, writeRampDataset, writeTinyBase } from './helpers.ts';
 
 let base: string;

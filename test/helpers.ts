@@ -6,8 +6,8 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
-import { initTf, tfl } from '../src/engines/tf.ts';
 import { serialiseLayersModel } from '../src/export/model-files.ts';
+import { initTf, tfl } from '../src/tfjs/tf.ts';
 
 export const SHARED = path.resolve('../shared');
 export const HAVE_SHARED = existsSync(path.join(SHARED, 'data', 'hymenoptera'));

@@ -6,10 +6,10 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { loadBase } from '../src/base/base.ts';
-import { tfl } from '../src/engines/tf.ts';
-import { layersToOnnx } from '../src/export/onnx/convert.ts';
-import { DataType, encodeModel } from '../src/export/onnx/proto.ts';
+import { loadLayersBase } from '../src/base/base.ts';
+import { layersToOnnx } from '../src/onnx/convert.ts';
+import { DataType, encodeModel } from '../src/onnx/proto.ts';
+import { tfl } from '../src/tfjs/tf.ts';
 import { writeTinyBase } from './helpers.ts';
 
 export { tmpDir } from './helpers.ts';
@@ -103,7 +103,7 @@ export async function writeTinyOnnx(
   metadata: Record<string, string> = {},
 ): Promise<{ onnx: string; layers: string }> {
   const layers = await writeTinyBase(path.join(dir, 'layers'));
-  const base = await loadBase(layers);
+  const base = await loadLayersBase(layers);
   const trunk = tfl.model({ inputs: base.model.inputs, outputs: base.model.getLayer(top).output as never });
   const onnx = path.join(dir, 'tiny.onnx');
   writeFileSync(onnx, layersToOnnx(trunk, { metadata }));

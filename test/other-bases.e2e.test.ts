@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { before, test } from 'node:test';
-import { disposeBase, loadBase } from '../src/base/base.ts';
-import { tfl } from '../src/engines/tf.ts';
-import { layersToOnnx } from '../src/export/onnx/convert.ts';
+import { disposeBase, loadLayersBase } from '../src/base/base.ts';
 import { Predictor, train } from '../src/index.ts';
+import { layersToOnnx } from '../src/onnx/convert.ts';
+import { tfl } from '../src/tfjs/tf.ts';
 import { HAVE_SHARED, HYMENOPTERA, runCli, tmpDir, writeColourDataset } from './helpers.ts';
 import { writeTinyGraphModel, writeTinyOnnx } from './other-bases-fixtures.ts';
 
@@ -129,7 +129,7 @@ test('an ONNX base trains end to end; its model predicts, evaluates and exports 
 test('acceptance: MobileNetV2 converted to ONNX by graft trains on hymenoptera within 0.01 of the Layers base', {
   skip: !HAVE_SHARED && 'needs ../shared',
 }, async () => {
-  const base = await loadBase('nsfw-mobilenet-v2');
+  const base = await loadLayersBase('nsfw-mobilenet-v2');
   const trunk = tfl.model({ inputs: base.model.inputs, outputs: base.model.getLayer('out_relu').output as never });
   const file = path.join(dir, 'mobilenet_v2_out_relu.onnx');
   // No Rescaling layer inside: the ONNX file takes preprocessed input, so it needs the range the Layers base uses.

@@ -6,10 +6,10 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { before, test } from 'node:test';
-import { loadBase } from '../src/base/base.ts';
-import { initTf, tf, tfl } from '../src/engines/tf.ts';
+import { loadLayersBase } from '../src/base/base.ts';
 import { serialiseLayersModel } from '../src/export/model-files.ts';
 import { Predictor, train } from '../src/index.ts';
+import { initTf, tf, tfl } from '../src/tfjs/tf.ts';
 import { runCli, tmpDir, writeColourDataset } from './helpers.ts';
 
 /** Like helpers' tiny base, with BatchNorm after every convolution (moving statistics away from 0/1). */
@@ -87,7 +87,7 @@ async function assertExportMatches(out: string, r: Awaited<ReturnType<typeof tra
 
 test('parameter mode: spatial cache apart from pooled, tail trains, export predicts like training, base restored', async () => {
   await initTf('wasm');
-  const base = await loadBase(basePath);
+  const base = await loadLayersBase(basePath);
   const cacheDir = path.join(dir, 'cache-1');
   const before = base.model.getLayer('top_conv').getWeights()[0].dataSync().slice();
   // A pooled activation at the same cut is cached first; the tail must not read it as its spatial one.
@@ -185,7 +185,7 @@ test('fine-tune all layers from feature mode, images through the whole base each
 test('bundled InceptionV3, whose BatchNorm layers have no gamma: parameter mode retrains mixed10 and exports', async () => {
   await initTf('wasm');
   const small = await writeColourDataset(path.join(dir, 'data-small'), ['red', 'blue'], 4);
-  const base = await loadBase('nsfw-inception-v3');
+  const base = await loadLayersBase('nsfw-inception-v3');
   const out = path.join(tmpDir(), 'model');
   const r = await train({
     data: small,

@@ -8,8 +8,8 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { before, test } from 'node:test';
-import { tf } from '../src/engines/tf.ts';
 import { evaluateModel, Predictor, train } from '../src/index.ts';
+import { tf } from '../src/tfjs/tf.ts';
 import { tmpDir, writeColourDataset, writeTinyBase } from './helpers.ts';
 
 let base: string;

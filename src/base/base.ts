@@ -3,20 +3,23 @@
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
+import type { GraphModel } from '@tensorflow/tfjs-converter';
 import type { io } from '@tensorflow/tfjs-core';
-import { initTf, tf, tfl } from '../engines/tf.ts';
+import { initTf, tf, tfl } from '../tfjs/tf.ts';
 import type { ProgressCallback } from '../util/progress.ts';
 import { fingerprint, type ModelJson, readLocalModel, readRemoteModel } from './artifacts.ts';
 import { BUNDLED, bundledArtifacts } from './bundled.ts';
 import { ensureModelFiles } from './download.ts';
-import type { ForeignBase } from './foreign.ts';
-import { defaultCut } from './graph.ts';
+import { type ForeignTrunk, formatWords } from './foreign.ts';
+import { defaultCut, layersTrunk, type TrunkSource } from './graph.ts';
+import type { OnnxTrunkSpec } from './onnx-base.ts';
 import { checkCrop, fromRange, type Preprocessing } from './preprocessing.ts';
 import { DEFAULT_ZOO_BASE, findZooEntry, type ZooEntry } from './zoo.ts';
 
 export type BaseKind = 'bundled' | 'file' | 'url' | 'zoo';
 
-export interface Base {
+/** What every base has, whatever its format. */
+interface BaseInfo {
   /** Name shown to users and recorded in metadata (bundled name, or the path/URL given). */
   name: string;
   /** Content fingerprint of topology + weights; part of every activation cache key. */
@@ -24,21 +27,46 @@ export interface Base {
   kind: BaseKind;
   /** Where the files came from (path or URL). */
   source: string;
-  model: tfl.LayersModel;
   preprocessing: Preprocessing;
   /** The layer graft cuts at when the user names none: the one below the base's own classifier. */
   defaultCut: string;
-  /** Raw files, kept so exports and converters can re-read the original network. */
-  artifacts: io.ModelArtifacts;
   /** Set when no base was named and the default zoo base could not be had, so a bundled one stands in. */
   fallback?: { wanted: string; reason: string };
-  /**
-   * 'layers' when absent. TF.js graph models and ONNX files serve feature transfer only: for them `model` is a guard
-   * that throws a one-line error, and `foreign` supplies cut points and the trunk runner instead.
-   */
-  format?: 'layers' | 'graph' | 'onnx';
-  foreign?: ForeignBase;
+  /** Cut points and feature sizes: all that feature transfer asks of a base. */
+  trunk: TrunkSource;
 }
+
+/** A TF.js Layers network: every kind of transfer (feature, parameter, fine-tuning) and every export. */
+export interface LayersBase extends BaseInfo {
+  format: 'layers';
+  model: tfl.LayersModel;
+  /** Raw files, kept so exports and converters can re-read the original network. */
+  artifacts: io.ModelArtifacts;
+}
+
+/** A TF.js graph model: feature transfer only, run by TF.js (engines/graph-model.ts). */
+export interface GraphBase extends BaseInfo {
+  format: 'graph';
+  trunk: ForeignTrunk;
+  graph: { model: GraphModel; inputName: string };
+  artifacts: io.ModelArtifacts;
+}
+
+/** An ONNX file: feature transfer only, run by ONNX Runtime (engines/onnx-base.ts). */
+export interface OnnxBase extends BaseInfo {
+  format: 'onnx';
+  trunk: ForeignTrunk;
+  onnx: OnnxTrunkSpec;
+}
+
+/** Bases graft cannot rebuild layer by layer: the compiler keeps them away from Layers-only code. */
+export type ForeignBase = GraphBase | OnnxBase;
+
+/**
+ * A pretrained network plus what is needed to feed it. `format` says what it is; code that needs the Layers model
+ * (tails, fine-tuning, stitching, TF.js export) takes a LayersBase, so a graph or ONNX base cannot reach it.
+ */
+export type Base = LayersBase | ForeignBase;
 
 export interface BaseOptions {
   /** Pixel range the network expects, e.g. [-1, 1]; overrides the metadata file. Default [0, 1]. */
@@ -167,7 +195,7 @@ async function loadAny(spec: string | undefined, options: BaseOptions): Promise<
   );
 }
 
-async function loadZoo(entry: ZooEntry, options: BaseOptions): Promise<Base> {
+async function loadZoo(entry: ZooEntry, options: BaseOptions): Promise<LayersBase> {
   const { modelJsonPath } = await ensureModelFiles(entry.url, {
     mirror: options.mirror,
     offline: options.offline,
@@ -206,7 +234,7 @@ async function finish(
   artifacts: io.ModelArtifacts,
   range: [number, number],
   meta: BaseMetadataFile,
-): Promise<Base> {
+): Promise<LayersBase> {
   let model: tfl.LayersModel;
   try {
     model = await tfl.loadLayersModel(tf.io.fromMemory(artifacts));
@@ -219,16 +247,29 @@ async function finish(
   }
   const preprocessing = fromRange([shape[1], shape[2]], range[0], range[1], meta.resize ?? 'cover');
   if (meta.crop !== undefined) preprocessing.crop = checkCrop(meta.crop, `${source}: crop`);
+  const cut = meta.defaultCut ?? defaultCut(model);
   return {
+    format: 'layers',
     name,
     id: fingerprint(artifacts),
     kind,
     source,
     model,
     preprocessing,
-    defaultCut: meta.defaultCut ?? defaultCut(model),
+    defaultCut: cut,
     artifacts,
+    trunk: layersTrunk(model, cut),
   };
+}
+
+/** loadBase for callers that need the Layers model itself (tails, fine-tuning, stitching, TF.js export). */
+export async function loadLayersBase(spec?: string, options: BaseOptions = {}): Promise<LayersBase> {
+  const base = await loadBase(spec, options);
+  if (base.format === 'layers') return base;
+  disposeBase(base);
+  throw new Error(
+    `${spec}: this base is ${formatWords(base.format)}, which serves feature transfer only; parameter transfer, fine-tuning and TF.js export need a TF.js Layers base`,
+  );
 }
 
 /**
@@ -237,8 +278,8 @@ async function finish(
  * for bases the caller owns and will not use again.
  */
 export function disposeBase(base: Base): void {
-  if (base.foreign) {
-    base.foreign.dispose();
+  if (base.format !== 'layers') {
+    base.trunk.dispose();
     return;
   }
   for (const layer of base.model.layers) {

@@ -1,15 +1,12 @@
 /**
  * What TF.js Graph models and ONNX files have in common as bases: graft cannot rebuild them layer by layer, so they
- * serve feature transfer only. Each format supplies a ForeignBase (cut points, feature sizes, a trunk runner, the files
- * a trained model folder keeps); everything Layers-only (tails, fine-tuning, TF.js export) refuses them in one line.
+ * serve feature transfer only. Each format supplies a ForeignTrunk (cut points, feature sizes, the files a trained
+ * model folder keeps); the engines run them (engines/graph-model.ts, engines/onnx-base.ts). Base's type keeps them
+ * away from Layers-only code (tails, fine-tuning, TF.js export).
  */
-import type { TrunkRunner } from '../engines/trunk.ts';
-import type { CutPoint } from './graph.ts';
+import type { TrunkSource } from './graph.ts';
 
 export type ForeignFormat = 'graph' | 'onnx';
-
-/** The `--engine` choice (workflows/engine-choice.ts), spelled here so base/ does not import a higher folder. */
-export type EngineChoice = 'auto' | 'onnx' | 'wasm';
 
 /** Words for error messages: "a TF.js graph model" / "an ONNX model". */
 export function formatWords(format: ForeignFormat): string {
@@ -27,39 +24,16 @@ export interface ForeignNode {
   cutPoint: boolean;
 }
 
-export interface ForeignBase {
-  format: ForeignFormat;
+/** The TrunkSource of a graph or ONNX base, with what inspection and model folders need besides. */
+export interface ForeignTrunk extends TrunkSource {
   /** Every node in topological order (for `graft inspect --all`). */
   nodes: ForeignNode[];
-  /** Cut points fit for a head (float, rank 2 or 4), in topological order, up to and including the default cut. */
-  candidates: CutPoint[];
-  /** Throws a one-line error unless `cut` is a usable cut point. */
-  requireCut(cut: string): void;
   /** The activation's shape at a cut (without batch) and, for rank 4, its layout. */
   cutInfo(cut: string): { shape: number[]; layout: 'nchw' | 'nhwc' };
-  /** Pooled feature size at each cut. */
-  featureSizes(cuts: string[]): number[];
-  /** Pixels (NHWC, 0..255) → pooled activations at the cuts. */
-  runner(cuts: string[], engine?: EngineChoice): Promise<TrunkRunner>;
   /** Files a trained model folder keeps so the predictor can rebuild the trunk, and what to record in graft.json. */
   modelFiles(): { files: Record<string, Uint8Array | string>; record: Record<string, unknown> };
+  /** Releases the network (graph models); sessions belong to the runners that open them. */
   dispose(): void;
-}
-
-/**
- * A stand-in for `Base.model` on foreign bases: code written for Layers bases that reaches it gets a one-line error
- * naming the format instead of a TypeError deep inside TF.js. `dispose` is allowed and releases the foreign network.
- */
-export function layersOnlyGuard<T extends object>(format: ForeignFormat, source: string, dispose: () => void): T {
-  return new Proxy({} as T, {
-    get(_t, prop) {
-      if (prop === 'dispose') return dispose;
-      if (prop === 'then' || typeof prop === 'symbol') return undefined;
-      throw new Error(
-        `${source}: this base is ${formatWords(format)}: feature transfer only (--mode feature or auto); parameter transfer, fine-tuning and TF.js export need a TF.js Layers base`,
-      );
-    },
-  });
 }
 
 export interface SeqNode {

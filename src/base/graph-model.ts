@@ -9,24 +9,14 @@
  * JS before the input; rank-4 outputs are globally average-pooled (TF graphs are NHWC).
  */
 
-import path from 'node:path';
 import { type GraphModel, loadGraphModel } from '@tensorflow/tfjs-converter';
 import type { io } from '@tensorflow/tfjs-core';
-import { tf } from '../engines/tf.ts';
-import type { TrunkRunner } from '../engines/trunk.ts';
-import { fingerprint, type ModelJson, readLocalModel } from './artifacts.ts';
-import type { Base, BaseKind, BaseMetadataFile, BaseOptions } from './base.ts';
-import {
-  cutPositions,
-  type EngineChoice,
-  type ForeignBase,
-  type ForeignNode,
-  layersOnlyGuard,
-  poolRows,
-  type SeqNode,
-} from './foreign.ts';
+import { tf } from '../tfjs/tf.ts';
+import { fingerprint, type ModelJson } from './artifacts.ts';
+import type { BaseKind, BaseMetadataFile, BaseOptions, GraphBase } from './base.ts';
+import { cutPositions, type ForeignNode, type ForeignTrunk, type SeqNode } from './foreign.ts';
 import type { CutPoint } from './graph.ts';
-import { fromRange, normalisePixels, type Preprocessing } from './preprocessing.ts';
+import { fromRange, type Preprocessing } from './preprocessing.ts';
 
 interface GraphNodeDef {
   name: string;
@@ -131,7 +121,7 @@ export async function loadGraphModelBase(
   artifacts: io.ModelArtifacts,
   o: BaseOptions,
   meta: BaseMetadataFile,
-): Promise<Base> {
+): Promise<GraphBase> {
   const full: io.ModelArtifacts = {
     ...artifacts,
     signature: json.signature as object | undefined,
@@ -160,7 +150,7 @@ async function describeGraphBase(
   artifacts: io.ModelArtifacts,
   o: BaseOptions,
   meta: BaseMetadataFile,
-): Promise<Base> {
+): Promise<GraphBase> {
   if (model.inputs.length !== 1)
     throw new Error(`${source}: graft feeds one image input; this graph has ${model.inputs.length} inputs`);
   const input = model.inputs[0];
@@ -190,7 +180,7 @@ async function describeGraphBase(
   const x = tf.zeros([1, size[0], size[1], 3]);
   const shapes = new Map<string, { dims: number[]; dtype: string }>();
   try {
-    const ys = await execute(model, { [input.name]: x }, names);
+    const ys = await executeGraph(model, { [input.name]: x }, names);
     const list = Array.isArray(ys) ? ys : [ys];
     list.forEach((t, k) => {
       shapes.set(names[k], { dims: t.shape.slice(1), dtype: t.dtype });
@@ -246,10 +236,10 @@ async function describeGraphBase(
       `node '${cut}' is not a cut point: other tensors cross the graph there (inside a residual or branched block)`,
     );
   };
-  const foreign: ForeignBase = {
-    format: 'graph',
+  const trunk: ForeignTrunk = {
     nodes,
     candidates,
+    depth: nodes.length,
     requireCut,
     cutInfo: (cut) => {
       requireCut(cut);
@@ -258,12 +248,6 @@ async function describeGraphBase(
     featureSizes: (cuts) => {
       cuts.forEach(requireCut);
       return cuts.map(sizeOf);
-    },
-    async runner(cuts, engine?: EngineChoice) {
-      if (engine === 'onnx')
-        throw new Error(`${source}: a TF.js graph-model base runs on TF.js only (--engine auto or wasm, not onnx)`);
-      cuts.forEach(requireCut);
-      return graphRunner(model, input.name, preprocessing, cuts, cuts.map(sizeOf));
     },
     modelFiles: () => {
       const data = artifacts.weightData;
@@ -287,16 +271,16 @@ async function describeGraphBase(
     dispose: () => model.dispose(),
   };
   return {
+    format: 'graph',
     name,
     id: fingerprint(artifacts),
     kind,
     source,
-    model: layersOnlyGuard('graph', source, () => foreign.dispose()),
     preprocessing,
     defaultCut,
     artifacts,
-    format: 'graph',
-    foreign,
+    trunk,
+    graph: { model, inputName: input.name },
   };
 }
 
@@ -304,7 +288,7 @@ async function describeGraphBase(
  * Runs synchronously when the graph allows it (no control flow), which is faster and spares the converter's console
  * advice to do so; graphs with control flow or dynamic shapes go through executeAsync.
  */
-async function execute(
+export async function executeGraph(
   model: GraphModel,
   feeds: Record<string, tf.Tensor>,
   outputs: string[],
@@ -315,49 +299,4 @@ async function execute(
     if (!/executeAsync|control flow|dynamic/i.test((e as Error).message)) throw e;
     return (await model.executeAsync(feeds, outputs)) as tf.Tensor | tf.Tensor[];
   }
-}
-
-/** Pixels (NHWC 0..255) → JS preprocessing → the graph up to `cuts` → pooled activations, on the TF.js backend. */
-export function graphRunner(
-  model: GraphModel,
-  inputName: string,
-  p: Preprocessing,
-  cuts: string[],
-  featureSizes: number[],
-  batchSize = 16,
-): TrunkRunner {
-  const [h, w] = p.size;
-  return {
-    engine: tf.getBackend() as 'wasm' | 'cpu',
-    featureSizes,
-    batchSize,
-    async run(pixels, n) {
-      const x = tf.tensor4d(normalisePixels(pixels, n, p, 'nhwc'), [n, h, w, 3]);
-      let list: tf.Tensor[] = [];
-      try {
-        const ys = await execute(model, { [inputName]: x }, cuts);
-        list = Array.isArray(ys) ? ys : [ys];
-        return await Promise.all(list.map(async (t) => poolRows((await t.data()) as Float32Array, t.shape, 'nhwc')));
-      } finally {
-        x.dispose();
-        tf.dispose(list);
-      }
-    },
-    dispose() {},
-  };
-}
-
-/** Reopens the graph model a trained model folder keeps (see ForeignBase.modelFiles) as a runner at `cut`. */
-export async function openSavedGraphTrunk(dir: string, p: Preprocessing, cut: string): Promise<TrunkRunner> {
-  const { json, artifacts } = await readLocalModel(path.join(dir, 'base-model.json'));
-  const model = await loadGraphModel(
-    tf.io.fromMemory({
-      ...artifacts,
-      signature: json.signature as object | undefined,
-      modelInitializer: json.modelInitializer as object | undefined,
-    }),
-  );
-  const inputName = model.inputs[0].name;
-  const runner = graphRunner(model, inputName, p, [cut], []);
-  return { ...runner, dispose: () => model.dispose() };
 }

@@ -1,15 +1,15 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
-import { type Base, loadBase } from './base.ts';
+import { type LayersBase, loadLayersBase } from './base.ts';
 import { candidateCuts, cutPointIndices, defaultCut, requireCutPoint } from './graph.ts';
 import { cutForRetrainLayers, inspectBase } from './inspect.ts';
 
-let mnv2: Base;
-let inception: Base;
+let mnv2: LayersBase;
+let inception: LayersBase;
 
 before(async () => {
-  mnv2 = await loadBase('nsfw-mobilenet-v2');
-  inception = await loadBase('nsfw-inception-v3');
+  mnv2 = await loadLayersBase('nsfw-mobilenet-v2');
+  inception = await loadLayersBase('nsfw-inception-v3');
 });
 
 test('bundled MobileNetV2: block boundaries are cut points, layers inside residual blocks are not', () => {

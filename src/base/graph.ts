@@ -7,7 +7,7 @@
  */
 import type { Tensor } from '@tensorflow/tfjs-core';
 import type { SymbolicTensor } from '@tensorflow/tfjs-layers';
-import { tf, tfl } from '../engines/tf.ts';
+import { tf, tfl } from '../tfjs/tf.ts';
 
 type Layer = tfl.layers.Layer;
 
@@ -62,6 +62,37 @@ export interface CutPoint {
   shape: number[];
   /** Features the head sees: channels for spatial outputs (after global average pooling), else the flat size. */
   featureSize: number;
+}
+
+/**
+ * What feature transfer asks of a base of any format (Layers, graph model, ONNX): where it can be cut and how wide its
+ * pooled activations are there. Everything else (tails, fine-tuning, stitching) needs the Layers model itself.
+ */
+export interface TrunkSource {
+  /** Cut points fit for a head, bottom to top, up to and including the base's default cut. */
+  readonly candidates: CutPoint[];
+  /** Throws a one-line error unless `cut` is a usable cut point. */
+  requireCut(cut: string): void;
+  /** Pooled feature size at each cut. */
+  featureSizes(cuts: string[]): number[];
+  /** Layers (or graph nodes) in topological order: the scale of CutPoint.index. */
+  readonly depth: number;
+}
+
+/** The TrunkSource of a Layers model whose head input is `top`. */
+export function layersTrunk(model: tfl.LayersModel, top: string): TrunkSource {
+  let candidates: CutPoint[] | undefined;
+  return {
+    get candidates() {
+      candidates ??= candidateCuts(model, top);
+      return candidates;
+    },
+    requireCut: (cut) => {
+      requireCutPoint(model, cut);
+    },
+    featureSizes: (cuts) => cuts.map((cut) => describe(model.getLayer(cut), 0).featureSize),
+    depth: model.layers.length,
+  };
 }
 
 /**

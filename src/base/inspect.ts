@@ -1,7 +1,7 @@
 /**
  * A plain-data description of a base: layers, parameter counts, and the candidate cut points with their depth.
  */
-import type { Base } from './base.ts';
+import type { Base, ForeignBase, LayersBase } from './base.ts';
 import { type CutPoint, candidateCuts, cutPointIndices, layerIndex } from './graph.ts';
 
 export interface LayerInfo {
@@ -66,8 +66,8 @@ function describeBase(
 }
 
 /** Graph and ONNX bases: their nodes stand for layers (parameters = elements of the constants a node reads). */
-function inspectForeign(base: Base): BaseInspection {
-  const f = base.foreign!;
+function inspectForeign(base: ForeignBase): BaseInspection {
+  const f = base.trunk;
   const layers: LayerInfo[] = f.nodes.map((n) => ({
     name: n.name,
     className: n.op,
@@ -82,12 +82,12 @@ function inspectForeign(base: Base): BaseInspection {
     f.candidates,
     top,
     layers.reduce((a, l) => a + l.params, 0),
-    f.format,
+    base.format,
   );
 }
 
 export function inspectBase(base: Base): BaseInspection {
-  if (base.foreign) return inspectForeign(base);
+  if (base.format !== 'layers') return inspectForeign(base);
   const model = base.model;
   const cuts = new Set(cutPointIndices(model));
   const layers: LayerInfo[] = model.layers.map((l, i) => ({
@@ -102,8 +102,8 @@ export function inspectBase(base: Base): BaseInspection {
 }
 
 /** The candidate `n` blocks below the head (what `--retrain-layers n` means). */
-export function cutForRetrainLayers(base: Base, n: number): string {
-  const candidates = candidateCuts(base.model, base.defaultCut);
+export function cutForRetrainLayers(base: LayersBase, n: number): string {
+  const candidates = base.trunk.candidates;
   if (!Number.isInteger(n) || n < 0 || n >= candidates.length) {
     throw new Error(`--retrain-layers must be an integer from 0 to ${candidates.length - 1} for this base (got ${n})`);
   }

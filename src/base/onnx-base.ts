@@ -15,94 +15,15 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { TrunkRunner } from '../engines/trunk.ts';
-import { decodeModel, type ModelMsg } from '../export/onnx/proto.ts';
-import type { Base, BaseOptions } from './base.ts';
-import {
-  cutPositions,
-  type EngineChoice,
-  type ForeignBase,
-  type ForeignNode,
-  guessLayout,
-  layersOnlyGuard,
-  pooledSize,
-  poolRows,
-  type SeqNode,
-} from './foreign.ts';
+import { decodeModel, type ModelMsg } from '../onnx/proto.ts';
+import { requireOrt } from '../onnx/runtime.ts';
+import { withOutputs } from '../onnx/wire.ts';
+import type { BaseOptions, OnnxBase } from './base.ts';
+import { cutPositions, type ForeignNode, type ForeignTrunk, guessLayout, pooledSize, type SeqNode } from './foreign.ts';
 import type { CutPoint } from './graph.ts';
-import { fromRange, normalisePixels, type Preprocessing, parseRange } from './preprocessing.ts';
+import { fromRange, type Preprocessing, parseRange } from './preprocessing.ts';
 
-type Ort = typeof import('onnxruntime-node');
 type Layout = 'nchw' | 'nhwc';
-
-// ---------------------------------------------------------------------------------------------------------------------
-// Protobuf wire format, just enough to add outputs and nodes to a graph without decoding the rest
-
-function varint(n: number): number[] {
-  const out: number[] = [];
-  while (n >= 0x80) {
-    out.push((n % 0x80) | 0x80);
-    n = Math.floor(n / 0x80);
-  }
-  out.push(n);
-  return out;
-}
-
-/** A length-delimited field: tag, length, bytes. */
-export function lenField(field: number, data: Uint8Array): Uint8Array {
-  return Buffer.concat([Uint8Array.from([...varint(field * 8 + 2), ...varint(data.length)]), data]);
-}
-
-const str = (field: number, s: string) => lenField(field, Buffer.from(s, 'utf8'));
-
-interface WireField {
-  field: number;
-  /** The whole field, tag included. */
-  bytes: Uint8Array;
-  /** Length-delimited fields: the payload. */
-  payload?: Uint8Array;
-}
-
-/** Splits a message into its top-level fields, in order. */
-export function wireFields(msg: Uint8Array): WireField[] {
-  const out: WireField[] = [];
-  let p = 0;
-  const readVarint = () => {
-    let n = 0;
-    let mul = 1;
-    for (;;) {
-      if (p >= msg.length) throw new Error('truncated protobuf');
-      const b = msg[p++];
-      n += (b & 0x7f) * mul;
-      if (b < 0x80) return n;
-      mul *= 0x80;
-    }
-  };
-  while (p < msg.length) {
-    const start = p;
-    const tag = readVarint();
-    const wire = tag % 8;
-    let payload: Uint8Array | undefined;
-    if (wire === 0) readVarint();
-    else if (wire === 1) p += 8;
-    else if (wire === 5) p += 4;
-    else if (wire === 2) {
-      const len = readVarint();
-      payload = msg.subarray(p, p + len);
-      p += len;
-    } else throw new Error(`unsupported protobuf wire type ${wire}`);
-    if (p > msg.length) throw new Error('truncated protobuf');
-    out.push({ field: Math.floor(tag / 8), bytes: msg.subarray(start, p), payload });
-  }
-  return out;
-}
-
-/** ModelProto bytes with `names` added as graph outputs (type left for ONNX Runtime to infer). */
-export function withOutputs(model: Uint8Array, names: string[]): Uint8Array {
-  if (names.length === 0) return model;
-  const outputs = names.map((n) => lenField(12, str(1, n)));
-  return Buffer.concat([model, lenField(7, Buffer.concat(outputs))]);
-}
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Reading the graph
@@ -164,19 +85,7 @@ export function readOnnxGraph(bytes: Uint8Array, where: string): OnnxGraphInfo {
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
-// Running it
-
-let ortPromise: Promise<Ort> | undefined;
-async function ort(): Promise<Ort> {
-  ortPromise ??= import('onnxruntime-node');
-  try {
-    return await ortPromise;
-  } catch (e) {
-    throw new Error(
-      `ONNX bases need onnxruntime-node, which does not load here (${(e as Error).message.split('\n')[0]})`,
-    );
-  }
-}
+// What the ONNX Runtime engine (engines/onnx-base.ts) needs to run it
 
 export interface OnnxTrunkSpec {
   bytes: Uint8Array;
@@ -187,79 +96,6 @@ export interface OnnxTrunkSpec {
   fixedBatch: number;
   /** Tensors the graph already outputs (need not be added). */
   outputs: string[];
-}
-
-/** Pixels (NHWC 0..255) → normalised input → ONNX Runtime → pooled activations at `cuts`. */
-export async function onnxBaseRunner(
-  spec: OnnxTrunkSpec,
-  cuts: string[],
-  featureSizes?: number[],
-  batch = 16,
-): Promise<TrunkRunner> {
-  const o = await ort();
-  const added = [...new Set(cuts.filter((c) => !spec.outputs.includes(c)))];
-  const session = await o.InferenceSession.create(withOutputs(spec.bytes, added), {
-    intraOpNumThreads: os.availableParallelism(),
-    interOpNumThreads: 1,
-    executionMode: 'sequential',
-    graphOptimizationLevel: 'all',
-  });
-  const [h, w] = spec.preprocessing.size;
-  const perImage = h * w * 3;
-  const batchSize = spec.fixedBatch > 0 ? spec.fixedBatch : batch;
-  const inputLayout = spec.layout;
-  const runChunk = async (pixels: Float32Array, n: number): Promise<Float32Array[]> => {
-    const x = normalisePixels(pixels, n, spec.preprocessing, inputLayout);
-    const dims = inputLayout === 'nchw' ? [n, 3, h, w] : [n, h, w, 3];
-    const res = await session.run({ [spec.inputName]: new o.Tensor('float32', x, dims) }, cuts);
-    return cuts.map((c) => {
-      const t = res[c];
-      if (t.type !== 'float32') throw new Error(`cut '${c}' is a ${t.type} tensor; graft reads float32 activations`);
-      const d = [...t.dims];
-      return poolRows(t.data as Float32Array, d, d.length === 4 ? guessLayout(d.slice(1), inputLayout) : inputLayout);
-    });
-  };
-  let sizes = featureSizes;
-  const runner: TrunkRunner = {
-    engine: 'onnx',
-    get featureSizes() {
-      return sizes ?? [];
-    },
-    batchSize,
-    async run(pixels, n) {
-      if (pixels.length !== n * perImage)
-        throw new Error(`trunk input: expected ${n * perImage} values, got ${pixels.length}`);
-      // A file with a fixed batch dimension takes exactly that many images per call: pad the last chunk.
-      const step = batchSize;
-      const parts: Float32Array[][] = [];
-      for (let i = 0; i < n; i += step) {
-        const m = Math.min(step, n - i);
-        let chunk = pixels.subarray(i * perImage, (i + m) * perImage);
-        if (spec.fixedBatch > 0 && m < spec.fixedBatch) {
-          const padded = new Float32Array(spec.fixedBatch * perImage);
-          padded.set(chunk);
-          chunk = padded;
-        }
-        const out = await runChunk(chunk, spec.fixedBatch > 0 ? spec.fixedBatch : m);
-        sizes ??= out.map((r) => r.length / (spec.fixedBatch > 0 ? spec.fixedBatch : m));
-        parts.push(out.map((r, k) => r.subarray(0, m * sizes![k])));
-      }
-      if (parts.length === 1) return parts[0];
-      return cuts.map((_, k) => {
-        const all = new Float32Array(n * sizes![k]);
-        let off = 0;
-        for (const p of parts) {
-          all.set(p[k], off);
-          off += p[k].length;
-        }
-        return all;
-      });
-    },
-    async dispose() {
-      await session.release();
-    },
-  };
-  return runner;
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -354,7 +190,7 @@ export function onnxPreprocessing(
 }
 
 /** Loads `file` (.onnx) as a base: reads the graph, probes every cut point once for its shape, lists candidates. */
-export async function loadOnnxBase(file: string, o: BaseOptions = {}, name?: string): Promise<Base> {
+export async function loadOnnxBase(file: string, o: BaseOptions = {}, name?: string): Promise<OnnxBase> {
   let bytes: Uint8Array;
   try {
     bytes = readFileSync(file);
@@ -426,10 +262,10 @@ export async function loadOnnxBase(file: string, o: BaseOptions = {}, name?: str
       `tensor '${cut}' is not a cut point: other tensors cross the graph there (inside a residual or branched block)`,
     );
   };
-  const foreign: ForeignBase = {
-    format: 'onnx',
+  const trunk: ForeignTrunk = {
     nodes,
     candidates,
+    depth: nodes.length,
     requireCut,
     cutInfo: (cut) => {
       requireCut(cut);
@@ -439,12 +275,6 @@ export async function loadOnnxBase(file: string, o: BaseOptions = {}, name?: str
     featureSizes: (cuts) => {
       cuts.forEach(requireCut);
       return cuts.map(sizeOf);
-    },
-    async runner(cuts, engine?: EngineChoice) {
-      if (engine === 'wasm')
-        throw new Error(`${file}: an ONNX base runs on ONNX Runtime only (--engine auto or onnx, not wasm)`);
-      cuts.forEach(requireCut);
-      return onnxBaseRunner(spec, cuts, cuts.map(sizeOf));
     },
     modelFiles: () => ({
       files: { 'base.onnx': bytes },
@@ -461,16 +291,15 @@ export async function loadOnnxBase(file: string, o: BaseOptions = {}, name?: str
     dispose() {},
   };
   return {
+    format: 'onnx',
     name: name ?? info.metadata['graft.name'] ?? file,
     id: createHash('sha256').update(bytes).digest('hex').slice(0, 16),
     kind: 'file',
     source,
-    model: layersOnlyGuard('onnx', file, () => foreign.dispose()),
     preprocessing,
     defaultCut,
-    artifacts: {},
-    format: 'onnx',
-    foreign,
+    trunk,
+    onnx: spec,
   };
 }
 
@@ -478,7 +307,7 @@ async function probeShapes(
   spec: OnnxTrunkSpec,
   names: string[],
 ): Promise<Map<string, { dims: number[]; type: string }>> {
-  const o = await ort();
+  const o = await requireOrt('ONNX bases');
   const session = await o.InferenceSession.create(
     withOutputs(
       spec.bytes,

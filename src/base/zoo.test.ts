@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { closedPort } from '../../test/helpers.ts';
 import { modelsCommand } from '../cli/models/index.ts';
-import { DEFAULT_BASE, FALLBACK_BASE, loadBase } from './base.ts';
+import { DEFAULT_BASE, FALLBACK_BASE, loadBase, loadLayersBase } from './base.ts';
 import { DEFAULT_ZOO_BASE, findZooEntry, ZOO } from './zoo.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -118,7 +118,7 @@ describe('zoo bases through loadBase and the CLI', { skip }, () => {
 
   test('a zoo name downloads through the mirror and loads with its preprocessing and cut; offline then needs no request', async () => {
     const cache = useCache('named');
-    const base = await loadBase('mobilenet_v2_0.35', { mirror: srv.base });
+    const base = await loadLayersBase('mobilenet_v2_0.35', { mirror: srv.base });
     assert.equal(base.kind, 'zoo');
     assert.equal(base.name, 'mobilenet_v2_0.35');
     assert.equal(base.source, findZooEntry('mobilenet_v2_0.35')?.url);

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
 import { seededPixels as pixels } from '../../test/helpers.ts';
-import { loadBase } from '../base/base.ts';
+import { loadLayersBase } from '../base/base.ts';
+import { initTf } from '../tfjs/tf.ts';
 import { onnxAvailable, onnxTrunkRunner } from './onnx.ts';
-import { initTf } from './tf.ts';
 import { buildTrunkModel, tfjsTrunkRunner } from './trunk.ts';
 
 before(() => initTf('wasm'));
@@ -16,7 +16,7 @@ test('onnxAvailable is true here and answers from its cache the second time', as
 });
 
 test('the ONNX runner matches the TF.js WASM runner on a two-cut MobileNetV2 trunk, across split batches', async () => {
-  const base = await loadBase('nsfw-mobilenet-v2');
+  const base = await loadLayersBase('nsfw-mobilenet-v2');
   const model = buildTrunkModel(base, ['block_13_expand_relu', 'out_relu']);
   const onnx = await onnxTrunkRunner(model, { batchSize: 2 });
   const ref = tfjsTrunkRunner(model);

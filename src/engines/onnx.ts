@@ -1,17 +1,15 @@
 /**
- * The ONNX Runtime trunk engine: the trunk converted to ONNX in-process (export/onnx) and run by onnxruntime-node's
- * CPU execution provider. On MobileNetV2 it is about six times faster per image than TF.js on WASM.
- *
- * onnxruntime-node is imported lazily: its native binary may be missing or fail to load on some platforms, and the
- * rest of graft must keep working on TF.js when it does (see onnxAvailable).
+ * The ONNX Runtime trunk engine for Layers bases: the trunk converted to ONNX in-process (onnx/convert.ts) and run by
+ * onnxruntime-node's CPU execution provider. On MobileNetV2 it is about six times faster per image than TF.js on WASM.
+ * onnxruntime-node loads lazily (onnx/runtime.ts), so graft keeps working on TF.js where it does not.
  */
 import os from 'node:os';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
-import { layersToOnnx } from '../export/onnx/convert.ts';
-import { DataType, encodeModel } from '../export/onnx/proto.ts';
+import { layersToOnnx } from '../onnx/convert.ts';
+import { loadOrt } from '../onnx/runtime.ts';
 import type { TrunkRunner } from './trunk.ts';
 
-type Ort = typeof import('onnxruntime-node');
+export { onnxAvailable } from '../onnx/runtime.ts';
 
 export interface OnnxRunnerOptions {
   /** Intra-op threads; default every core (os.availableParallelism()). */
@@ -26,57 +24,6 @@ export interface OnnxRunnerOptions {
  * cent while the activations' memory doubles; 16 takes most of the gain and keeps a call well under a second.
  */
 export const DEFAULT_ONNX_BATCH = 16;
-
-let ortPromise: Promise<Ort> | undefined;
-
-function loadOrt(): Promise<Ort> {
-  ortPromise ??= import('onnxruntime-node');
-  return ortPromise;
-}
-
-let available: Promise<boolean> | undefined;
-
-/** True when onnxruntime-node loads and runs a one-node model here. Checked once per process. */
-export function onnxAvailable(): Promise<boolean> {
-  available ??= (async () => {
-    try {
-      const ort = await loadOrt();
-      const session = await ort.InferenceSession.create(tinyModel());
-      try {
-        const x = new ort.Tensor('float32', Float32Array.of(-1, 2), [2]);
-        const y = (await session.run({ x })).y.data as Float32Array;
-        return y[0] === 0 && y[1] === 2;
-      } finally {
-        await session.release();
-      }
-    } catch {
-      return false;
-    }
-  })();
-  return available;
-}
-
-/** y = Relu(x) on a float vector: enough to prove the binary loads, parses ONNX and executes a kernel. */
-function tinyModel(): Uint8Array {
-  const info = (name: string) => ({
-    name,
-    type: { tensor_type: { elem_type: DataType.FLOAT, shape: { dim: [{ dim_param: 'n' }] } } },
-  });
-  return encodeModel({
-    ir_version: 8,
-    producer_name: 'graft',
-    producer_version: '',
-    opset_import: [{ domain: '', version: 17 }],
-    metadata_props: [],
-    graph: {
-      name: 'probe',
-      node: [{ op_type: 'Relu', input: ['x'], output: ['y'], name: 'relu', attribute: [] }],
-      initializer: [],
-      input: [info('x')],
-      output: [info('y')],
-    },
-  });
-}
 
 /** Runs `model` (pixels NHWC 0..255 → one output per cut) on ONNX Runtime. */
 export async function onnxTrunkRunner(model: LayersModel, opts: OnnxRunnerOptions = {}): Promise<TrunkRunner> {

@@ -4,12 +4,12 @@
  * so every engine that runs the trunk, and every exported model, applies exactly the same arithmetic.
  */
 import type { SymbolicTensor } from '@tensorflow/tfjs-layers';
-import type { Base } from '../base/base.ts';
+import type { LayersBase } from '../base/base.ts';
 import { layerIndex, poolIfSpatial, reapply, requireCutPoint } from '../base/graph.ts';
-import { tf, tfl } from './tf.ts';
+import { tf, tfl } from '../tfjs/tf.ts';
 
 /** Input tensor + Rescaling: the first two layers of every trunk and every exported model. */
-export function pixelInput(base: Base): { input: SymbolicTensor; scaled: SymbolicTensor } {
+export function pixelInput(base: Pick<LayersBase, 'preprocessing'>): { input: SymbolicTensor; scaled: SymbolicTensor } {
   const [h, w] = base.preprocessing.size;
   const input = tfl.input({ shape: [h, w, 3], name: 'pixels' });
   const scaled = tfl.layers
@@ -27,7 +27,7 @@ export interface TrunkOptions {
 }
 
 /** Builds pixels → [activation at each cut, pooled unless told otherwise]; one forward pass serves every cut. */
-export function buildTrunkModel(base: Base, cuts: string[], opts: TrunkOptions = {}): tfl.LayersModel {
+export function buildTrunkModel(base: LayersBase, cuts: string[], opts: TrunkOptions = {}): tfl.LayersModel {
   if (cuts.length === 0) throw new Error('a trunk needs at least one cut');
   const pool = opts.pool ?? true;
   const indices = cuts.map((c) => (!pool && layerIndex(base.model, c) === 0 ? 0 : requireCutPoint(base.model, c)));
@@ -81,6 +81,6 @@ export function tfjsTrunkRunner(model: tfl.LayersModel, batchSize = 16): TrunkRu
 }
 
 /** The layer index of the highest cut: everything above it is tail or head, never trunk. */
-export function topCutIndex(base: Base, cuts: string[]): number {
+export function topCutIndex(base: LayersBase, cuts: string[]): number {
   return Math.max(...cuts.map((c) => layerIndex(base.model, c)));
 }

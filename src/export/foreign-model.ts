@@ -8,12 +8,11 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { Base } from '../base/base.ts';
-import { type EngineChoice, formatWords } from '../base/foreign.ts';
+import type { ForeignBase } from '../base/base.ts';
+import { formatWords } from '../base/foreign.ts';
 import type { Preprocessing } from '../base/preprocessing.ts';
+import type { EngineChoice } from '../engines/engine-choice.ts';
 import type { TrunkRunner } from '../engines/trunk.ts';
-import type { HeadJson } from '../train/features.ts';
-import { METADATA_FILE, type ModelMetadata, writeModelFolder } from './model-files.ts';
 import {
   type Attribute,
   AttrType,
@@ -22,7 +21,10 @@ import {
   encodeModel,
   type NodeMsg,
   type TensorMsg,
-} from './onnx/proto.ts';
+} from '../onnx/proto.ts';
+import { lenField, wireFields } from '../onnx/wire.ts';
+import type { HeadJson } from '../train/features.ts';
+import { METADATA_FILE, type ModelMetadata, writeModelFolder } from './model-files.ts';
 import type { OnnxExportResult } from './onnx-export.ts';
 
 export interface ForeignRecord {
@@ -38,13 +40,12 @@ export interface ForeignRecord {
   cutLayout?: 'nchw' | 'nhwc';
 }
 
-export async function saveForeignModel(out: string, base: Base, metadata: ModelMetadata): Promise<void> {
-  const foreign = base.foreign!;
-  const { files, record } = foreign.modelFiles();
-  const cutInfo = foreign.cutInfo?.(metadata.cut);
+export async function saveForeignModel(out: string, base: ForeignBase, metadata: ModelMetadata): Promise<void> {
+  const { files, record } = base.trunk.modelFiles();
+  const cutInfo = base.trunk.cutInfo(metadata.cut);
   const full: ModelMetadata = {
     ...metadata,
-    foreign: { ...record, ...(cutInfo ? { cutShape: cutInfo.shape, cutLayout: cutInfo.layout } : {}) },
+    foreign: { ...record, cutShape: cutInfo.shape, cutLayout: cutInfo.layout },
   };
   writeModelFolder(out, { ...files, [METADATA_FILE]: `${JSON.stringify(full, null, 2)}\n` });
 }
@@ -60,7 +61,7 @@ export async function openForeignRunner(
   if (rec.format === 'onnx') {
     if (engine === 'wasm')
       throw new Error(`${dir}: a model on an ONNX base runs on ONNX Runtime only (--engine auto or onnx, not wasm)`);
-    const { onnxBaseRunner } = await import('../base/onnx-base.ts');
+    const { onnxBaseRunner } = await import('../engines/onnx-base.ts');
     const bytes = readFileSync(path.join(dir, rec.file));
     return onnxBaseRunner(
       {
@@ -76,7 +77,7 @@ export async function openForeignRunner(
   }
   if (engine === 'onnx')
     throw new Error(`${dir}: a model on a TF.js graph-model base runs on TF.js only (--engine auto or wasm, not onnx)`);
-  const { openSavedGraphTrunk } = await import('../base/graph-model.ts');
+  const { openSavedGraphTrunk } = await import('../engines/graph-model.ts');
   return openSavedGraphTrunk(dir, p, m.cut);
 }
 
@@ -118,7 +119,6 @@ export async function exportForeignOnnx(dir: string, m: ModelMetadata, out: stri
     throw new Error(`${dir}: a knn head is not expressible as an ONNX graph; retrain with --head softmax or mlp`);
   if (!rec.cutShape)
     throw new Error(`${dir}: graft.json lacks the cut's shape (written by an older graft); retrain to export`);
-  const { wireFields, lenField } = await import('../base/onnx-base.ts');
   const p = m.preprocessing as Preprocessing;
   const [h, w] = p.size;
   const bytes = readFileSync(path.join(dir, rec.file));

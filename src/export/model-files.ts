@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, w
 import path from 'node:path';
 import type { io } from '@tensorflow/tfjs-core';
 import type { Preprocessing } from '../base/preprocessing.ts';
-import { tf, type tfl } from '../engines/tf.ts';
+import { tf, type tfl } from '../tfjs/tf.ts';
 
 export const METADATA_FILE = 'graft.json';
 

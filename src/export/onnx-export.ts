@@ -6,10 +6,10 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { initTf, tf, tfl } from '../engines/tf.ts';
+import { DEFAULT_OPSET, layersToOnnx } from '../onnx/convert.ts';
+import { initTf, tf, tfl } from '../tfjs/tf.ts';
 import { versions } from '../util/versions.ts';
 import { readModelFolder } from './model-files.ts';
-import { DEFAULT_OPSET, layersToOnnx } from './onnx/convert.ts';
 
 export interface OnnxExportResult {
   out: string;

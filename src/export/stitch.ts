@@ -4,10 +4,10 @@
  * what gets exported.
  */
 import type { SymbolicTensor } from '@tensorflow/tfjs-layers';
-import type { Base } from '../base/base.ts';
+import type { LayersBase } from '../base/base.ts';
 import { layerIndex, poolIfSpatial, reapply } from '../base/graph.ts';
-import { tfl } from '../engines/tf.ts';
 import { pixelInput } from '../engines/trunk.ts';
+import { tfl } from '../tfjs/tf.ts';
 
 export interface HeadLike {
   /** Appends the head's layers to the features tensor and returns class probabilities. */
@@ -16,7 +16,7 @@ export interface HeadLike {
 
 /** pixels → base up to `top` → global average pooling (if spatial) → head. */
 export function stitchModel(
-  base: Base,
+  base: LayersBase,
   top: string,
   head: HeadLike | undefined,
   name = 'graft_model',

@@ -3,17 +3,16 @@
  * (resized as the metadata says); the model itself applies scale and offset.
  */
 import { readFile } from 'node:fs/promises';
-import { type ForeignFormat, layersOnlyGuard } from '../base/foreign.ts';
 import { listDataset, type Skipped } from '../dataset/dataset.ts';
 import { decodeImage, ImageDecodeError } from '../dataset/decode.ts';
-import { initTf, tf, tfl } from '../engines/tf.ts';
+import type { EngineChoice } from '../engines/engine-choice.ts';
 import { type TrunkRunner, tfjsTrunkRunner } from '../engines/trunk.ts';
 import { type ModelMetadata, readModelFolder } from '../export/model-files.ts';
+import { initTf, tf, tfl } from '../tfjs/tf.ts';
 import type { HeadJson, TrainedHead } from '../train/features.ts';
 import { headFromJSON } from '../train/heads.ts';
 import { accuracy, argmaxRows, confusionMatrix, perClassMetrics } from '../train/metrics.ts';
 import { checkAbort, type ProgressCallback } from '../util/progress.ts';
-import type { EngineChoice } from '../workflows/engine-choice.ts';
 
 export interface Prediction {
   file: string;
@@ -23,11 +22,17 @@ export interface Prediction {
 
 export class Predictor {
   readonly metadata: ModelMetadata;
-  readonly model: tfl.LayersModel;
+  /** The TF.js Layers model of the folder; absent for models on graph or ONNX bases, which keep the base file. */
+  readonly model: tfl.LayersModel | undefined;
   private readonly knn?: TrainedHead;
   private readonly runner: TrunkRunner;
 
-  private constructor(metadata: ModelMetadata, model: tfl.LayersModel, runner: TrunkRunner, knn?: TrainedHead) {
+  private constructor(
+    metadata: ModelMetadata,
+    model: tfl.LayersModel | undefined,
+    runner: TrunkRunner,
+    knn?: TrainedHead,
+  ) {
     this.metadata = metadata;
     this.model = model;
     this.runner = runner;
@@ -43,12 +48,7 @@ export class Predictor {
       const { openForeignRunner } = await import('../export/foreign-model.ts');
       const runner = await openForeignRunner(files.dir, files.metadata, o.engine);
       const head = headFromJSON(files.metadata.headData as HeadJson);
-      const noModel = layersOnlyGuard<tfl.LayersModel>(
-        (files.metadata.foreign as { format: ForeignFormat }).format,
-        dir,
-        () => {},
-      );
-      return new Predictor(files.metadata, noModel, runner, head);
+      return new Predictor(files.metadata, undefined, runner, head);
     }
     const model = await tfl.loadLayersModel(tf.io.fromMemory(files.artifacts));
     const knn = files.metadata.headData ? headFromJSON(files.metadata.headData as HeadJson) : undefined;
@@ -125,7 +125,7 @@ export class Predictor {
 
   dispose(): void {
     void this.runner.dispose();
-    this.model.dispose();
+    this.model?.dispose();
     this.knn?.dispose();
   }
 }

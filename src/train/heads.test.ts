@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
-import { initTf, tf, tfl } from '../engines/tf.ts';
+import { initTf, tf, tfl } from '../tfjs/tf.ts';
 import type { FeatureSet, HeadJson, TrainedHead } from './features.ts';
 import { computeStandardisation, denseGradients, headFromJSON, KnnHead } from './heads.ts';
 import { gaussian, glorotUniform, mulberry32 } from './random.ts';

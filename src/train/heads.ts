@@ -3,7 +3,7 @@
  * The training loop lives in trainer.ts; it builds the dense heads' variables and hands them over to DenseHead.
  */
 import type { SymbolicTensor } from '@tensorflow/tfjs-layers';
-import { tf, tfl } from '../engines/tf.ts';
+import { tf, tfl } from '../tfjs/tf.ts';
 import type { EpochLog, HeadJson, TrainedHead } from './features.ts';
 
 const JSON_VERSION = 1;

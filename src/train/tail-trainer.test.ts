@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
 import { layerIndex, runSegment } from '../base/graph.ts';
-import { initTf, tf, tfl } from '../engines/tf.ts';
+import { initTf, tf, tfl } from '../tfjs/tf.ts';
 import { mulberry32 } from './random.ts';
 import {
   capInvStd,

@@ -6,7 +6,7 @@
  * Keras rule for fine-tuning: moving statistics neither used-from-batch nor updated). The loop is written out, like
  * the head trainer's, so batch order comes from the seeded generator and early stopping can keep the best weights.
  */
-import { tf, type tfl } from '../engines/tf.ts';
+import { tf, type tfl } from '../tfjs/tf.ts';
 import { checkAbort } from '../util/progress.ts';
 import type { EpochLog, TrainedHead } from './features.ts';
 import { DenseHead } from './heads.ts';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
-import { initTf, tf } from '../engines/tf.ts';
+import { initTf, tf } from '../tfjs/tf.ts';
 import type { EpochLog, FeatureSet } from './features.ts';
 import { accuracy, argmaxRows, logLoss } from './metrics.ts';
 import { gaussian, mulberry32, shuffleInPlace } from './random.ts';

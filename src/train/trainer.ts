@@ -4,7 +4,7 @@
  * bit-identical weights. Batches are copied from JS into tensors (cheaper than tf.gather on WASM, and nothing is ever
  * downloaded per step); whole-set scoring runs on device-resident copies and reads back once per epoch.
  */
-import { tf } from '../engines/tf.ts';
+import { tf } from '../tfjs/tf.ts';
 import { checkAbort } from '../util/progress.ts';
 import type { EpochLog, FeatureSet, TrainedHead, TrainHeadOptions } from './features.ts';
 import { computeStandardisation, DenseHead, denseEvaluate, denseGradients, KnnHead } from './heads.ts';

@@ -4,7 +4,6 @@
  * and scored on held-out data; the best cut wins, ties going to the higher (cheaper) one.
  */
 import type { Base } from '../base/base.ts';
-import { candidateCuts } from '../base/graph.ts';
 import type { FeatureSet, TrainHeadOptions } from '../train/features.ts';
 import { concatRows, selectRows, stratifiedFolds } from '../train/folds.ts';
 import { accuracy } from '../train/metrics.ts';
@@ -37,10 +36,10 @@ export interface SweepRow {
  * network down to about its middle (by layer position), thinned to an even spread that always contains the top one.
  */
 export function sweepCandidates(base: Base): { cut: string; depth: number }[] {
-  const cuts = base.foreign ? base.foreign.candidates : candidateCuts(base.model, base.defaultCut);
+  const cuts = base.trunk.candidates;
   const all = cuts.map((c, i, a) => ({ ...c, depth: a.length - 1 - i }));
   if (all.length <= MAX_SWEEP_CUTS) return all.map(({ name, depth }) => ({ cut: name, depth }));
-  const middle = (base.foreign ? base.foreign.nodes.length : base.model.layers.length) / 2;
+  const middle = base.trunk.depth / 2;
   const upper = all.filter((c) => c.index >= middle);
   const pool = upper.length >= 2 ? upper : all;
   if (pool.length <= MAX_SWEEP_CUTS) return pool.map(({ name, depth }) => ({ cut: name, depth }));

@@ -10,10 +10,12 @@ import { ActivationCache, activationKey, hashBytes } from '../cache/activation-c
 import type { Sample, Skipped } from '../dataset/dataset.ts';
 import { decodeImage, ImageDecodeError } from '../dataset/decode.ts';
 import { applyView, type View } from '../dataset/views.ts';
-import { buildTrunkModel, type TrunkRunner, tfjsTrunkRunner } from '../engines/trunk.ts';
+import type { RunnerFactory } from '../engines/engine-choice.ts';
 import type { FeatureSet } from '../train/features.ts';
 import { concatRows } from '../train/folds.ts';
 import { checkAbort, type ProgressCallback } from '../util/progress.ts';
+
+export { type RunnerFactory, tfjsRunner } from '../engines/engine-choice.ts';
 
 const DECODE_CONCURRENCY = 4;
 
@@ -30,9 +32,6 @@ export async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) =>
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   return out;
 }
-
-/** Creates the runner for a trunk model; lets callers choose ONNX Runtime or TF.js. `pool` as in buildTrunkModel. */
-export type RunnerFactory = (base: Base, cuts: string[], pool?: boolean) => Promise<TrunkRunner>;
 
 export interface ExtractOptions {
   base: Base;
@@ -243,16 +242,10 @@ export function trainingSet(
 
 /** Feature size at each cut, read from the graph (pooled channels for spatial outputs unless `pool` is false). */
 export function featureSizesOf(base: Base, cuts: string[], pool = true): number[] {
-  if (base.foreign) return base.foreign.featureSizes(cuts);
+  if (pool || base.format !== 'layers') return base.trunk.featureSizes(cuts);
   return cuts.map((cut) => {
     const layer = base.model.getLayer(cut);
     const shape = (layer.outputShape as number[]).slice(1);
-    return pool && shape.length === 3 ? shape[2] : shape.reduce((a, b) => a * b, 1);
+    return shape.reduce((a, b) => a * b, 1);
   });
 }
-
-/** Default runner: the trunk on the current TF.js backend. */
-export const tfjsRunner: RunnerFactory = async (base, cuts, pool) => {
-  if (base.foreign) return base.foreign.runner(cuts, 'wasm');
-  return tfjsTrunkRunner(buildTrunkModel(base, cuts, { pool }));
-};

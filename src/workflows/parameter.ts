@@ -14,10 +14,10 @@
  * The tail layers are the base's own layer objects, trained in place, so stitching base + head exports them as
  * trained. The caller restores the pretrained weights afterwards with `restore()`.
  */
-import type { Base } from '../base/base.ts';
+import type { LayersBase } from '../base/base.ts';
 import { candidateCuts, layerIndex, requireCutPoint, runSegment } from '../base/graph.ts';
 import { cutForRetrainLayers } from '../base/inspect.ts';
-import { tf } from '../engines/tf.ts';
+import { tf } from '../tfjs/tf.ts';
 import type { EpochLog, FeatureSet, TrainHeadOptions } from '../train/features.ts';
 import type { DenseHead } from '../train/heads.ts';
 import { accuracy, argmaxRows, confusionMatrix } from '../train/metrics.ts';
@@ -106,12 +106,12 @@ export interface ParameterPlan {
   cuts: string[];
 }
 
-function splitIndex(base: Base, name: string): number {
+function splitIndex(base: LayersBase, name: string): number {
   return layerIndex(base.model, name) === 0 ? 0 : requireCutPoint(base.model, name);
 }
 
 /** The default unfreeze point for a split at `cutIndex` (see PARAMETER_DEFAULTS.unfreezeFraction). */
-export function defaultUnfreezeFrom(base: Base, top: string, cutIndex: number): string {
+export function defaultUnfreezeFrom(base: LayersBase, top: string, cutIndex: number): string {
   const candidates = candidateCuts(base.model, top);
   const k = candidates.length - 1 - Math.round(candidates.length * PARAMETER_DEFAULTS.unfreezeFraction);
   const below = candidates.filter((c) => c.index < cutIndex);
@@ -121,7 +121,7 @@ export function defaultUnfreezeFrom(base: Base, top: string, cutIndex: number): 
 }
 
 export function planParameter(
-  base: Base,
+  base: LayersBase,
   o: Pick<ParameterOptions, 'mode' | 'cut' | 'retrainLayers' | 'fineTune' | 'unfreezeFrom'>,
 ): ParameterPlan {
   const model = base.model;
@@ -157,7 +157,7 @@ export function planParameter(
 }
 
 /** A tail over the base layers (from, top], pooled at the top; BatchNorm in training mode only when `trainBn`. */
-export function buildTail(base: Base, from: string, top: string, trainBn: boolean): Tail {
+export function buildTail(base: LayersBase, from: string, top: string, trainBn: boolean): Tail {
   const model = base.model;
   const fromIdx = layerIndex(model, from);
   const topIdx = layerIndex(model, top);
@@ -207,7 +207,7 @@ export interface ParameterOutcome {
  * Tail weights are changed in place; call `restore()` on the outcome (it is also called on error).
  */
 export async function trainParameter(
-  base: Base,
+  base: LayersBase,
   plan: ParameterPlan,
   data: { classes: string[]; train: Extracted; val?: Extracted; augmented?: Extracted[] },
   o: ParameterOptions,

@@ -2,9 +2,8 @@
  * `graft train`: data set → trunk activations (cached) → head → one stitched model on disk.
  */
 import path from 'node:path';
-import { type Base, type BaseOptions, disposeBase, loadBase } from '../base/base.ts';
+import { type Base, type BaseOptions, disposeBase, type LayersBase, loadBase } from '../base/base.ts';
 import { formatWords } from '../base/foreign.ts';
-import { requireCutPoint } from '../base/graph.ts';
 import { ActivationCache } from '../cache/activation-cache.ts';
 import {
   checkClasses,
@@ -15,6 +14,7 @@ import {
   splitByHash,
 } from '../dataset/dataset.ts';
 import { type Augment, augmentViews, DEFAULT_AUGMENT, type View } from '../dataset/views.ts';
+import { type EngineChoice, runnerFor } from '../engines/engine-choice.ts';
 import { saveForeignModel } from '../export/foreign-model.ts';
 import { type ModelMetadata, saveModel } from '../export/model-files.ts';
 import { stitchModel } from '../export/stitch.ts';
@@ -24,7 +24,6 @@ import { trainHead } from '../train/trainer.ts';
 import { checkAbort, type ProgressCallback } from '../util/progress.ts';
 import { versions } from '../util/versions.ts';
 import { type SweepRow, sweep, sweepCandidates } from './autocut.ts';
-import { type EngineChoice, runnerFor } from './engine-choice.ts';
 import { type Extracted, extractFeatures, featureSet, type RunnerFactory, trainingSet } from './extract.ts';
 import { type ParameterOutcome, planParameter, type TransferSettings, trainParameter } from './parameter.ts';
 
@@ -244,12 +243,11 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
   const mode = o.mode ?? 'feature';
   if (mode !== 'feature' && mode !== 'auto' && mode !== 'parameter')
     throw new Error(`--mode must be feature, auto or parameter (got '${mode}')`);
-  if (base.foreign && (mode === 'parameter' || o.fineTune)) {
-    throw new Error(
-      `${mode === 'parameter' ? '--mode parameter' : '--fine-tune'} needs a TF.js Layers base; ${base.name} is ${formatWords(base.foreign.format)}: feature transfer only (--mode feature or auto)`,
-    );
-  }
   if (mode === 'parameter' || o.fineTune) {
+    if (base.format !== 'layers')
+      throw new Error(
+        `${mode === 'parameter' ? '--mode parameter' : '--fine-tune'} needs a TF.js Layers base; ${base.name} is ${formatWords(base.format)}: feature transfer only (--mode feature or auto)`,
+      );
     if (mode === 'auto') throw new Error('--fine-tune works with --mode feature or parameter, not auto');
     return trainParameterMode(o, mode, base, t0);
   }
@@ -270,7 +268,7 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
     if (v !== undefined && v !== false) throw new Error(`${flag} needs --fine-tune`);
   }
   const candidates = mode === 'auto' ? sweepCandidates(base) : [{ cut: o.cut ?? base.defaultCut, depth: 0 }];
-  for (const c of candidates) base.foreign ? base.foreign.requireCut(c.cut) : requireCutPoint(base.model, c.cut);
+  for (const c of candidates) base.trunk.requireCut(c.cut);
   const { runner, engine } = await runnerFor(o.engine, base);
   const data = await prepareData({ ...o, base, cuts: candidates.map((c) => c.cut), runner });
 
@@ -358,7 +356,7 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
 async function trainParameterMode(
   o: TrainOptions & Listed,
   mode: 'feature' | 'parameter',
-  base: Base,
+  base: LayersBase,
   t0: number,
 ): Promise<TrainResult> {
   if (o.head !== undefined && o.head !== 'softmax')
@@ -451,26 +449,25 @@ async function exportTrained(
   confusion?: number[][],
 ): Promise<void> {
   const knn = head.kind === 'knn';
-  // Graph and ONNX bases cannot be stitched into Layers: their folder keeps the base file and the head as JSON.
-  const model = base.foreign ? undefined : stitchModel(base, cut, knn ? undefined : head);
+  const foreign = base.format !== 'layers';
   const metadata: ModelMetadata = {
     format: 'graft-model',
     formatVersion: 1,
     labels: classes,
-    preprocessing: { ...base.preprocessing, inModel: !base.foreign },
+    preprocessing: { ...base.preprocessing, inModel: !foreign },
     base: {
       name: base.name,
       id: base.id,
       source: base.source,
       kind: base.kind,
-      ...(base.foreign ? { format: base.foreign.format } : {}),
+      ...(foreign ? { format: base.format } : {}),
     },
     cut,
     mode: r.mode,
     parameter: r.parameter,
     sweep: r.sweep ? { method: r.sweepMethod, rows: r.sweep } : undefined,
     head: { kind: head.kind },
-    headData: knn || base.foreign ? head.toJSON() : undefined,
+    headData: knn || foreign ? head.toJSON() : undefined,
     metrics: {
       valAccuracy: r.valAccuracy,
       trainAccuracy: r.trainAccuracy,
@@ -493,7 +490,9 @@ async function exportTrained(
     versions: versions(),
     createdAt: new Date().toISOString(),
   };
-  if (!model) return saveForeignModel(out, base, metadata);
+  // Graph and ONNX bases cannot be stitched into Layers: their folder keeps the base file and the head as JSON.
+  if (base.format !== 'layers') return saveForeignModel(out, base, metadata);
+  const model = stitchModel(base, cut, knn ? undefined : head);
   try {
     await saveModel(out, model, metadata);
   } finally {

@@ -1,6 +1,6 @@
 import { Command } from 'commander';
+import { parseEngine } from '../../engines/engine-choice.ts';
 import { Predictor } from '../../index.ts';
-import { parseEngine } from '../../workflows/engine-choice.ts';
 import { type GlobalOptions, printJson, progressBars } from '../output.ts';
 import { number, printSkipped } from '../shared-options.ts';
 

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { parseAugment } from '../../dataset/views.ts';
+import { parseEngine } from '../../engines/engine-choice.ts';
 import { train } from '../../index.ts';
-import { parseEngine } from '../../workflows/engine-choice.ts';
 import { type GlobalOptions, printJson, progressBars, say, UsageError } from '../output.ts';
 import { baseOptions, number, parseBaseOptions, printSkipped } from '../shared-options.ts';
 

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
-import { loadBase } from '../base/base.ts';
+import { loadLayersBase } from '../base/base.ts';
 // The CPU backend is the reference these kernels are checked against.
 import '@tensorflow/tfjs-backend-cpu';
 import { initTf, tf, tfl } from './tf.ts';
@@ -381,7 +381,7 @@ function slice(model: tfl.LayersModel, cut: string, last: string, height: number
 
 describe('bundled MobileNetV2', () => {
   test('top blocks: weight and input gradients match the CPU backend; no tensors leak', async () => {
-    const base = await loadBase('nsfw-mobilenet-v2');
+    const base = await loadLayersBase('nsfw-mobilenet-v2');
     // Blocks 13-16 and Conv_1: stride-2 and stride-1 depthwise, pointwise convs, ZeroPadding2D, frozen-statistics
     // BatchNormalization, ReLU6 and residual Adds.
     const top = slice(base.model, 'block_12_add', 'out_relu', 8, 6);

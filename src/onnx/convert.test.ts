@@ -4,10 +4,10 @@ import path from 'node:path';
 import { before, test } from 'node:test';
 import type { SymbolicTensor } from '@tensorflow/tfjs-layers';
 import * as ort from 'onnxruntime-node';
-import { seededPixels as pixels } from '../../../test/helpers.ts';
-import { loadBase } from '../../base/base.ts';
-import { initTf, tf, tfl } from '../../engines/tf.ts';
-import { buildTrunkModel } from '../../engines/trunk.ts';
+import { seededPixels as pixels } from '../../test/helpers.ts';
+import { loadLayersBase } from '../base/base.ts';
+import { buildTrunkModel } from '../engines/trunk.ts';
+import { initTf, tf, tfl } from '../tfjs/tf.ts';
 import { layersToOnnx } from './convert.ts';
 import { decodeModel } from './proto.ts';
 
@@ -91,7 +91,7 @@ function opCounts(bytes: Uint8Array): Record<string, number> {
 }
 
 test('bundled MobileNetV2 trunk at block_13_expand_relu and out_relu matches TF.js; BN folded, one transpose', async () => {
-  const base = await loadBase('nsfw-mobilenet-v2');
+  const base = await loadLayersBase('nsfw-mobilenet-v2');
   const bytes = await parity(buildTrunkModel(base, ['block_13_expand_relu', 'out_relu']), 2);
   const ops = opCounts(bytes);
   assert.equal(ops.BatchNormalization, undefined);
@@ -108,7 +108,7 @@ test('bundled MobileNetV2 trunk at block_13_expand_relu and out_relu matches TF.
 });
 
 test('bundled InceptionV3 trunk at mixed5 and mixed10 matches TF.js', async () => {
-  const base = await loadBase('nsfw-inception-v3');
+  const base = await loadLayersBase('nsfw-inception-v3');
   await parity(buildTrunkModel(base, ['mixed5', 'mixed10']), 1);
 });
 
@@ -117,7 +117,7 @@ test('shared ImageNet MobileNets (v1 trunc, v2 0.35) match TF.js', {
 }, async () => {
   for (const file of [SHARED_V1, SHARED_V2_035]) {
     if (!existsSync(file)) continue;
-    const base = await loadBase(file);
+    const base = await loadLayersBase(file);
     await parity(buildTrunkModel(base, [base.defaultCut]), 2);
   }
 });
