@@ -111,7 +111,7 @@ test('train reports the augmentation, and --augment none trains on the images al
   assert.equal(none.augment, 'none');
   assert.equal(flip.trainImages, none.trainImages);
   assert.equal(flip.cache.misses, 20 + flip.trainImages);
-  assert.deepEqual(none.cache, { hits: 20, misses: 0 });
+  assert.deepEqual(none.cache, { hits: 20, misses: 0, damaged: [] });
   assert.equal(JSON.parse(readFileSync(path.join(out, 'graft.json'), 'utf8')).training.augment, 'flip');
   await assert.rejects(
     train({ data, base: basePath, cacheDir, augment: 'crop' as never }),

@@ -79,7 +79,7 @@ test('activations from either engine share the cache', async () => {
   const activations = 30 + first.trainImages;
   assert.equal(first.cache.misses, activations);
   const second = await train({ data, base, cacheDir, engine: 'wasm', epochs: 3 });
-  assert.deepEqual(second.cache, { hits: activations, misses: 0 });
+  assert.deepEqual(second.cache, { hits: activations, misses: 0, damaged: [] });
 });
 
 test('a k-NN model cannot be exported to ONNX: one-line error, no file', () => {

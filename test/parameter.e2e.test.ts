@@ -110,7 +110,7 @@ test('parameter mode: spatial cache apart from pooled, tail trains, export predi
   const r = await train({ ...opts, out });
   assert.equal(r.cut, 'block_1_add');
   assert.equal(r.parameter?.top, 'top_relu');
-  assert.deepEqual(r.cache, { hits: 0, misses: activations });
+  assert.deepEqual(r.cache, { hits: 0, misses: activations, damaged: [] });
   assert.deepEqual(
     r.parameter?.stages.map((s) => s.stage),
     ['head', 'tail'],
@@ -125,7 +125,7 @@ test('parameter mode: spatial cache apart from pooled, tail trains, export predi
   const tensors = tf.memory().numTensors;
   const again = await train(opts);
   assert.equal(tf.memory().numTensors, tensors, 'a parameter run leaves tensors behind');
-  assert.deepEqual(again.cache, { hits: activations, misses: 0 });
+  assert.deepEqual(again.cache, { hits: activations, misses: 0, damaged: [] });
   assert.equal(again.valAccuracy, r.valAccuracy, 'same seed, same result');
   base.model.dispose();
 });

@@ -89,7 +89,7 @@ test('a second run over unchanged images computes no activation', async () => {
   // every image, plus the flipped view of every training image
   assert.equal(first.cache.misses, 42 + first.trainImages);
   const second = await train(opts);
-  assert.deepEqual(second.cache, { hits: 42 + first.trainImages, misses: 0 });
+  assert.deepEqual(second.cache, { hits: 42 + first.trainImages, misses: 0, damaged: [] });
   assert.ok(second.seconds.extract < first.seconds.extract, `${second.seconds.extract} vs ${first.seconds.extract}`);
 });
 

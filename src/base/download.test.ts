@@ -1,13 +1,15 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { closedPort } from '../../test/helpers.ts';
-import { cacheStatus, ensureModelFiles, FILES_MANIFEST, mirrorUrl } from './download.ts';
+import { hostName } from '../util/files.ts';
+import { cacheStatus, ensureModelFiles, FILES_MANIFEST, LOCK_FILE, mirrorUrl } from './download.ts';
 
 const MIRROR_ROOT = path.resolve(import.meta.dirname, '../../../shared/models/mirror');
 const REL = 'teachable-machine-models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top';
@@ -28,7 +30,9 @@ interface Logged {
  * that many body bytes and then drop the connection, as a network failure half-way would; `ignoreRange` answers 200
  * to Range requests like servers without range support; `stall` sends headers and then nothing.
  */
-function startServer(o: { cutOnce?: Record<string, number>; ignoreRange?: boolean; stall?: boolean } = {}) {
+function startServer(
+  o: { cutOnce?: Record<string, number>; ignoreRange?: boolean; stall?: boolean; slowMs?: number } = {},
+) {
   const log: Logged[] = [];
   const cut = { ...o.cutOnce };
   const server = http.createServer((req, res) => {
@@ -66,6 +70,16 @@ function startServer(o: { cutOnce?: Record<string, number>; ignoreRange?: boolea
       return;
     }
     res.writeHead(200, { 'content-length': body.length });
+    if (o.slowMs) {
+      // In eight pieces, slowMs apart: long enough for a concurrent caller to arrive mid-download.
+      const piece = Math.ceil(body.length / 8);
+      const send = (k: number) => {
+        if (k >= 8) return res.end();
+        res.write(body.subarray(k * piece, (k + 1) * piece), () => setTimeout(() => send(k + 1), o.slowMs));
+      };
+      send(0);
+      return;
+    }
     const n = cut[urlPath];
     if (n !== undefined) {
       delete cut[urlPath];
@@ -289,6 +303,58 @@ describe('ensureModelFiles', { skip }, () => {
         message: 'user cancelled',
       });
       assert.ok(existsSync(path.join(cacheDir, 'storage.googleapis.com', REL, 'model.json.partial')));
+    } finally {
+      await srv.close();
+    }
+  });
+
+  test('two concurrent calls on one cache: one downloads under the lock, the other waits and finds the files whole', async () => {
+    const srv = await startServer({ slowMs: 40 });
+    try {
+      const cacheDir = freshCache();
+      const [a, b] = await Promise.all([
+        ensureModelFiles(URL_, { cacheDir, mirror: srv.base }),
+        ensureModelFiles(URL_, { cacheDir, mirror: srv.base }),
+      ]);
+      const dir = path.dirname(a.modelJsonPath);
+      assert.equal(b.modelJsonPath, a.modelJsonPath);
+      assert.deepEqual([a.downloaded, b.downloaded].sort(), [[], ['model.json', 'weights.bin']]);
+      assert.equal(srv.log.filter((l) => l.path.endsWith('weights.bin')).length, 1, 'weights fetched once');
+      assert.equal(shaOf(path.join(dir, 'weights.bin')), shaOf(srcWeights()));
+      assert.ok(!existsSync(path.join(dir, LOCK_FILE)), 'the lock is released');
+    } finally {
+      await srv.close();
+    }
+  });
+
+  test('a lock left by a killed process is taken over; a live holder is waited for', async () => {
+    const srv = await startServer();
+    try {
+      const cacheDir = freshCache();
+      const dir = path.join(cacheDir, 'storage.googleapis.com', REL);
+      mkdirSync(dir, { recursive: true });
+      const dead = Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']).stdout);
+      writeFileSync(
+        path.join(dir, LOCK_FILE),
+        JSON.stringify({ host: hostName(), pid: dead, since: new Date().toISOString() }),
+      );
+      const r = await ensureModelFiles(URL_, { cacheDir, mirror: srv.base });
+      assert.deepEqual(r.downloaded, ['model.json', 'weights.bin']);
+
+      // A live holder (this process, as another caller would be): the call waits until the lock goes.
+      rmSync(path.join(dir, 'weights.bin'));
+      writeFileSync(
+        path.join(dir, LOCK_FILE),
+        JSON.stringify({ host: hostName(), pid: process.pid, since: new Date().toISOString() }),
+      );
+      let released = 0;
+      setTimeout(() => {
+        released = Date.now();
+        rmSync(path.join(dir, LOCK_FILE));
+      }, 600);
+      const again = await ensureModelFiles(URL_, { cacheDir, mirror: srv.base });
+      assert.ok(released > 0 && Date.now() >= released, 'waited for the holder');
+      assert.deepEqual(again.downloaded, ['weights.bin']);
     } finally {
       await srv.close();
     }

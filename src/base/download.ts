@@ -8,9 +8,10 @@
  * damaged on disk is noticed and fetched again instead of silently producing wrong features.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readFileSync } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { createReadStream, type Dirent, existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdir, open, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
+import { hostName, processAlive, tempTag, writeFileAtomic } from '../util/files.ts';
 import { cacheRoot } from '../util/paths.ts';
 import type { ProgressCallback } from '../util/progress.ts';
 import { parseModelJson } from './artifacts.ts';
@@ -129,10 +130,89 @@ function readManifest(dir: string, url: string): FilesManifest {
 }
 
 async function writeManifest(dir: string, m: FilesManifest): Promise<void> {
-  const file = path.join(dir, FILES_MANIFEST);
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, `${JSON.stringify(m, null, 2)}\n`);
-  await rename(tmp, file);
+  writeFileAtomic(path.join(dir, FILES_MANIFEST), `${JSON.stringify(m, null, 2)}\n`);
+}
+
+/** Beside a model's files while one process downloads or repairs them: `{ host, pid, since }`. */
+export const LOCK_FILE = '.graft-download.lock';
+/** The holder touches its lock this often; a lock untouched for LOCK_STALE_MS belongs to a process that is gone. */
+const LOCK_HEARTBEAT_MS = 5_000;
+const LOCK_STALE_MS = 60_000;
+const LOCK_POLL_MS = 150;
+
+interface LockInfo {
+  host: string;
+  pid: number;
+  since: string;
+}
+
+/** Whether the lock at `file` was left by a process that is gone: dead pid on this host, or no heartbeat for long. */
+async function lockIsStale(file: string): Promise<boolean> {
+  let s: Awaited<ReturnType<typeof stat>>;
+  let info: Partial<LockInfo> = {};
+  try {
+    s = await stat(file);
+    info = JSON.parse(await readFile(file, 'utf8'));
+  } catch {
+    // Vanished (released) or half-written by its holder this instant: not stale; the next poll sees more.
+    return false;
+  }
+  if (Date.now() - s.mtimeMs > LOCK_STALE_MS) return true;
+  return info.host === hostName() && typeof info.pid === 'number' && !processAlive(info.pid);
+}
+
+/**
+ * Runs `fn` holding the download lock of one model folder. Waits (polling, abortable) while another live process
+ * holds it; takes over a lock whose holder died (kill -9 leaves one behind).
+ */
+export async function withDownloadLock<T>(
+  dir: string,
+  o: { signal?: AbortSignal; onProgress?: ProgressCallback; name?: string },
+  fn: () => Promise<T>,
+): Promise<T> {
+  await mkdir(dir, { recursive: true });
+  const file = path.join(dir, LOCK_FILE);
+  const mine: LockInfo = { host: hostName(), pid: process.pid, since: new Date().toISOString() };
+  let waited = false;
+  for (;;) {
+    checkAbortSignal(o.signal);
+    try {
+      const fh = await open(file, 'wx');
+      try {
+        await fh.writeFile(JSON.stringify(mine));
+      } finally {
+        await fh.close();
+      }
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    if (await lockIsStale(file)) {
+      // Renamed aside first, so of several waiters that judged it stale only one removes it.
+      const aside = `${file}${tempTag()}.tmp`;
+      try {
+        await rename(file, aside);
+        await rm(aside, { force: true });
+      } catch {}
+      continue;
+    }
+    if (!waited) {
+      waited = true;
+      o.onProgress?.({ phase: 'download', done: 0, total: 1, detail: 'waiting for another graft process' });
+    }
+    await new Promise((r) => setTimeout(r, LOCK_POLL_MS));
+  }
+  const beat = setInterval(() => {
+    const now = new Date();
+    utimes(file, now, now).catch(() => {});
+  }, LOCK_HEARTBEAT_MS);
+  beat.unref();
+  try {
+    return await fn();
+  } finally {
+    clearInterval(beat);
+    await rm(file, { force: true });
+  }
 }
 
 export async function sha256File(file: string): Promise<string> {
@@ -165,6 +245,37 @@ async function checkFile(file: string, rec: FileRecord | undefined, knownSha: st
 export async function ensureModelFiles(url: string, opts: EnsureOptions = {}): Promise<EnsureResult> {
   const cacheDir = opts.cacheDir ?? defaultModelCacheDir();
   const modelJsonPath = cachePathFor(url, cacheDir);
+  const dir = path.dirname(modelJsonPath);
+  // Most calls find everything in place: checked without the lock, so concurrent runs never wait on each other then.
+  const intact = await intactFiles(dir, modelJsonPath, url, opts.sha256);
+  if (intact) return { modelJsonPath, downloaded: [], repaired: [], fromCache: true, files: intact };
+  // Something is missing or damaged: one process at a time repairs a model's folder (shared .partial files and
+  // graft-files.json); a waiter re-checks afterwards and usually finds the other's download complete.
+  return withDownloadLock(dir, opts, () => ensureLocked(url, modelJsonPath, opts));
+}
+
+/** The model's files (model.json first) when every one is present and passes its check; undefined otherwise. */
+async function intactFiles(
+  dir: string,
+  modelJsonPath: string,
+  url: string,
+  sha256?: Record<string, string>,
+): Promise<string[] | undefined> {
+  const manifest = readManifest(dir, url);
+  const jsonName = path.basename(modelJsonPath);
+  const ok = async (rel: string) => (await checkFile(path.join(dir, rel), manifest.files[rel], sha256?.[rel])) === 'ok';
+  if (!(await ok(jsonName))) return undefined;
+  let rels: string[];
+  try {
+    rels = weightPaths(await readFile(modelJsonPath, 'utf8'), modelJsonPath);
+  } catch {
+    return undefined;
+  }
+  for (const rel of rels) if (!(await ok(rel))) return undefined;
+  return [jsonName, ...rels];
+}
+
+async function ensureLocked(url: string, modelJsonPath: string, opts: EnsureOptions): Promise<EnsureResult> {
   const dir = path.dirname(modelJsonPath);
   const jsonName = path.basename(modelJsonPath);
   const source = mirrorUrl(url, opts.mirror);
@@ -391,4 +502,52 @@ async function downloadFile(url: string, dest: string, o: DownloadOptions): Prom
   } finally {
     clearTimeout(timer);
   }
+}
+
+export interface DownloadedModel {
+  /** The canonical URL the files were downloaded for. */
+  url: string;
+  dir: string;
+  files: number;
+  bytes: number;
+}
+
+/** Every downloaded model under `cacheDir` (folders holding a graft-files.json record). */
+export function listDownloads(cacheDir: string = defaultModelCacheDir()): DownloadedModel[] {
+  const out: DownloadedModel[] = [];
+  const visit = (dir: string) => {
+    let names: Dirent[];
+    try {
+      names = readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    if (names.some((n) => n.isFile() && n.name === FILES_MANIFEST)) {
+      const m = readManifest(dir, '');
+      let url = '';
+      try {
+        url = JSON.parse(readFileSync(path.join(dir, FILES_MANIFEST), 'utf8')).url ?? '';
+      } catch {}
+      let bytes = 0;
+      let files = 0;
+      for (const n of names) {
+        if (!n.isFile()) continue;
+        files++;
+        bytes += statSync(path.join(dir, n.name), { throwIfNoEntry: false })?.size ?? 0;
+      }
+      out.push({ url: url || m.url || dir, dir, files, bytes });
+    }
+    for (const n of names) if (n.isDirectory()) visit(path.join(dir, n.name));
+  };
+  visit(cacheDir);
+  return out.sort((a, b) => a.url.localeCompare(b.url));
+}
+
+/** Removes a downloaded model's files, holding its lock so that no concurrent download is cut short. */
+export async function removeDownload(dir: string): Promise<void> {
+  await withDownloadLock(dir, {}, async () => {
+    for (const n of readdirSync(dir))
+      if (n !== LOCK_FILE) await rm(path.join(dir, n), { recursive: true, force: true });
+  });
+  await rm(dir, { recursive: true, force: true }).catch(() => {});
 }

@@ -2,10 +2,29 @@
  * Content-addressed store of trunk activations on disk. The key hashes everything that determines an activation
  * (image bytes, base weights, cut, preprocessing, augmentation view), never a file path, so renamed or copied images
  * hit, changed images miss, and caches computed on different machines or engines can be merged by copying files.
+ *
+ * Layout: `<dir>/<base id>/<cut>/<key[0:2]>/<key>.act`, so `graft cache` can count and prune per base and cut without
+ * opening entries. Each entry carries a header (magic, format version, float count, CRC-32 over key and payload) that
+ * is checked on every read: a truncated, zeroed or garbled entry, or a valid entry copied under another key, is never
+ * served; it is deleted, reported once (`damaged`) and recomputed by the caller.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  futimesSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  renameSync,
+  rmSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
+import { crc32 } from 'node:zlib';
+import { tempTag, writeFileAtomic } from '../util/files.ts';
 import { cacheRoot } from '../util/paths.ts';
 
 export interface ActivationKeyParts {
@@ -30,50 +49,161 @@ export function activationKey(p: ActivationKeyParts): string {
     .digest('hex');
 }
 
+/** File name suffix of an entry; temporaries end in `.tmp` (see tempName). */
+export const ENTRY_SUFFIX = '.act';
+const MAGIC = 0x43416647; // 'GfAC' read as little-endian u32
+const FORMAT = 1;
+const HEADER_BYTES = 16;
+/** Entries last used longer ago than this get their time stamp refreshed on a hit, so pruning by age spares them. */
+const TOUCH_AFTER_MS = 24 * 3600 * 1000;
+
+/** Folder name of a base id or cut name: readable where it can be, never a path separator or a dot-name. */
+export function folderName(name: string): string {
+  const safe = encodeURIComponent(name).replace(/\*/g, '%2A');
+  return safe === '.' || safe === '..' ? `%2E${safe.slice(1)}` : safe;
+}
+
+/** A damaged entry: found, deleted, and recomputed by the caller. */
+export interface DamagedEntry {
+  file: string;
+  reason: string;
+}
+
+/** Temporary file names name their writer, so a sweep can tell a dead writer's leftovers from a live one's. */
+function tempName(target: string): string {
+  return `${target}${tempTag()}.tmp`;
+}
+
+function checksum(key: string, payload: Uint8Array): number {
+  return crc32(payload, crc32(key));
+}
+
 export class ActivationCache {
   readonly dir: string;
   hits = 0;
   misses = 0;
+  /** Entries found damaged (and deleted) by this instance, each reported once. */
+  readonly damaged: DamagedEntry[] = [];
+  private readonly made = new Set<string>();
 
   constructor(dir: string = path.join(cacheRoot(), 'activations')) {
     this.dir = dir;
   }
 
-  private file(key: string): string {
-    return path.join(this.dir, key.slice(0, 2), `${key}.f32`);
+  /** Where an entry lives. */
+  file(p: ActivationKeyParts, key: string = activationKey(p)): string {
+    return path.join(this.dir, folderName(p.base), folderName(p.cut), key.slice(0, 2), `${key}${ENTRY_SUFFIX}`);
   }
 
-  /** The stored activation, or undefined (counted as a miss) when absent or of the wrong size. */
-  get(key: string, size: number): Float32Array | undefined {
-    let buf: Buffer;
+  /**
+   * The stored activation of `size` floats, or undefined (a miss) when absent. An entry that fails its check (length,
+   * header or checksum) is deleted, recorded in `damaged`, and is a miss.
+   */
+  get(p: ActivationKeyParts, size: number): Float32Array | undefined {
+    const key = activationKey(p);
+    const file = this.file(p, key);
+    let fd: number;
     try {
-      buf = readFileSync(this.file(key));
+      fd = openSync(file, 'r');
     } catch {
       this.misses++;
       return undefined;
     }
-    if (buf.byteLength !== size * 4) {
-      // A truncated or foreign file: recompute rather than feed garbage to a head.
-      this.misses++;
-      return undefined;
+    let problem: string | undefined;
+    let out: Float32Array | undefined;
+    try {
+      const st = fstatSync(fd);
+      const want = HEADER_BYTES + size * 4;
+      if (st.size !== want) {
+        problem = `${st.size} bytes, expected ${want}`;
+      } else {
+        const buf = Buffer.allocUnsafe(want);
+        let got = 0;
+        while (got < want) {
+          const n = readSync(fd, buf, got, want - got, got);
+          if (n === 0) break;
+          got += n;
+        }
+        const payload = buf.subarray(HEADER_BYTES, got);
+        if (got !== want) problem = `short read (${got} of ${want} bytes)`;
+        else if (buf.readUInt32LE(0) !== MAGIC || buf.readUInt32LE(4) !== FORMAT) problem = 'not an activation entry';
+        else if (buf.readUInt32LE(8) !== size) problem = `holds ${buf.readUInt32LE(8)} values, expected ${size}`;
+        else if (buf.readUInt32LE(12) !== checksum(key, payload)) problem = 'checksum mismatch';
+        else {
+          out = new Float32Array(size);
+          new Uint8Array(out.buffer).set(payload);
+          if (Date.now() - st.mtimeMs > TOUCH_AFTER_MS) {
+            try {
+              const now = new Date();
+              futimesSync(fd, now, now);
+            } catch {
+              // A read-only cache still serves; only pruning by age loses precision.
+            }
+          }
+        }
+      }
+    } finally {
+      closeSync(fd);
     }
-    this.hits++;
-    const out = new Float32Array(size);
-    new Uint8Array(out.buffer).set(buf);
-    return out;
+    if (out) {
+      this.hits++;
+      return out;
+    }
+    this.misses++;
+    this.damaged.push({ file, reason: problem ?? 'unreadable' });
+    try {
+      unlinkSync(file);
+    } catch {
+      // Gone already (another process repaired it) or read-only: the caller recomputes either way.
+    }
+    return undefined;
   }
 
-  /** Stores atomically (temporary name + rename) so a crash never leaves a half-written activation. */
-  put(key: string, data: Float32Array): void {
-    const target = this.file(key);
-    mkdirSync(path.dirname(target), { recursive: true });
-    const tmp = `${target}.${randomBytes(4).toString('hex')}.tmp`;
-    writeFileSync(tmp, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-    renameSync(tmp, target);
+  /** Stores atomically (temporary name + rename) so a crash never leaves a half-written entry under its real name. */
+  put(p: ActivationKeyParts, data: Float32Array): void {
+    const key = activationKey(p);
+    const target = this.file(p, key);
+    const folder = path.dirname(target);
+    if (!this.made.has(folder)) {
+      mkdirSync(folder, { recursive: true });
+      this.made.add(folder);
+    }
+    const payload = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const header = Buffer.alloc(HEADER_BYTES);
+    header.writeUInt32LE(MAGIC, 0);
+    header.writeUInt32LE(FORMAT, 4);
+    header.writeUInt32LE(data.length, 8);
+    header.writeUInt32LE(checksum(key, payload), 12);
+    const tmp = tempName(target);
+    try {
+      writeFileSync(tmp, Buffer.concat([header, payload]));
+      renameSync(tmp, target);
+    } catch (e) {
+      rmSync(tmp, { force: true });
+      // The folder may have been removed under us (graft cache clear in another process): make it again once.
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      mkdirSync(folder, { recursive: true });
+      writeFileSync(tmp, Buffer.concat([header, payload]));
+      renameSync(tmp, target);
+    }
+  }
+
+  /** Records which base a folder holds (name and source), for `graft cache` listings. Written once per base. */
+  describeBase(id: string, about: { name: string; source?: string }): void {
+    const folder = path.join(this.dir, folderName(id));
+    if (this.made.has(folder)) return;
+    mkdirSync(folder, { recursive: true });
+    this.made.add(folder);
+    const file = path.join(folder, BASE_INFO);
+    if (!existsSync(file)) writeFileAtomic(file, `${JSON.stringify({ id, ...about })}\n`);
   }
 
   resetStats(): void {
     this.hits = 0;
     this.misses = 0;
+    this.damaged.length = 0;
   }
 }
+
+/** Beside each base's folder: which base it is (`{ id, name, source }`). */
+export const BASE_INFO = 'base.json';

@@ -2,6 +2,7 @@
  * The `graft` command line: a thin layer over the library in src/index.ts. Each command lives in its own folder.
  */
 import { Command, CommanderError } from 'commander';
+import { cacheCommand } from './cache/index.ts';
 import { demoCommand } from './demo/index.ts';
 import { evaluateCommand } from './evaluate/index.ts';
 import { exportCommand } from './export/index.ts';
@@ -24,6 +25,7 @@ for (const cmd of [
   inspectCommand(),
   exportCommand(),
   modelsCommand(),
+  cacheCommand(),
   demoCommand(),
 ])
   program.addCommand(cmd.exitOverride());

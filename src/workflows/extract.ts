@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Base } from '../base/base.ts';
 import { preprocessingKey } from '../base/preprocessing.ts';
-import { ActivationCache, activationKey, hashBytes } from '../cache/activation-cache.ts';
+import { ActivationCache, type ActivationKeyParts, type DamagedEntry, hashBytes } from '../cache/activation-cache.ts';
 import type { Sample, Skipped } from '../dataset/dataset.ts';
 import { decodeImage, ImageDecodeError } from '../dataset/decode.ts';
 import { applyView, type View } from '../dataset/views.ts';
@@ -63,6 +63,8 @@ export interface Extracted {
   skipped: Skipped[];
   hits: number;
   misses: number;
+  /** Cache entries that failed their check: deleted and recomputed (each reported once). */
+  damaged: DamagedEntry[];
   /** Number of trunk forward calls made (0 on a fully warm cache). */
   trunkCalls: number;
   /** Engine that ran the trunk, when it ran. */
@@ -81,7 +83,9 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
   const views = o.views ?? samples.map((): View => 'orig');
   if (views.length !== samples.length)
     throw new Error(`extractFeatures: ${views.length} views for ${samples.length} samples`);
-  const pending: { i: number; bytes: Uint8Array; keys: string[] }[] = [];
+  const pending: { i: number; bytes: Uint8Array; keys: ActivationKeyParts[] }[] = [];
+  const damagedBefore = cache.damaged.length;
+  cache.describeBase(base.id, { name: base.name, source: base.source });
   // A file listed under several views is reported once when it cannot be read or decoded.
   const skippedFiles = new Set<string>();
   const skip = (file: string, reason: string) => {
@@ -114,8 +118,14 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
     }
     const image = last?.file === file ? last.image : hashBytes(bytes);
     last = { file, bytes, image };
-    const keys = cuts.map((cut) =>
-      activationKey({ image, base: base.id, cut: pool ? cut : `${cut}:spatial`, preprocessing: pre, view: views[i] }),
+    const keys = cuts.map(
+      (cut): ActivationKeyParts => ({
+        image,
+        base: base.id,
+        cut: pool ? cut : `${cut}:spatial`,
+        preprocessing: pre,
+        view: views[i],
+      }),
     );
     const found = keys.map((k, c) => cache.get(k, sizes[c]));
     if (found.every((f) => f !== undefined)) {
@@ -214,6 +224,7 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
     skipped,
     hits,
     misses,
+    damaged: cache.damaged.slice(damagedBefore),
     trunkCalls,
     engine,
   };

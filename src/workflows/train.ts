@@ -4,7 +4,7 @@
 import path from 'node:path';
 import { type Base, type BaseOptions, disposeBase, type LayersBase, loadBase } from '../base/base.ts';
 import { formatWords } from '../base/foreign.ts';
-import { ActivationCache } from '../cache/activation-cache.ts';
+import { ActivationCache, type DamagedEntry } from '../cache/activation-cache.ts';
 import {
   checkClasses,
   type DatasetListing,
@@ -82,7 +82,8 @@ export interface TrainResult {
   epochs: number;
   bestEpoch: number;
   seconds: { total: number; extract: number; train: number; export: number };
-  cache: { hits: number; misses: number };
+  /** Activation cache use; `damaged`: entries that failed their check, deleted and recomputed (reported once). */
+  cache: { hits: number; misses: number; damaged: DamagedEntry[] };
   /** Trunk forward calls made (0 on a warm cache); one call serves every cut of a sweep. */
   trunkCalls: number;
   skipped: Skipped[];
@@ -218,7 +219,7 @@ function runFacts(base: Base, data: PreparedData, engine: string, trainSeconds: 
     baseFallback: base.fallback,
     engine: data.train.engine ?? engine,
     seconds: { total: 0, extract: data.extractSeconds, train: trainSeconds, export: 0 },
-    cache: { hits: data.train.hits, misses: data.train.misses },
+    cache: { hits: data.train.hits, misses: data.train.misses, damaged: data.train.damaged },
     trunkCalls: data.train.trunkCalls,
     skipped: data.skipped,
   };

@@ -158,6 +158,12 @@ export function trainCommand(): Command {
       `classes ${result.classes.join(', ')}; ${result.trainImages} training${views} and ${result.valImages} validation images`,
     );
     say(f, `activation cache: ${result.cache.hits} hits, ${result.cache.misses} misses (one per image and view)`);
+    const damaged = result.cache.damaged;
+    if (damaged.length)
+      say(
+        f,
+        `activation cache: ${damaged.length} damaged entr${damaged.length === 1 ? 'y' : 'ies'} deleted and recomputed (${damaged[0].file}: ${damaged[0].reason}${damaged.length > 1 ? ', …' : ''})`,
+      );
     say(
       f,
       `train accuracy ${result.trainAccuracy.toFixed(3)}${result.valAccuracy !== null ? `, validation accuracy ${result.valAccuracy.toFixed(3)}` : ''} (best epoch ${result.bestEpoch} of ${result.epochs})`,
