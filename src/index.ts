@@ -33,7 +33,7 @@ export type { DownloadedModel } from './base/download.ts';
 export { listDownloads, removeDownload } from './base/download.ts';
 export { ActivationCache } from './cache/activation-cache.ts';
 export type { CacheUsage, PruneOptions, PruneResult } from './cache/maintenance.ts';
-export { cacheUsage, clearCache, parseDuration, parseSize, pruneCache } from './cache/maintenance.ts';
+export { cacheUsage, clearCache, parseDuration, parseSize, pruneCache, verifyCache } from './cache/maintenance.ts';
 export type { DatasetListing, Sample, Skipped } from './dataset/dataset.ts';
 export { listDataset, splitByHash } from './dataset/dataset.ts';
 export type { OnnxExportResult } from './export/onnx-export.ts';

@@ -102,59 +102,19 @@ export class ActivationCache {
   get(p: ActivationKeyParts, size: number): Float32Array | undefined {
     const key = activationKey(p);
     const file = this.file(p, key);
-    let fd: number;
-    try {
-      fd = openSync(file, 'r');
-    } catch {
-      this.misses++;
-      return undefined;
-    }
-    let problem: string | undefined;
-    let out: Float32Array | undefined;
-    try {
-      const st = fstatSync(fd);
-      const want = HEADER_BYTES + size * 4;
-      if (st.size !== want) {
-        problem = `${st.size} bytes, expected ${want}`;
-      } else {
-        const buf = Buffer.allocUnsafe(want);
-        let got = 0;
-        while (got < want) {
-          const n = readSync(fd, buf, got, want - got, got);
-          if (n === 0) break;
-          got += n;
-        }
-        const payload = buf.subarray(HEADER_BYTES, got);
-        if (got !== want) problem = `short read (${got} of ${want} bytes)`;
-        else if (buf.readUInt32LE(0) !== MAGIC || buf.readUInt32LE(4) !== FORMAT) problem = 'not an activation entry';
-        else if (buf.readUInt32LE(8) !== size) problem = `holds ${buf.readUInt32LE(8)} values, expected ${size}`;
-        else if (buf.readUInt32LE(12) !== checksum(key, payload)) problem = 'checksum mismatch';
-        else {
-          out = new Float32Array(size);
-          new Uint8Array(out.buffer).set(payload);
-          if (Date.now() - st.mtimeMs > TOUCH_AFTER_MS) {
-            try {
-              const now = new Date();
-              futimesSync(fd, now, now);
-            } catch {
-              // A read-only cache still serves; only pruning by age loses precision.
-            }
-          }
-        }
-      }
-    } finally {
-      closeSync(fd);
-    }
-    if (out) {
+    const r = readEntry(file, key, size);
+    if (r.value) {
       this.hits++;
-      return out;
+      return r.value;
     }
     this.misses++;
-    this.damaged.push({ file, reason: problem ?? 'unreadable' });
-    try {
-      unlinkSync(file);
-    } catch {
-      // Gone already (another process repaired it) or read-only: the caller recomputes either way.
+    if (r.problem) {
+      this.damaged.push({ file, reason: r.problem });
+      try {
+        unlinkSync(file);
+      } catch {
+        // Gone already (another process repaired it) or read-only: the caller recomputes either way.
+      }
     }
     return undefined;
   }
@@ -207,3 +167,52 @@ export class ActivationCache {
 
 /** Beside each base's folder: which base it is (`{ id, name, source }`). */
 export const BASE_INFO = 'base.json';
+
+/**
+ * Reads and checks one entry: `value` when whole, `problem` when present but damaged, neither when absent. `size`
+ * (floats) is checked when given; otherwise the count in the header is used (for `graft cache verify`).
+ */
+export function readEntry(
+  file: string,
+  key: string = path.basename(file, ENTRY_SUFFIX),
+  size?: number,
+): { value?: Float32Array; problem?: string } {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch {
+    return {};
+  }
+  try {
+    const st = fstatSync(fd);
+    if (size !== undefined && st.size !== HEADER_BYTES + size * 4)
+      return { problem: `${st.size} bytes, expected ${HEADER_BYTES + size * 4}` };
+    if (st.size < HEADER_BYTES || (st.size - HEADER_BYTES) % 4 !== 0) return { problem: `${st.size} bytes` };
+    const buf = Buffer.allocUnsafe(st.size);
+    let got = 0;
+    while (got < st.size) {
+      const n = readSync(fd, buf, got, st.size - got, got);
+      if (n === 0) break;
+      got += n;
+    }
+    if (got !== st.size) return { problem: `short read (${got} of ${st.size} bytes)` };
+    const payload = buf.subarray(HEADER_BYTES);
+    const count = payload.byteLength / 4;
+    if (buf.readUInt32LE(0) !== MAGIC || buf.readUInt32LE(4) !== FORMAT) return { problem: 'not an activation entry' };
+    if (buf.readUInt32LE(8) !== count) return { problem: `header says ${buf.readUInt32LE(8)} values, holds ${count}` };
+    if (buf.readUInt32LE(12) !== checksum(key, payload)) return { problem: 'checksum mismatch' };
+    const value = new Float32Array(count);
+    new Uint8Array(value.buffer).set(payload);
+    if (Date.now() - st.mtimeMs > TOUCH_AFTER_MS) {
+      try {
+        const now = new Date();
+        futimesSync(fd, now, now);
+      } catch {
+        // A read-only cache still serves; only pruning by age loses precision.
+      }
+    }
+    return { value };
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { tempTag } from '../util/files.ts';
 import { ActivationCache, hashBytes } from './activation-cache.ts';
-import { cacheUsage, clearCache, parseDuration, parseSize, pruneCache } from './maintenance.ts';
+import { cacheUsage, clearCache, parseDuration, parseSize, pruneCache, verifyCache } from './maintenance.ts';
 
 const DAY = 86400e3;
 
@@ -88,6 +88,21 @@ test('temporaries of dead writers are removed, a live writer’s are kept, old-f
   assert.ok(!existsSync(stale));
   assert.ok(existsSync(live), 'a running writer keeps its temporary');
   assert.ok(!existsSync(path.join(dir, 'ab')));
+});
+
+test('verify reads every entry and removes the damaged ones', () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'graft-verify-'));
+  const { files } = fill(dir);
+  writeFileSync(files[1], Buffer.alloc(416));
+  writeFileSync(files[3], 'short');
+  const r = verifyCache(dir);
+  assert.equal(r.checked, 5);
+  assert.deepEqual(r.damaged.map((d) => d.file).sort(), [files[1], files[3]].sort());
+  assert.deepEqual(
+    files.map((f) => existsSync(f)),
+    [true, false, true, false, true],
+  );
+  assert.deepEqual(verifyCache(dir), { checked: 3, damaged: [] });
 });
 
 test('sizes and durations parse as people write them', () => {

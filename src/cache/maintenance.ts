@@ -6,7 +6,7 @@
 import { type Dirent, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { isStaleTemp } from '../util/files.ts';
-import { BASE_INFO, ENTRY_SUFFIX } from './activation-cache.ts';
+import { BASE_INFO, type DamagedEntry, ENTRY_SUFFIX, readEntry } from './activation-cache.ts';
 
 export interface CutUsage {
   /** The cut as the key names it; spatial activations (parameter transfer) end in ':spatial'. */
@@ -239,6 +239,26 @@ function removeEmptyLegacyShards(dir: string): void {
 /** Removes every entry (and temporaries of dead writers); a running writer's own temporaries are left to it. */
 export function clearCache(dir: string): PruneResult {
   return pruneCache(dir, { maxBytes: 0 });
+}
+
+/** Reads and checks every entry (header and checksum); damaged ones are removed (they would be, on their next read). */
+export function verifyCache(dir: string): { checked: number; damaged: DamagedEntry[] } {
+  const w = walk(dir, Date.now());
+  const damaged: DamagedEntry[] = [];
+  let checked = 0;
+  for (const cuts of w.entries.values()) {
+    for (const files of cuts.values()) {
+      for (const f of files) {
+        const r = readEntry(f.file);
+        if (r.value || r.problem) checked++;
+        if (r.problem) {
+          damaged.push({ file: f.file, reason: r.problem });
+          rmSync(f.file, { force: true });
+        }
+      }
+    }
+  }
+  return { checked, damaged };
 }
 
 const UNITS: Record<string, number> = { b: 1, kb: 1e3, k: 1e3, mb: 1e6, m: 1e6, gb: 1e9, g: 1e9, tb: 1e12, t: 1e12 };

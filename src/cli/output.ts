@@ -28,13 +28,15 @@ export function reportError(e: unknown, verbose: boolean): never {
   const line = err.message.split('\n')[0];
   process.stderr.write(`${pc.red('graft: error:')} ${line}\n`);
   if (verbose && err.stack) process.stderr.write(`${err.stack}\n`);
-  process.exit(1);
+  // An interrupt exits 128 + the signal number, as shells expect.
+  process.exit((err as { exitCode?: number }).exitCode ?? 1);
 }
 
 /**
  * A progress callback that draws one bar per phase on a terminal, and nothing otherwise (CI logs, pipes, --json).
  */
 export function progressBars(opts: GlobalOptions): (p: Progress) => void {
+  if (process.env.GRAFT_PROGRESS === 'lines') return progressLines();
   if (opts.json || !process.stderr.isTTY) return () => {};
   let bar: SingleBar | undefined;
   let phase = '';
@@ -56,5 +58,15 @@ export function progressBars(opts: GlobalOptions): (p: Progress) => void {
       bar = undefined;
       phase = '';
     }
+  };
+}
+
+/** GRAFT_PROGRESS=lines: one stderr line as each phase starts, for logs and for tools that watch a run. */
+function progressLines(): (p: Progress) => void {
+  let phase = '';
+  return (p) => {
+    if (p.phase === phase) return;
+    phase = p.phase;
+    process.stderr.write(`progress ${p.phase} ${p.done}/${p.total}\n`);
   };
 }

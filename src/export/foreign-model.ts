@@ -40,14 +40,19 @@ export interface ForeignRecord {
   cutLayout?: 'nchw' | 'nhwc';
 }
 
-export async function saveForeignModel(out: string, base: ForeignBase, metadata: ModelMetadata): Promise<void> {
+export async function saveForeignModel(
+  out: string,
+  base: ForeignBase,
+  metadata: ModelMetadata,
+  signal?: AbortSignal,
+): Promise<void> {
   const { files, record } = base.trunk.modelFiles();
   const cutInfo = base.trunk.cutInfo(metadata.cut);
   const full: ModelMetadata = {
     ...metadata,
     foreign: { ...record, cutShape: cutInfo.shape, cutLayout: cutInfo.layout },
   };
-  writeModelFolder(out, { ...files, [METADATA_FILE]: `${JSON.stringify(full, null, 2)}\n` });
+  writeModelFolder(out, { ...files, [METADATA_FILE]: `${JSON.stringify(full, null, 2)}\n` }, signal);
 }
 
 /** The runner a Predictor uses for a folder written by saveForeignModel: pixels → pooled features at the cut. */

@@ -3,11 +3,25 @@
  * @tensorflow/tfjs `loadLayersModel`) and graft.json (labels, preprocessing, base, cut, metrics, versions).
  * A folder is written under a temporary name and renamed into place, so a crash never leaves half a model.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import type { io } from '@tensorflow/tfjs-core';
 import type { Preprocessing } from '../base/preprocessing.ts';
 import { tf, type tfl } from '../tfjs/tf.ts';
+import { isStaleTemp, processAlive, tempOwner, tempTag } from '../util/files.ts';
+import { checkAbort } from '../util/progress.ts';
 
 export const METADATA_FILE = 'graft.json';
 
@@ -61,20 +75,26 @@ export async function serialiseLayersModel(
   return { modelJson, weights };
 }
 
-/** Writes files into `<out>.tmp-*`, then swaps it into place. Extra files (e.g. model.onnx) may be passed. */
-export function writeModelFolder(out: string, files: Record<string, string | Uint8Array>): void {
+/**
+ * Writes files into `<out>.tmp~<host>~<pid>~<random>`, then swaps that folder into place: `<out>` only ever holds a
+ * complete model (the old one, or the new one). Leftovers of writers that were killed (kill -9, power loss) are
+ * cleaned first (see removeStaleTemporaries). An abort before the swap leaves nothing behind.
+ */
+export function writeModelFolder(out: string, files: Record<string, string | Uint8Array>, signal?: AbortSignal): void {
   const target = path.resolve(out);
   if (existsSync(target) && readdirSync(target).length > 0 && !existsSync(path.join(target, METADATA_FILE))) {
     // Never replace a folder that holds something other than a graft model.
     throw new Error(`${out}: exists and is not a graft model folder; choose another --out`);
   }
   mkdirSync(path.dirname(target), { recursive: true });
-  const tmp = `${target}.tmp-${process.pid}-${Date.now()}`;
+  removeStaleTemporaries(target);
+  const tmp = `${target}.tmp${tempTag()}`;
   mkdirSync(tmp);
   try {
-    for (const [name, content] of Object.entries(files)) writeFileSync(path.join(tmp, name), content);
+    for (const [name, content] of Object.entries(files)) writeDurably(path.join(tmp, name), content);
+    checkAbort(signal);
     if (existsSync(target)) {
-      const old = `${target}.old-${process.pid}-${Date.now()}`;
+      const old = `${target}.old${tempTag()}`;
       renameSync(target, old);
       renameSync(tmp, target);
       rmSync(old, { recursive: true, force: true });
@@ -87,19 +107,65 @@ export function writeModelFolder(out: string, files: Record<string, string | Uin
   }
 }
 
+/** Written and flushed to disk before the folder is renamed, so a power loss cannot leave a renamed, empty file. */
+function writeDurably(file: string, content: string | Uint8Array): void {
+  const fd = openSync(file, 'w');
+  try {
+    writeFileSync(fd, content);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Removes `<out>.tmp…` folders whose writer is gone (a half-written weights.bin from a killed export), including the
+ * `<out>.tmp-<pid>-<time>` names of earlier graft versions. A `<out>.old…` folder of a dead writer is the previous
+ * model, moved aside in the instant before the new one was renamed in: it goes back to `<out>` when `<out>` is
+ * missing, and is removed otherwise. Temporaries of live writers are never touched.
+ */
+export function removeStaleTemporaries(target: string): void {
+  const dir = path.dirname(target);
+  const base = path.basename(target);
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(`${base}.tmp`) && !name.startsWith(`${base}.old`)) continue;
+    const rest = name.slice(base.length + 4);
+    const legacy = /^-(\d+)-\d+$/.exec(rest);
+    const full = path.join(dir, name);
+    let stale: boolean;
+    if (legacy) stale = !processAlive(Number(legacy[1]));
+    else if (tempOwner(rest)) stale = isStaleTemp(rest, statSync(full, { throwIfNoEntry: false })?.mtimeMs ?? 0);
+    else continue;
+    if (!stale) continue;
+    if (name.startsWith(`${base}.old`) && !existsSync(target)) renameSync(full, target);
+    else rmSync(full, { recursive: true, force: true });
+  }
+}
+
 export async function saveModel(
   out: string,
   model: tfl.LayersModel,
   metadata: ModelMetadata,
   extra: Record<string, string | Uint8Array> = {},
+  signal?: AbortSignal,
 ): Promise<void> {
   const { modelJson, weights } = await serialiseLayersModel(model);
-  writeModelFolder(out, {
-    'model.json': JSON.stringify(modelJson),
-    'weights.bin': weights,
-    [METADATA_FILE]: `${JSON.stringify(metadata, null, 2)}\n`,
-    ...extra,
-  });
+  writeModelFolder(
+    out,
+    {
+      'model.json': JSON.stringify(modelJson),
+      'weights.bin': weights,
+      [METADATA_FILE]: `${JSON.stringify(metadata, null, 2)}\n`,
+      ...extra,
+    },
+    signal,
+  );
 }
 
 export interface LoadedModelFiles {

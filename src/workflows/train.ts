@@ -449,6 +449,8 @@ async function exportTrained(
   o: TrainOptions,
   confusion?: number[][],
 ): Promise<void> {
+  checkAbort(o.signal);
+  o.onProgress?.({ phase: 'export', done: 0, total: 1 });
   const knn = head.kind === 'knn';
   const foreign = base.format !== 'layers';
   const metadata: ModelMetadata = {
@@ -492,10 +494,15 @@ async function exportTrained(
     createdAt: new Date().toISOString(),
   };
   // Graph and ONNX bases cannot be stitched into Layers: their folder keeps the base file and the head as JSON.
-  if (base.format !== 'layers') return saveForeignModel(out, base, metadata);
+  if (base.format !== 'layers') {
+    await saveForeignModel(out, base, metadata, o.signal);
+    o.onProgress?.({ phase: 'export', done: 1, total: 1 });
+    return;
+  }
   const model = stitchModel(base, cut, knn ? undefined : head);
   try {
-    await saveModel(out, model, metadata);
+    await saveModel(out, model, metadata, {}, o.signal);
+    o.onProgress?.({ phase: 'export', done: 1, total: 1 });
   } finally {
     // The stitched model shares the base's layers (released with the base) but owns the head's: release those here.
     for (const layer of model.layers) if (layer.name.startsWith('graft_head')) layer.dispose();

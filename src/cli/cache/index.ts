@@ -8,6 +8,7 @@ import {
   parseSize,
   pruneCache,
   removeDownload,
+  verifyCache,
 } from '../../index.ts';
 import { cacheRoot } from '../../util/paths.ts';
 import { type GlobalOptions, printJson, say, UsageError } from '../output.ts';
@@ -96,6 +97,18 @@ export function cacheCommand(): Command {
         f,
         `removed ${r.removed} entries (${human(r.freedBytes)}), ${r.temporaries} leftover temporaries, ${r.legacy} old-format files; ${r.remaining.entries} entries (${human(r.remaining.bytes)}) remain`,
       );
+    });
+
+  const verify = cmd
+    .command('verify')
+    .description('read and check every cached activation; damaged ones are removed (and recomputed when needed)')
+    .option('--json', 'print one JSON object on the last line')
+    .action(() => {
+      const f = verify.optsWithGlobals<GlobalOptions>();
+      const r = verifyCache(activationsDir());
+      if (f.json) return printJson(r);
+      say(f, `checked ${r.checked} entries: ${r.damaged.length} damaged (removed)`);
+      for (const d of r.damaged) say(f, `  ${d.file}: ${d.reason}`);
     });
 
   const clear = cmd

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { cacheStatus, ensureModelFiles } from '../../base/download.ts';
 import { findZooEntry, ZOO, type ZooEntry } from '../../base/zoo.ts';
+import { interruptSignal } from '../interrupt.ts';
 import { type GlobalOptions, printJson, progressBars, say, UsageError } from '../output.ts';
 
 interface PullOptions extends GlobalOptions {
@@ -93,6 +94,7 @@ export function modelsCommand(): Command {
           name: z.name,
           sha256: z.sha256,
           onProgress: progressBars(opts),
+          signal: interruptSignal(),
         });
         const st = await cacheStatus(z.url);
         results.push({ name: z.name, ...r, bytes: st.bytes });

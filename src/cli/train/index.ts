@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { parseAugment } from '../../dataset/views.ts';
 import { parseEngine } from '../../engines/engine-choice.ts';
 import { train } from '../../index.ts';
+import { interruptSignal } from '../interrupt.ts';
 import { type GlobalOptions, printJson, progressBars, say, UsageError } from '../output.ts';
 import { baseOptions, number, parseBaseOptions, printSkipped } from '../shared-options.ts';
 
@@ -116,6 +117,7 @@ export function trainCommand(): Command {
       engine: parseEngine(f.engine),
       out: f.out,
       onProgress: progressBars(f),
+      signal: interruptSignal(),
     });
     if (result.baseFallback) say(f, `note: ${result.baseFallback.reason}; using ${result.base}`);
     printSkipped(f, result.skipped);
