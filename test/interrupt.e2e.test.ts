@@ -75,9 +75,11 @@ function start(args: string[], env: Record<string, string>): Run {
   };
 }
 
-/** Stderr without the GRAFT_PROGRESS lines: what a user sees. */
+/** Stderr without the GRAFT_PROGRESS lines and colour codes: what a user reads. */
 const message = (s: string) =>
   s
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: ANSI colour codes start with ESC
+    .replace(/\x1b\[[0-9;]*m/g, '')
     .split('\n')
     .filter((l) => l && !l.startsWith('progress '))
     .join('\n');
