@@ -115,7 +115,7 @@ test('train reports the augmentation, and --augment none trains on the images al
   assert.equal(JSON.parse(readFileSync(path.join(out, 'graft.json'), 'utf8')).training.augment, 'flip');
   await assert.rejects(
     train({ data, base: basePath, cacheDir, augment: 'crop' as never }),
-    /--augment must be flip or none \(got 'crop'\)/,
+    /augment must be flip or none \(got 'crop'\)/,
   );
 });
 

@@ -7,9 +7,11 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { before, test } from 'node:test';
 import { decodeImage } from '../src/dataset/decode.ts';
-import { Predictor, train } from '../src/index.ts';
+import { exportOnnx, Predictor, train } from '../src/index.ts';
+import { decodeModel } from '../src/onnx/proto.ts';
 import { initTf } from '../src/tfjs/tf.ts';
 import { runCli, tmpDir, writeRampDataset, writeTinyBase } from './helpers.ts';
+import { writeTinyOnnx } from './other-bases-fixtures.ts';
 
 let base: string;
 let data: string;
@@ -74,4 +76,16 @@ test('--crop outside (0, 1] and an unknown --resize are one-line errors', () => 
   assert.notEqual(r.status, 0);
   assert.match(r.stderr.trim(), /^.*--crop must be a fraction in \(0, 1\] \(got 1\.5\)$/);
   assert.equal(r.stderr.trim().split('\n').length, 1);
+});
+
+test('the ONNX export of a model on an ONNX base records its crop (issue 15)', async () => {
+  const dir = tmpDir();
+  const { onnx } = await writeTinyOnnx(dir);
+  const out = path.join(dir, 'model');
+  await train({ data, base: onnx, crop: 0.875, epochs: 3, out, cacheDir: path.join(dir, 'cache') });
+  const file = path.join(dir, 'model.onnx');
+  await exportOnnx(out, file);
+  const meta = Object.fromEntries(decodeModel(readFileSync(file)).metadata_props.map((p) => [p.key, p.value]));
+  assert.equal(meta['graft.crop'], '0.875');
+  assert.equal(meta['graft.resize'], 'cover');
 });

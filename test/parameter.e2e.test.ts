@@ -212,8 +212,14 @@ test('bundled InceptionV3, whose BatchNorm layers have no gamma: parameter mode 
 });
 
 test('bad combinations fail with a clear message', async () => {
-  await assert.rejects(train({ data, base: basePath, retrainLayers: 2 }), /--retrain-layers needs --mode parameter/);
-  await assert.rejects(train({ data, base: basePath, unfreezeFrom: 'all' }), /--unfreeze-from needs --fine-tune/);
+  await assert.rejects(
+    train({ data, base: basePath, retrainLayers: 2 }),
+    /UsageError: retrainLayers needs mode parameter$/,
+  );
+  await assert.rejects(
+    train({ data, base: basePath, unfreezeFrom: 'all' }),
+    /UsageError: unfreezeFrom needs fineTune$/,
+  );
   await assert.rejects(
     train({ data, base: basePath, mode: 'parameter', retrainLayers: 2, fineTune: true, unfreezeFrom: 'top_relu' }),
     /must lie below/,

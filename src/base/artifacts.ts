@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { io } from '@tensorflow/tfjs-core';
+import { BaseError, DownloadError, hasUnprintable } from '../util/errors.ts';
 
 export interface ModelJson {
   format?: string;
@@ -18,11 +19,19 @@ export function parseModelJson(text: string, where: string): ModelJson {
   let json: ModelJson;
   try {
     json = JSON.parse(text);
-  } catch (e) {
-    throw new Error(`${where}: not valid JSON (${(e as Error).message})`);
+  } catch {
+    // JSON.parse quotes the text it failed on: never echo a binary file's bytes into a message.
+    const binary = hasUnprintable(text.slice(0, 512));
+    throw new BaseError(
+      'not-a-model',
+      where,
+      binary
+        ? 'not a model: binary data, neither a model.json nor an .onnx file'
+        : 'not valid JSON, so not a model.json (damaged or truncated?)',
+    );
   }
   if (!json || typeof json !== 'object' || !json.modelTopology || !Array.isArray(json.weightsManifest)) {
-    throw new Error(`${where}: not a TF.js model.json (needs modelTopology and weightsManifest)`);
+    throw new BaseError('not-a-model', where, 'not a TF.js model.json (needs modelTopology and weightsManifest)');
   }
   return json;
 }
@@ -31,6 +40,7 @@ export function parseModelJson(text: string, where: string): ModelJson {
 export async function assembleArtifacts(
   json: ModelJson,
   read: (relPath: string) => Promise<Uint8Array>,
+  where = 'model.json',
 ): Promise<io.ModelArtifacts> {
   const specs: io.WeightsManifestEntry[] = [];
   const parts: Uint8Array[] = [];
@@ -39,6 +49,16 @@ export async function assembleArtifacts(
     for (const p of group.paths) parts.push(await read(p));
   }
   const all = Buffer.concat(parts);
+  // TF.js would fail later with an internal message that names no file; say which file is short.
+  const expected = weightDataBytes(specs);
+  if (expected !== undefined && all.byteLength !== expected) {
+    const files = json.weightsManifest.flatMap((g) => g.paths).join(', ');
+    throw new BaseError(
+      'truncated',
+      where,
+      `weight data (${files}) is ${all.byteLength} bytes, the weightsManifest describes ${expected}: truncated or from another model`,
+    );
+  }
   return {
     modelTopology: json.modelTopology,
     format: json.format,
@@ -53,17 +73,25 @@ export async function readLocalModel(file: string): Promise<{ json: ModelJson; a
     text = await readFile(file, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new Error(`${file}: ${code === 'ENOENT' ? 'model file does not exist' : `cannot read model file (${code})`}`);
+    throw new BaseError(
+      code === 'ENOENT' ? 'not-found' : 'unreadable',
+      file,
+      code === 'ENOENT' ? 'model file does not exist' : `cannot read model file (${code})`,
+    );
   }
   const json = parseModelJson(text, file);
   const dir = path.dirname(file);
-  const artifacts = await assembleArtifacts(json, async (rel) => {
-    try {
-      return await readFile(path.join(dir, rel));
-    } catch {
-      throw new Error(`${file}: weight file '${rel}' named in weightsManifest is missing`);
-    }
-  });
+  const artifacts = await assembleArtifacts(
+    json,
+    async (rel) => {
+      try {
+        return await readFile(path.join(dir, rel));
+      } catch {
+        throw new BaseError('not-found', file, `weight file '${rel}' named in weightsManifest is missing`);
+      }
+    },
+    file,
+  );
   return { json, artifacts };
 }
 
@@ -72,15 +100,20 @@ export async function fetchBytes(url: string): Promise<Uint8Array> {
   try {
     res = await fetch(url);
   } catch (e) {
-    throw new Error(`${url}: cannot download (${(e as Error).cause ?? (e as Error).message})`);
+    throw new DownloadError(
+      'network',
+      url,
+      `${url}: cannot download (${(e as Error).cause ?? (e as Error).message})`,
+      e,
+    );
   }
-  if (!res.ok) throw new Error(`${url}: download failed with HTTP ${res.status}`);
+  if (!res.ok) throw new DownloadError('http-status', url, `${url}: download failed with HTTP ${res.status}`);
   return new Uint8Array(await res.arrayBuffer());
 }
 
 export async function readRemoteModel(url: string): Promise<{ json: ModelJson; artifacts: io.ModelArtifacts }> {
   const json = parseModelJson(new TextDecoder().decode(await fetchBytes(url)), url);
-  const artifacts = await assembleArtifacts(json, (rel) => fetchBytes(new URL(rel, url).toString()));
+  const artifacts = await assembleArtifacts(json, (rel) => fetchBytes(new URL(rel, url).toString()), url);
   return { json, artifacts };
 }
 
@@ -93,4 +126,17 @@ export function fingerprint(artifacts: io.ModelArtifacts): string {
   if (data instanceof ArrayBuffer) h.update(new Uint8Array(data));
   else if (Array.isArray(data)) for (const d of data) h.update(new Uint8Array(d));
   return h.digest('hex').slice(0, 16);
+}
+
+const BYTES: Record<string, number> = { float32: 4, int32: 4, bool: 1, uint8: 1, int16: 2, float16: 2, complex64: 8 };
+
+/** The byte length weight data must have for these specs; undefined when it cannot be known (string tensors). */
+export function weightDataBytes(specs: io.WeightsManifestEntry[]): number | undefined {
+  let n = 0;
+  for (const w of specs) {
+    const per = BYTES[w.quantization?.dtype ?? w.dtype];
+    if (per === undefined) return undefined;
+    n += w.shape.reduce((a, b) => a * b, 1) * per;
+  }
+  return n;
 }

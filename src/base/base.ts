@@ -6,6 +6,8 @@ import path from 'node:path';
 import type { GraphModel } from '@tensorflow/tfjs-converter';
 import type { io } from '@tensorflow/tfjs-core';
 import { initTf, tf, tfl } from '../tfjs/tf.ts';
+import { BaseError, GraftError, oneLine, opt, shown, UsageError, words } from '../util/errors.ts';
+import { checkOneOf } from '../util/options.ts';
 import type { ProgressCallback } from '../util/progress.ts';
 import { fingerprint, type ModelJson, readLocalModel, readRemoteModel } from './artifacts.ts';
 import { BUNDLED, bundledArtifacts } from './bundled.ts';
@@ -15,6 +17,13 @@ import { defaultCut, layersTrunk, type TrunkSource } from './graph.ts';
 import type { OnnxTrunkSpec } from './onnx-base.ts';
 import { checkCrop, fromRange, type Preprocessing } from './preprocessing.ts';
 import { DEFAULT_ZOO_BASE, findZooEntry, type ZooEntry } from './zoo.ts';
+
+/** Why the default base was not used: the reason as one line, and the error itself for surfaces that word it their way. */
+export interface Fallback {
+  wanted: string;
+  reason: string;
+  error?: GraftError;
+}
 
 export type BaseKind = 'bundled' | 'file' | 'url' | 'zoo';
 
@@ -31,7 +40,7 @@ interface BaseInfo {
   /** The layer graft cuts at when the user names none: the one below the base's own classifier. */
   defaultCut: string;
   /** Set when no base was named and the default zoo base could not be had, so a bundled one stands in. */
-  fallback?: { wanted: string; reason: string };
+  fallback?: Fallback;
   /** Cut points and feature sizes: all that feature transfer asks of a base. */
   trunk: TrunkSource;
 }
@@ -115,14 +124,36 @@ export const FALLBACK_BASE = 'nsfw-mobilenet-v2';
  * Named bases never fall back.
  */
 export async function loadBase(spec?: string, options: BaseOptions = {}): Promise<Base> {
-  if (options.crop !== undefined) checkCrop(options.crop);
-  if (options.resize !== undefined && options.resize !== 'cover' && options.resize !== 'fill') {
-    throw new Error(`--resize must be cover or fill (got '${String(options.resize)}')`);
-  }
+  checkBaseOptions(options);
   const base = await loadAny(spec, options);
   if (options.crop !== undefined) base.preprocessing = { ...base.preprocessing, crop: options.crop };
   if (options.resize !== undefined) base.preprocessing = { ...base.preprocessing, resize: options.resize };
   return base;
+}
+
+/** Throws a UsageError naming the first BaseOptions value that is out of range or conflicts with another. */
+export function checkBaseOptions(o: BaseOptions): void {
+  checkCrop(o.crop);
+  checkOneOf('resize', o.resize, ['cover', 'fill']);
+  checkOneOf('inputLayout', o.inputLayout, ['nchw', 'nhwc']);
+  const numbers = (name: string, v: unknown, n: number, ok: (x: number) => boolean, what: string) => {
+    if (v === undefined) return;
+    if (!Array.isArray(v) || v.length !== n || !v.every((x) => typeof x === 'number' && Number.isFinite(x) && ok(x)))
+      throw new UsageError('invalid-value', words`${opt(name)} must be ${what} (got ${shown(JSON.stringify(v))})`);
+  };
+  numbers('inputRange', o.inputRange, 2, () => true, 'two numbers [min, max]');
+  if (o.inputRange && !(o.inputRange[0] < o.inputRange[1]))
+    throw new UsageError(
+      'invalid-value',
+      words`${opt('inputRange')} must have min < max (got ${o.inputRange.join(',')})`,
+    );
+  numbers('mean', o.mean, 3, () => true, 'three numbers [r, g, b]');
+  numbers('std', o.std, 3, (x) => x > 0, 'three numbers [r, g, b] above 0');
+  numbers('inputSize', o.inputSize, 2, (x) => Number.isInteger(x) && x >= 1, 'two positive integers [height, width]');
+  if (o.inputRange && (o.mean || o.std))
+    throw new UsageError('conflict', words`give ${opt('inputRange')} or ${opt('mean')}/${opt('std')}, not both`);
+  if (o.mirror !== undefined && !/^https?:\/\/[^/]/i.test(o.mirror))
+    throw new UsageError('invalid-value', words`${opt('mirror')} must be an http(s) URL (got ${shown(o.mirror)})`);
 }
 
 async function loadAny(spec: string | undefined, options: BaseOptions): Promise<Base> {
@@ -132,8 +163,9 @@ async function loadAny(spec: string | undefined, options: BaseOptions): Promise<
       return await loadZoo(findZooEntry(DEFAULT_BASE) as ZooEntry, options);
     } catch (e) {
       if (options.signal?.aborted) throw e;
-      const reason = (e as Error).message.split('\n')[0];
-      return { ...(await loadBase(FALLBACK_BASE, options)), fallback: { wanted: DEFAULT_BASE, reason } };
+      const reason = oneLine((e as Error).message);
+      const error = e instanceof GraftError ? e : undefined;
+      return { ...(await loadBase(FALLBACK_BASE, options)), fallback: { wanted: DEFAULT_BASE, reason, error } };
     }
   }
   const bundled = BUNDLED.find((b) => b.name === spec);
@@ -146,8 +178,8 @@ async function loadAny(spec: string | undefined, options: BaseOptions): Promise<
   if (zoo) return loadZoo(zoo, options);
   if (/\.onnx$/i.test(spec)) {
     if (/^https?:\/\//i.test(spec))
-      throw new Error(`${spec}: ONNX bases are read from a local file; download it first`);
-    if (!existsSync(spec)) throw new Error(`${spec}: ONNX file does not exist`);
+      throw new BaseError('remote-onnx', spec, 'ONNX bases are read from a local file; download it first');
+    if (!existsSync(spec)) throw new BaseError('not-found', spec, 'ONNX file does not exist');
     return (await import('./onnx-base.ts')).loadOnnxBase(spec, options);
   }
   if (/^https?:\/\//i.test(spec)) {
@@ -168,8 +200,10 @@ async function loadAny(spec: string | undefined, options: BaseOptions): Promise<
   if (existsSync(file) && statSync(file).isDirectory()) file = path.join(file, 'model.json');
   if (!existsSync(file)) {
     const names = BUNDLED.map((b) => b.name).join(', ');
-    throw new Error(
-      `${spec}: no such base (not a bundled name [${names}], a zoo name (graft models), a model.json path or an http(s) URL)`,
+    throw new BaseError(
+      'unknown-base',
+      spec,
+      `no such base (not a bundled name [${names}], a zoo name (graft models), a model.json path or an http(s) URL)`,
     );
   }
   const { json, artifacts } = await readLocalModel(file);
@@ -222,8 +256,8 @@ function readMetadataFile(dir: string): BaseMetadataFile {
   if (!existsSync(file)) return {};
   try {
     return JSON.parse(readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
+  } catch {
+    throw new BaseError('invalid-metadata', file, 'not valid JSON');
   }
 }
 
@@ -239,14 +273,23 @@ async function finish(
   try {
     model = await tfl.loadLayersModel(tf.io.fromMemory(artifacts));
   } catch (e) {
-    throw new Error(`${source}: cannot build a TF.js Layers model (${(e as Error).message})`);
+    throw new BaseError(
+      'not-a-model',
+      source,
+      `cannot build a TF.js Layers model (${oneLine((e as Error).message)})`,
+      e,
+    );
   }
   const shape = model.inputs[0].shape;
   if (shape.length !== 4 || shape[3] !== 3 || !shape[1] || !shape[2]) {
-    throw new Error(`${source}: expected an image input [batch, height, width, 3], found ${JSON.stringify(shape)}`);
+    throw new BaseError(
+      'not-an-image-model',
+      source,
+      `expected an image input [batch, height, width, 3], found ${JSON.stringify(shape)}`,
+    );
   }
   const preprocessing = fromRange([shape[1], shape[2]], range[0], range[1], meta.resize ?? 'cover');
-  if (meta.crop !== undefined) preprocessing.crop = checkCrop(meta.crop, `${source}: crop`);
+  if (meta.crop !== undefined) preprocessing.crop = checkCrop(meta.crop, source);
   const cut = meta.defaultCut ?? defaultCut(model);
   return {
     format: 'layers',
@@ -267,8 +310,10 @@ export async function loadLayersBase(spec?: string, options: BaseOptions = {}): 
   const base = await loadBase(spec, options);
   if (base.format === 'layers') return base;
   disposeBase(base);
-  throw new Error(
-    `${spec}: this base is ${formatWords(base.format)}, which serves feature transfer only; parameter transfer, fine-tuning and TF.js export need a TF.js Layers base`,
+  throw new BaseError(
+    'not-layers',
+    spec ?? base.name,
+    `this base is ${formatWords(base.format)}, which serves feature transfer only; parameter transfer, fine-tuning and TF.js export need a TF.js Layers base`,
   );
 }
 

@@ -9,8 +9,10 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, type Dirent, existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
+import { open, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
+import { makeDirsFor } from '../util/dirs.ts';
+import { BaseError, DownloadError, opt, shown, words } from '../util/errors.ts';
 import { hostName, processAlive, tempTag, writeFileAtomic } from '../util/files.ts';
 import { cacheRoot } from '../util/paths.ts';
 import type { ProgressCallback } from '../util/progress.ts';
@@ -81,16 +83,17 @@ export function cachePathFor(url: string, cacheDir: string = defaultModelCacheDi
   try {
     u = new URL(url);
   } catch {
-    throw new Error(`${url}: not a valid URL`);
+    throw new DownloadError('invalid-url', url, `${url}: not a valid URL`);
   }
-  if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new Error(`${url}: only http(s) URLs can be downloaded`);
+  if (u.protocol !== 'https:' && u.protocol !== 'http:')
+    throw new DownloadError('invalid-url', url, `${url}: only http(s) URLs can be downloaded`);
   const segments = u.pathname.split('/').map((s) => decodeURIComponent(s));
   if (segments[segments.length - 1] === '')
-    throw new Error(`${url}: expected the URL of a model.json file, not a folder`);
+    throw new DownloadError('invalid-url', url, `${url}: expected the URL of a model.json file, not a folder`);
   const parts = segments.filter((s) => s !== '');
   for (const s of parts) {
     if (s === '.' || s === '..' || /[\\/\0]/.test(s))
-      throw new Error(`${url}: unusable path segment '${s}' for the cache`);
+      throw new DownloadError('invalid-url', url, `${url}: unusable path segment '${s}' for the cache`);
   }
   return path.join(cacheDir, u.host.replace(/:/g, '_'), ...parts);
 }
@@ -100,7 +103,7 @@ function checkRelPath(rel: string, where: string): void {
   const bad =
     rel === '' || rel.includes('\\') || rel.includes('\0') || /^[a-z][a-z0-9+.-]*:/i.test(rel) || rel.startsWith('/');
   if (bad || rel.split('/').some((s) => s === '..' || s === '.' || s === '')) {
-    throw new Error(`${where}: weightsManifest path '${rel}' is not a plain relative file name`);
+    throw new BaseError('not-a-model', where, `weightsManifest path ${shown(rel)} is not a plain relative file name`);
   }
 }
 
@@ -170,7 +173,7 @@ export async function withDownloadLock<T>(
   o: { signal?: AbortSignal; onProgress?: ProgressCallback; name?: string },
   fn: () => Promise<T>,
 ): Promise<T> {
-  await mkdir(dir, { recursive: true });
+  makeDirsFor('cacheDir', dir);
   const file = path.join(dir, LOCK_FILE);
   const mine: LockInfo = { host: hostName(), pid: process.pid, since: new Date().toISOString() };
   let waited = false;
@@ -291,9 +294,14 @@ async function ensureLocked(url: string, modelJsonPath: string, opts: EnsureOpti
     const state = await checkFile(file, manifest.files[rel], known);
     if (state === 'ok') return;
     if (opts.offline) {
-      if (state === 'missing') throw new Error(`${name}: not in the cache and --offline is set`);
+      if (state === 'missing')
+        throw new DownloadError('offline', url, words`${name}: not in the cache and ${opt('offline')} is set`);
       if (state === 'damaged')
-        throw new Error(`${name}: cached file ${file} is damaged (size or SHA-256 differs) and --offline is set`);
+        throw new DownloadError(
+          'offline',
+          url,
+          words`${name}: cached file ${file} is damaged (size or SHA-256 differs) and ${opt('offline')} is set`,
+        );
       // Only files that passed the Content-Length check are ever renamed into place, so an unrecorded one (its
       // record lost, e.g. a crash between rename and record) is complete: adopt it rather than fail offline.
       const s = await stat(file);
@@ -388,7 +396,7 @@ interface DownloadOptions {
  */
 async function downloadFile(url: string, dest: string, o: DownloadOptions): Promise<{ size: number; sha256: string }> {
   const partial = `${dest}.partial`;
-  await mkdir(path.dirname(dest), { recursive: true });
+  makeDirsFor('cacheDir', path.dirname(dest));
   const stall = new AbortController();
   const signal = o.signal ? AbortSignal.any([o.signal, stall.signal]) : stall.signal;
   let timer: NodeJS.Timeout | undefined;
@@ -401,7 +409,7 @@ async function downloadFile(url: string, dest: string, o: DownloadOptions): Prom
   const fail = (e: unknown, what?: string): Error => {
     if (o.signal?.aborted) return o.signal.reason instanceof Error ? o.signal.reason : new Error('aborted');
     const why = stall.signal.aborted ? (stall.signal.reason as Error).message : reasonOf(e);
-    return new Error(`cannot download ${url}: ${what ? `${what} (${why})` : why}`);
+    return new DownloadError('network', url, `cannot download ${url}: ${what ? `${what} (${why})` : why}`, e);
   };
   const request = async (from: number): Promise<Response> => {
     kick();
@@ -428,7 +436,11 @@ async function downloadFile(url: string, dest: string, o: DownloadOptions): Prom
     }
     if (!res.ok) {
       await res.body?.cancel();
-      throw new Error(`cannot download ${url}: HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ''}`);
+      throw new DownloadError(
+        'http-status',
+        url,
+        `cannot download ${url}: HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ''}`,
+      );
     }
     const encoded = !!res.headers.get('content-encoding') && res.headers.get('content-encoding') !== 'identity';
     const length = res.headers.get('content-length');
@@ -444,7 +456,11 @@ async function downloadFile(url: string, dest: string, o: DownloadOptions): Prom
         res = await request(0);
         if (!res.ok) {
           await res.body?.cancel();
-          throw new Error(`cannot download ${url}: HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ''}`);
+          throw new DownloadError(
+            'http-status',
+            url,
+            `cannot download ${url}: HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ''}`,
+          );
         }
       }
     }
@@ -487,7 +503,9 @@ async function downloadFile(url: string, dest: string, o: DownloadOptions): Prom
     }
     if (total !== undefined && done !== total) {
       if (done > total) await rm(partial, { force: true });
-      throw new Error(
+      throw new DownloadError(
+        'incomplete',
+        url,
         `cannot download ${url}: received ${done} bytes, expected ${total}${done < total ? '; run again to resume' : ''}`,
       );
     }
@@ -495,7 +513,7 @@ async function downloadFile(url: string, dest: string, o: DownloadOptions): Prom
     const sha256 = await sha256File(partial);
     if (o.sha256 && sha256 !== o.sha256.toLowerCase()) {
       await rm(partial, { force: true });
-      throw new Error(`cannot download ${url}: SHA-256 is ${sha256}, expected ${o.sha256}`);
+      throw new DownloadError('checksum', url, `cannot download ${url}: SHA-256 is ${sha256}, expected ${o.sha256}`);
     }
     await rename(partial, dest);
     return { size: done, sha256 };

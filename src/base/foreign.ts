@@ -4,6 +4,8 @@
  * model folder keeps); the engines run them (engines/graph-model.ts, engines/onnx-base.ts). Base's type keeps them
  * away from Layers-only code (tails, fine-tuning, TF.js export).
  */
+
+import { InternalError, opt, shown, UsageError, words } from '../util/errors.ts';
 import type { TrunkSource } from './graph.ts';
 
 export type ForeignFormat = 'graph' | 'onnx';
@@ -76,7 +78,7 @@ export function cutPositions(nodes: SeqNode[], graphInputs: string[], keep: stri
 export function poolRows(data: Float32Array, dims: number[], layout: 'nchw' | 'nhwc'): Float32Array {
   if (dims.length === 2) return data;
   if (dims.length !== 4)
-    throw new Error(`cut output has rank ${dims.length}; graft reads rank 2 (features) or 4 (feature maps)`);
+    throw new InternalError(`cut output has rank ${dims.length}; graft reads rank 2 (features) or 4 (feature maps)`);
   const [n, a, b, c] = dims;
   if (layout === 'nchw') {
     const hw = b * c;
@@ -121,16 +123,22 @@ export function parseSize(text: string): [number, number] {
   const parts = text.split(',').map((s) => Number(s.trim()));
   if (parts.length === 1) parts.push(parts[0]);
   if (parts.length !== 2 || parts.some((n) => !Number.isInteger(n) || n < 1)) {
-    throw new Error(`--input-size must be SIZE or HEIGHT,WIDTH in pixels (got '${text}')`);
+    throw new UsageError(
+      'invalid-value',
+      words`${opt('inputSize')} must be SIZE or HEIGHT,WIDTH in pixels (got ${shown(text)})`,
+    );
   }
   return [parts[0], parts[1]];
 }
 
 /** `--mean R,G,B` / `--std R,G,B`. */
-export function parseTriple(flag: string, text: string): [number, number, number] {
+export function parseTriple(option: 'mean' | 'std', text: string): [number, number, number] {
   const parts = text.split(',').map((s) => Number(s.trim()));
-  if (parts.length !== 3 || parts.some((n) => !Number.isFinite(n)) || (flag === '--std' && parts.some((n) => n <= 0))) {
-    throw new Error(`${flag} must be three numbers R,G,B${flag === '--std' ? ' above 0' : ''} (got '${text}')`);
+  if (parts.length !== 3 || parts.some((n) => !Number.isFinite(n)) || (option === 'std' && parts.some((n) => n <= 0))) {
+    throw new UsageError(
+      'invalid-value',
+      words`${opt(option)} must be three numbers R,G,B${option === 'std' ? ' above 0' : ''} (got ${shown(text)})`,
+    );
   }
   return [parts[0], parts[1], parts[2]];
 }

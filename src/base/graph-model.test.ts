@@ -71,9 +71,9 @@ test('a hand-written graph model loads as a base: candidates, default cut at the
   }
 });
 
-test('a dynamic-size graph model needs --input-size', async () => {
+test('a dynamic-size graph model needs inputSize', async () => {
   const file = writeTinyGraphModel(path.join(tmpDir(), 'dyn'), { dynamic: true });
-  await assert.rejects(() => loadBase(file), /input size is dynamic; give --input-size/);
+  await assert.rejects(() => loadBase(file), { name: 'UsageError', message: /input size is dynamic; give inputSize/ });
   const b = await loadBase(file, { inputSize: [24, 24] });
   assert.deepEqual(b.preprocessing.size, [24, 24]);
   assert.deepEqual(b.trunk.featureSizes(['features']), [16]);

@@ -12,6 +12,7 @@
 import { type GraphModel, loadGraphModel } from '@tensorflow/tfjs-converter';
 import type { io } from '@tensorflow/tfjs-core';
 import { tf } from '../tfjs/tf.ts';
+import { BaseError, oneLine, opt, shown, UsageError, words } from '../util/errors.ts';
 import { fingerprint, type ModelJson } from './artifacts.ts';
 import type { BaseKind, BaseMetadataFile, BaseOptions, GraphBase } from './base.ts';
 import { cutPositions, type ForeignNode, type ForeignTrunk, type SeqNode } from './foreign.ts';
@@ -71,7 +72,11 @@ export function graphSequence(
     }
   }
   if (order.length !== nodes.length)
-    throw new Error('the graph has a cycle (control flow): graft cannot find cut points in it');
+    throw new BaseError(
+      'unsupported-graph',
+      'graph model',
+      'the graph has a cycle (control flow): graft cannot find cut points in it',
+    );
   const seq: SeqNode[] = [];
   const params = new Map<string, number>();
   for (const n of order) {
@@ -132,7 +137,12 @@ export async function loadGraphModelBase(
   try {
     model = await loadGraphModel(tf.io.fromMemory(full));
   } catch (e) {
-    throw new Error(`${source}: cannot build a TF.js graph model (${(e as Error).message.split('\n')[0]})`);
+    throw new BaseError(
+      'not-a-model',
+      source,
+      `cannot build a TF.js graph model (${oneLine((e as Error).message)})`,
+      e,
+    );
   }
   try {
     return await describeGraphBase(name, kind, source, model, full, o, meta);
@@ -152,20 +162,37 @@ async function describeGraphBase(
   meta: BaseMetadataFile,
 ): Promise<GraphBase> {
   if (model.inputs.length !== 1)
-    throw new Error(`${source}: graft feeds one image input; this graph has ${model.inputs.length} inputs`);
+    throw new BaseError(
+      'not-an-image-model',
+      source,
+      `graft feeds one image input; this graph has ${model.inputs.length} inputs`,
+    );
   const input = model.inputs[0];
   const shape = input.shape ?? [];
   if (shape.length !== 4 || (shape[3] !== 3 && shape[3] !== -1)) {
-    throw new Error(`${source}: expected an image input [batch, height, width, 3], found ${JSON.stringify(shape)}`);
+    throw new BaseError(
+      'not-an-image-model',
+      source,
+      `expected an image input [batch, height, width, 3], found ${JSON.stringify(shape)}`,
+    );
   }
   if (input.dtype !== 'float32')
-    throw new Error(`${source}: the graph's input is ${input.dtype}; graft feeds float32 images`);
+    throw new BaseError(
+      'not-an-image-model',
+      source,
+      `the graph's input is ${input.dtype}; graft feeds float32 images`,
+    );
   const fixed: [number, number] | undefined = shape[1] > 0 && shape[2] > 0 ? [shape[1], shape[2]] : undefined;
   const size = o.inputSize ?? meta.inputSize ?? fixed;
-  if (!size) throw new Error(`${source}: the input size is dynamic; give --input-size HEIGHT,WIDTH`);
+  if (!size)
+    throw new UsageError(
+      'needs-option',
+      words`${source}: the input size is dynamic; give ${opt('inputSize')} HEIGHT,WIDTH`,
+    );
   if (fixed && (size[0] !== fixed[0] || size[1] !== fixed[1]))
-    throw new Error(
-      `${source}: --input-size ${size.join(',')} does not match the graph's fixed input ${fixed.join('x')}`,
+    throw new UsageError(
+      'conflict',
+      words`${source}: ${opt('inputSize')} ${size.join(',')} does not match the graph's fixed input ${fixed.join('x')}`,
     );
   const preprocessing = preprocessingFor(size, o, meta);
   const inputName = input.name.replace(/:0$/, '');
@@ -187,7 +214,7 @@ async function describeGraphBase(
     });
     tf.dispose(list);
   } catch (e) {
-    throw new Error(`${source}: TF.js cannot run the graph (${(e as Error).message.split('\n')[0]})`);
+    throw new BaseError('cannot-run', source, `TF.js cannot run the graph (${oneLine((e as Error).message)})`, e);
   } finally {
     x.dispose();
   }
@@ -198,7 +225,11 @@ async function describeGraphBase(
       usable.set(names[k], { index: i, shape: s.dims, op: seq[i].op });
   });
   if (usable.size === 0)
-    throw new Error(`${source}: no node splits the graph cleanly with a float rank-2 or rank-4 activation`);
+    throw new BaseError(
+      'no-cut-point',
+      source,
+      'no node splits the graph cleanly with a float rank-2 or rank-4 activation',
+    );
   const defaultCut = [meta.defaultCut, ...outputs].find((t) => t && usable.has(t)) ?? [...usable.keys()].at(-1)!;
   const topIndex = usable.get(defaultCut)!.index;
   const consumers = new Map<string, string[]>();
@@ -227,13 +258,18 @@ async function describeGraphBase(
   const requireCut = (cut: string) => {
     if (usable.has(cut)) return;
     if (!seq.some((n) => n.name === cut))
-      throw new Error(`no node named '${cut}' in the graph model (see \`graft inspect\` for its cut points)`);
-    if (shapes.has(cut))
-      throw new Error(
-        `node '${cut}' does not output a float activation of rank 2 or 4: graft cannot read features there`,
+      throw new UsageError(
+        'unknown-layer',
+        words`${opt('cut')} ${shown(cut)}: no node of that name in the graph model (see \`graft inspect\` for its cut points)`,
       );
-    throw new Error(
-      `node '${cut}' is not a cut point: other tensors cross the graph there (inside a residual or branched block)`,
+    if (shapes.has(cut))
+      throw new UsageError(
+        'not-a-cut-point',
+        words`${opt('cut')} ${shown(cut)} does not output a float activation of rank 2 or 4: graft cannot read features there`,
+      );
+    throw new UsageError(
+      'not-a-cut-point',
+      words`${opt('cut')} ${shown(cut)} is not a cut point: other tensors cross the graph there (inside a residual or branched block)`,
     );
   };
   const trunk: ForeignTrunk = {

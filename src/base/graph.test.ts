@@ -53,5 +53,5 @@ test('inspect numbers every candidate with its --retrain-layers depth', () => {
   assert.equal(cutForRetrainLayers(mnv2, b13.blocksBelowHead), 'block_13_expand_relu');
   assert.ok(b13.paramsAbove > 0);
   assert.equal(info.params, mnv2.model.countParams());
-  assert.throws(() => cutForRetrainLayers(mnv2, 999), /--retrain-layers/);
+  assert.throws(() => cutForRetrainLayers(mnv2, 999), { name: 'UsageError', message: /^retrainLayers must be/ });
 });

@@ -5,9 +5,11 @@
  * ordered) graph: everything before it feeds only it, so the network splits cleanly in two there. Layers inside a
  * residual or inception block are never cut points, because the block's input still crosses them on a skip branch.
  */
+
 import type { Tensor } from '@tensorflow/tfjs-core';
 import type { SymbolicTensor } from '@tensorflow/tfjs-layers';
 import { tf, tfl } from '../tfjs/tf.ts';
+import { InternalError, opt, shown, UsageError, words } from '../util/errors.ts';
 
 type Layer = tfl.layers.Layer;
 
@@ -25,7 +27,7 @@ export function cutPointIndices(model: tfl.LayersModel): number[] {
   layers.forEach((layer, i) => {
     for (const p of inboundLayers(layer)) {
       const j = index.get(p);
-      if (j === undefined) throw new Error(`layer ${layer.name}: input from a layer outside the model`);
+      if (j === undefined) throw new InternalError(`layer ${layer.name}: input from a layer outside the model`);
       lastUse[j] = Math.max(lastUse[j], i);
     }
   });
@@ -161,18 +163,24 @@ export function defaultCut(model: tfl.LayersModel): string {
   return layer.name;
 }
 
-export function layerIndex(model: tfl.LayersModel, name: string): number {
+/** The index of layer `name`; a UsageError naming `option` (the option that named the layer) when there is none. */
+export function layerIndex(model: tfl.LayersModel, name: string, option = 'cut'): number {
   const i = model.layers.findIndex((l) => l.name === name);
-  if (i < 0) throw new Error(`no layer named '${name}' in the base (see \`graft inspect\` for its layers)`);
+  if (i < 0)
+    throw new UsageError(
+      'unknown-layer',
+      words`${opt(option)} ${shown(name)}: no layer of that name in the base (see \`graft inspect\` for its layers)`,
+    );
   return i;
 }
 
 /** Checks that `name` is a cut point of the model and returns its index. */
-export function requireCutPoint(model: tfl.LayersModel, name: string): number {
-  const i = layerIndex(model, name);
+export function requireCutPoint(model: tfl.LayersModel, name: string, option = 'cut'): number {
+  const i = layerIndex(model, name, option);
   if (!cutPointIndices(model).includes(i)) {
-    throw new Error(
-      `layer '${name}' is not a cut point: other tensors cross the graph there (inside a residual or branched block)`,
+    throw new UsageError(
+      'not-a-cut-point',
+      words`${opt(option)} ${shown(name)} is not a cut point: other tensors cross the graph there (inside a residual or branched block)`,
     );
   }
   return i;
@@ -197,7 +205,7 @@ function walkSegment<T>(
     const args = inboundLayers(layer).map((p) => {
       const t = produced.get(p.name);
       if (t === undefined)
-        throw new Error(`layer ${layer.name} reads ${p.name}, which lies below the cut: not a clean split`);
+        throw new InternalError(`layer ${layer.name} reads ${p.name}, which lies below the cut: not a clean split`);
       return t;
     });
     produced.set(layer.name, call(layer, args.length === 1 ? args[0] : args));

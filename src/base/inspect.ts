@@ -1,6 +1,8 @@
 /**
  * A plain-data description of a base: layers, parameter counts, and the candidate cut points with their depth.
  */
+
+import { opt, UsageError, words } from '../util/errors.ts';
 import type { Base, ForeignBase, LayersBase } from './base.ts';
 import { type CutPoint, candidateCuts, cutPointIndices, layerIndex } from './graph.ts';
 
@@ -105,7 +107,10 @@ export function inspectBase(base: Base): BaseInspection {
 export function cutForRetrainLayers(base: LayersBase, n: number): string {
   const candidates = base.trunk.candidates;
   if (!Number.isInteger(n) || n < 0 || n >= candidates.length) {
-    throw new Error(`--retrain-layers must be an integer from 0 to ${candidates.length - 1} for this base (got ${n})`);
+    throw new UsageError(
+      'out-of-range',
+      words`${opt('retrainLayers')} must be an integer from 0 to ${candidates.length - 1} for this base (got ${n})`,
+    );
   }
   return candidates[candidates.length - 1 - n].name;
 }

@@ -37,7 +37,10 @@ test('an ONNX base converted from a Layers base: same cut points, and the same a
       ],
     );
     assert.throws(() => ob.trunk.requireCut('block_1_relu'), /not a cut point/);
-    assert.throws(() => ob.trunk.requireCut('nope'), /no tensor named 'nope'/);
+    assert.throws(() => ob.trunk.requireCut('nope'), {
+      name: 'UsageError',
+      message: /cut 'nope': no tensor of that name/,
+    });
     // Layers-only code cannot reach an ONNX base: the type has no Layers model (typecheck fails if it gains one).
     // @ts-expect-error an OnnxBase has no `model`
     assert.equal(ob.model, undefined);
@@ -67,7 +70,10 @@ test('an ONNX base converted from a Layers base: same cut points, and the same a
 test('NCHW input, dynamic size, mean/std from flags or metadata: pooled Relu(x) is the normalised colour', async () => {
   const dir = tmpDir();
   const dynamic = writeNchwReluOnnx(path.join(dir, 'dyn.onnx'), { dynamic: true });
-  await assert.rejects(() => loadBase(dynamic), /input size is dynamic; give --input-size/);
+  await assert.rejects(() => loadBase(dynamic), {
+    name: 'UsageError',
+    message: /input size is dynamic; give inputSize/,
+  });
   const b = await loadBase(dynamic, { inputSize: [4, 6], mean: [0.5, 0.25, 0], std: [0.25, 0.5, 2] });
   assert.equal(b.preprocessing.layout, 'nchw');
   assert.deepEqual(b.preprocessing.size, [4, 6]);

@@ -18,6 +18,7 @@ import path from 'node:path';
 import { decodeModel, type ModelMsg } from '../onnx/proto.ts';
 import { requireOrt } from '../onnx/runtime.ts';
 import { withOutputs } from '../onnx/wire.ts';
+import { BaseError, errnoOf, oneLine, opt, shown, UsageError, words } from '../util/errors.ts';
 import type { BaseOptions, OnnxBase } from './base.ts';
 import { cutPositions, type ForeignNode, type ForeignTrunk, guessLayout, pooledSize, type SeqNode } from './foreign.ts';
 import type { CutPoint } from './graph.ts';
@@ -46,11 +47,11 @@ export function readOnnxGraph(bytes: Uint8Array, where: string): OnnxGraphInfo {
   try {
     model = decodeModel(bytes);
   } catch (e) {
-    throw new Error(`${where}: not an ONNX model (${(e as Error).message})`);
+    throw new BaseError('not-a-model', where, 'not an ONNX model (not a valid ONNX protobuf file)', e);
   }
   const g = model.graph;
   if (!g || !Array.isArray(g.node) || g.node.length === 0)
-    throw new Error(`${where}: not an ONNX model (no graph nodes)`);
+    throw new BaseError('not-a-model', where, 'not an ONNX model (no graph nodes)');
   const constSize = new Map<string, number>();
   for (const t of g.initializer ?? [])
     constSize.set(
@@ -69,7 +70,7 @@ export function readOnnxGraph(bytes: Uint8Array, where: string): OnnxGraphInfo {
     params.push((n.input ?? []).reduce((a, t) => a + (constSize.get(t) ?? 0), 0));
   }
   const input = (g.input ?? []).find((i) => !constSize.has(i.name));
-  if (!input) throw new Error(`${where}: the ONNX graph has no input`);
+  if (!input) throw new BaseError('not-an-image-model', where, 'the ONNX graph has no input');
   const dims = input.type?.tensor_type?.shape?.dim ?? [];
   const inputDims = dims.map((d) => Number((d as { dim_value?: number }).dim_value ?? 0));
   const metadata = Object.fromEntries((model.metadata_props ?? []).map((p) => [p.key, p.value]));
@@ -127,7 +128,7 @@ function parseList(value: string, n: number, what: string): number[] {
     v = undefined;
   }
   if (!Array.isArray(v) || v.length !== n || v.some((x) => typeof x !== 'number' || !Number.isFinite(x))) {
-    throw new Error(`metadata ${what} must hold ${n} numbers (got '${value}')`);
+    throw new BaseError('invalid-metadata', what, `must hold ${n} numbers (got ${shown(value)})`);
   }
   return v as number[];
 }
@@ -141,29 +142,43 @@ export function onnxPreprocessing(
   const meta = info.metadata;
   const dims = info.inputDims;
   if (dims.length !== 4)
-    throw new Error(`${where}: expected an image input of rank 4 (NCHW or NHWC), found rank ${dims.length}`);
+    throw new BaseError(
+      'not-an-image-model',
+      where,
+      `expected an image input of rank 4 (NCHW or NHWC), found rank ${dims.length}`,
+    );
   let layout: Layout | undefined = o.inputLayout ?? (meta['graft.layout'] as Layout | undefined);
   if (layout && layout !== 'nchw' && layout !== 'nhwc')
-    throw new Error(`${where}: input layout must be nchw or nhwc (got '${layout}')`);
+    throw new BaseError('invalid-metadata', where, `graft.layout must be nchw or nhwc (got ${shown(layout)})`);
   if (!layout) {
     if (dims[1] === 3) layout = 'nchw';
     else if (dims[3] === 3) layout = 'nhwc';
     else
-      throw new Error(
-        `${where}: cannot tell the input layout from shape [${dims.map((d) => d || '?').join(', ')}]; give --input-layout nchw or nhwc`,
+      throw new UsageError(
+        'needs-option',
+        words`${where}: cannot tell the input layout from shape [${dims.map((d) => d || '?').join(', ')}]; give ${opt('inputLayout')} nchw or nhwc`,
       );
   }
   const channels = layout === 'nchw' ? dims[1] : dims[3];
   if (channels && channels !== 3)
-    throw new Error(`${where}: input has ${channels} channels in ${layout} layout; graft feeds RGB (3)`);
+    throw new BaseError(
+      'not-an-image-model',
+      where,
+      `input has ${channels} channels in ${layout} layout; graft feeds RGB (3)`,
+    );
   const fromShape: [number, number] = layout === 'nchw' ? [dims[2], dims[3]] : [dims[1], dims[2]];
   let size: [number, number] | undefined = fromShape[0] > 0 && fromShape[1] > 0 ? fromShape : undefined;
   if (o.inputSize) size = o.inputSize;
   else if (!size && meta['graft.size']) size = parseList(meta['graft.size'], 2, 'graft.size') as [number, number];
-  if (!size) throw new Error(`${where}: the input size is dynamic; give --input-size HEIGHT,WIDTH`);
+  if (!size)
+    throw new UsageError(
+      'needs-option',
+      words`${where}: the input size is dynamic; give ${opt('inputSize')} HEIGHT,WIDTH`,
+    );
   if (fromShape[0] > 0 && fromShape[1] > 0 && (size[0] !== fromShape[0] || size[1] !== fromShape[1])) {
-    throw new Error(
-      `${where}: --input-size ${size.join(',')} does not match the model's fixed input ${fromShape.join('x')}`,
+    throw new UsageError(
+      'conflict',
+      words`${where}: ${opt('inputSize')} ${size.join(',')} does not match the model's fixed input ${fromShape.join('x')}`,
     );
   }
   const resize = (meta['graft.resize'] as Preprocessing['resize'] | undefined) === 'fill' ? 'fill' : 'cover';
@@ -195,7 +210,7 @@ export async function loadOnnxBase(file: string, o: BaseOptions = {}, name?: str
   try {
     bytes = readFileSync(file);
   } catch (e) {
-    throw new Error(`${file}: cannot read ONNX file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new BaseError('unreadable', file, `cannot read ONNX file (${errnoOf(e)})`, e);
   }
   const source = path.resolve(file);
   const info = readOnnxGraph(bytes, file);
@@ -216,7 +231,7 @@ export async function loadOnnxBase(file: string, o: BaseOptions = {}, name?: str
   const cutNames = positions.map(cutTensor);
   // One probe image through a session that outputs every cut point: exact shapes and types, whatever the exporter
   // wrote (or did not write) in value_info.
-  const probe = await probeShapes(spec, cutNames);
+  const probe = await probeShapes(spec, cutNames, file);
   const consumers = new Map<string, string[]>();
   for (const n of info.seq) for (const t of n.inputs) consumers.set(t, [...(consumers.get(t) ?? []), n.op]);
   const usable = new Map<string, { index: number; shape: number[]; op: string }>();
@@ -226,7 +241,11 @@ export async function loadOnnxBase(file: string, o: BaseOptions = {}, name?: str
       usable.set(cutNames[k], { index: i, shape: p.dims.slice(1), op: info.seq[i].op });
   });
   if (usable.size === 0)
-    throw new Error(`${file}: no tensor in the graph splits it cleanly with a float rank-2 or rank-4 activation`);
+    throw new BaseError(
+      'no-cut-point',
+      file,
+      'no tensor in the graph splits it cleanly with a float rank-2 or rank-4 activation',
+    );
   const metaCut = info.metadata['graft.cut'];
   const defaultCut = [metaCut, ...info.outputs].find((t) => t && usable.has(t)) ?? [...usable.keys()].at(-1)!;
   const topIndex = usable.get(defaultCut)!.index;
@@ -255,11 +274,18 @@ export async function loadOnnxBase(file: string, o: BaseOptions = {}, name?: str
   const requireCut = (cut: string) => {
     if (usable.has(cut)) return;
     if (!info.seq.some((n) => n.outputs.includes(cut)))
-      throw new Error(`no tensor named '${cut}' in the ONNX base (see \`graft inspect ${file}\`)`);
+      throw new UsageError(
+        'unknown-layer',
+        words`${opt('cut')} ${shown(cut)}: no tensor of that name in the ONNX base (see \`graft inspect ${file}\`)`,
+      );
     if (cutSet.has(cut))
-      throw new Error(`tensor '${cut}' is not a float activation of rank 2 or 4: graft cannot read features there`);
-    throw new Error(
-      `tensor '${cut}' is not a cut point: other tensors cross the graph there (inside a residual or branched block)`,
+      throw new UsageError(
+        'not-a-cut-point',
+        words`${opt('cut')} ${shown(cut)} is not a float activation of rank 2 or 4: graft cannot read features there`,
+      );
+    throw new UsageError(
+      'not-a-cut-point',
+      words`${opt('cut')} ${shown(cut)} is not a cut point: other tensors cross the graph there (inside a residual or branched block)`,
     );
   };
   const trunk: ForeignTrunk = {
@@ -306,6 +332,7 @@ export async function loadOnnxBase(file: string, o: BaseOptions = {}, name?: str
 async function probeShapes(
   spec: OnnxTrunkSpec,
   names: string[],
+  file: string,
 ): Promise<Map<string, { dims: number[]; type: string }>> {
   const o = await requireOrt('ONNX bases');
   const session = await o.InferenceSession.create(
@@ -328,7 +355,7 @@ async function probeShapes(
     );
     return new Map(names.map((n) => [n, { dims: [...res[n].dims], type: res[n].type }]));
   } catch (e) {
-    throw new Error(`ONNX Runtime cannot run the base (${(e as Error).message.split('\n')[0]})`);
+    throw new BaseError('cannot-run', file, `ONNX Runtime cannot run it (${oneLine((e as Error).message)})`, e);
   } finally {
     await session.release();
   }

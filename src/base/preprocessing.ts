@@ -1,3 +1,5 @@
+import { DataError, opt, shown, UsageError, words } from '../util/errors.ts';
+
 /**
  * How raw RGB pixels (0..255) become network input: value = pixel * scale + offset, after resizing to `size`.
  * Stored in every exported model's metadata so prediction reproduces training exactly.
@@ -37,18 +39,21 @@ export function fromRange(
   return { size, scale: (max - min) / 255, offset: min, resize };
 }
 
-/** Checks a central-crop fraction (`--crop`): in (0, 1]. */
-export function checkCrop(crop: number, where = '--crop'): number {
-  if (!(typeof crop === 'number' && crop > 0 && crop <= 1))
-    throw new Error(`${where} must be a fraction in (0, 1] (got ${crop})`);
-  return crop;
+/** Checks a central-crop fraction (the `crop` option): in (0, 1]. `where` names a file that holds a bad one. */
+export function checkCrop<T extends number | undefined>(crop: T, where?: string): T {
+  if (crop === undefined || (typeof crop === 'number' && crop > 0 && crop <= 1)) return crop;
+  if (where) throw new DataError('invalid-crop', where, `crop must be a fraction in (0, 1] (got ${shown(crop)})`);
+  throw new UsageError('invalid-value', words`${opt('crop')} must be a fraction in (0, 1] (got ${shown(crop)})`);
 }
 
 /** Parses `MIN,MAX` as given to `--input-range`. */
 export function parseRange(text: string): [number, number] {
   const parts = text.split(',').map((s) => Number(s.trim()));
   if (parts.length !== 2 || parts.some((n) => !Number.isFinite(n)) || parts[0] >= parts[1]) {
-    throw new Error(`--input-range must be MIN,MAX with MIN < MAX (got '${text}')`);
+    throw new UsageError(
+      'invalid-value',
+      words`${opt('inputRange')} must be MIN,MAX with MIN < MAX (got ${shown(text)})`,
+    );
   }
   return [parts[0], parts[1]];
 }

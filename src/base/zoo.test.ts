@@ -158,9 +158,9 @@ describe('zoo bases through loadBase and the CLI', { skip }, () => {
 
     const offline = await loadBase(undefined, { offline: true });
     assert.equal(offline.name, FALLBACK_BASE);
-    assert.equal(offline.fallback?.reason, `${DEFAULT_BASE}: not in the cache and --offline is set`);
+    assert.equal(offline.fallback?.reason, `${DEFAULT_BASE}: not in the cache and offline is set`);
 
-    await assert.rejects(loadBase('mobilenet_v2_0.35', { offline: true }), /not in the cache and --offline is set/);
+    await assert.rejects(loadBase('mobilenet_v2_0.35', { offline: true }), /not in the cache and offline is set/);
     const bundled = await loadBase('nsfw-mobilenet-v2');
     assert.equal(bundled.fallback, undefined);
   });
@@ -176,7 +176,7 @@ describe('zoo bases through loadBase and the CLI', { skip }, () => {
     );
     assert.deepEqual(pulled.pulled[0].downloaded, ['model.json', 'weights.bin']);
     await assert.rejects(modelsCommand().parseAsync(['pull', 'mobilenet_v1_1.0_224', '--offline'], { from: 'user' }), {
-      message: 'mobilenet_v1_1.0_224: not in the cache and --offline is set',
+      message: 'mobilenet_v1_1.0_224: not in the cache and offline is set',
     });
     // Through the real entry point once, so registration and the last-line JSON contract are covered too.
     const cli = [path.join(ROOT, 'node_modules/tsx/dist/cli.mjs'), path.join(ROOT, 'src/cli/main.ts')];

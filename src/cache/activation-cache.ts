@@ -14,7 +14,6 @@ import {
   existsSync,
   fstatSync,
   futimesSync,
-  mkdirSync,
   openSync,
   readSync,
   renameSync,
@@ -24,6 +23,7 @@ import {
 } from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
+import { makeDirsFor } from '../util/dirs.ts';
 import { tempTag, writeFileAtomic } from '../util/files.ts';
 import { cacheRoot } from '../util/paths.ts';
 
@@ -125,7 +125,7 @@ export class ActivationCache {
     const target = this.file(p, key);
     const folder = path.dirname(target);
     if (!this.made.has(folder)) {
-      mkdirSync(folder, { recursive: true });
+      makeDirsFor('cacheDir', folder);
       this.made.add(folder);
     }
     const payload = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
@@ -142,7 +142,7 @@ export class ActivationCache {
       rmSync(tmp, { force: true });
       // The folder may have been removed under us (graft cache clear in another process): make it again once.
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-      mkdirSync(folder, { recursive: true });
+      makeDirsFor('cacheDir', folder);
       writeFileSync(tmp, Buffer.concat([header, payload]));
       renameSync(tmp, target);
     }
@@ -152,7 +152,7 @@ export class ActivationCache {
   describeBase(id: string, about: { name: string; source?: string }): void {
     const folder = path.join(this.dir, folderName(id));
     if (this.made.has(folder)) return;
-    mkdirSync(folder, { recursive: true });
+    makeDirsFor('cacheDir', folder);
     this.made.add(folder);
     const file = path.join(folder, BASE_INFO);
     if (!existsSync(file)) writeFileAtomic(file, `${JSON.stringify({ id, ...about })}\n`);

@@ -8,7 +8,7 @@ import { evaluateCommand } from './evaluate/index.ts';
 import { exportCommand } from './export/index.ts';
 import { inspectCommand } from './inspect/index.ts';
 import { modelsCommand } from './models/index.ts';
-import { reportError } from './output.ts';
+import { printJson, reportError } from './output.ts';
 import { predictCommand } from './predict/index.ts';
 import { trainCommand } from './train/index.ts';
 
@@ -31,12 +31,15 @@ for (const cmd of [
   program.addCommand(cmd.exitOverride());
 
 const verbose = process.argv.includes('--verbose');
+const json = process.argv.includes('--json');
 try {
   await program.parseAsync(process.argv);
 } catch (e) {
   if (e instanceof CommanderError) {
     // commander has already printed its own one-line message (or help/version, which exit 0).
+    if (json && e.exitCode !== 0)
+      printJson({ error: { kind: 'usage', code: e.code, message: e.message.replace(/^error: /, '') } });
     process.exit(e.exitCode);
   }
-  reportError(e, verbose);
+  reportError(e, { verbose, json });
 }

@@ -3,6 +3,7 @@
  */
 import { SingleBar } from 'cli-progress';
 import pc from 'picocolors';
+import { type ErrorJson, GraftError, isUserError, oneLine, renderWords, type Warning } from '../util/errors.ts';
 import type { Progress } from '../util/progress.ts';
 
 export interface GlobalOptions {
@@ -10,8 +11,23 @@ export interface GlobalOptions {
   verbose?: boolean;
 }
 
-/** Thrown for user errors: the message is the whole story, so no stack trace is printed. */
-export class UsageError extends Error {}
+/**
+ * Flags and arguments that are not simply `--` + the option name in kebab case. Library errors name options as the
+ * options objects do (`valSplit`); the CLI shows the flag the user typed (`--val-split`).
+ */
+const FLAGS: Record<string, string> = {
+  data: '<data>',
+  model: '<model>',
+  images: '<images>',
+  topK: '--top',
+  mirror: '--model-mirror',
+  cacheDir: 'the cache folder (GRAFT_CACHE_DIR)',
+};
+
+/** The CLI's name for a library option: `valSplit` → `--val-split`. */
+export function flagOf(option: string): string {
+  return FLAGS[option] ?? `--${option.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+}
 
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value)}\n`);
@@ -23,13 +39,88 @@ export function say(opts: GlobalOptions, line: string): void {
   else process.stdout.write(`${line}\n`);
 }
 
-export function reportError(e: unknown, verbose: boolean): never {
-  const err = e instanceof Error ? e : new Error(String(e));
-  const line = err.message.split('\n')[0];
-  process.stderr.write(`${pc.red('graft: error:')} ${line}\n`);
-  if (verbose && err.stack) process.stderr.write(`${err.stack}\n`);
-  // An interrupt exits 128 + the signal number, as shells expect.
-  process.exit((err as { exitCode?: number }).exitCode ?? 1);
+/**
+ * Whether to colour what goes to `stream`: decided for that stream (stderr's own terminal, not stdout's), so codes
+ * never reach a redirected log. NO_COLOR (https://no-color.org) turns colour off, FORCE_COLOR on.
+ */
+export function useColour(stream: { isTTY?: boolean }, env: NodeJS.ProcessEnv = process.env): boolean {
+  if (env.NO_COLOR) return false;
+  if (env.FORCE_COLOR && env.FORCE_COLOR !== '0' && env.FORCE_COLOR !== 'false') return true;
+  return Boolean(stream.isTTY) && env.TERM !== 'dumb';
+}
+
+const errColour = pc.createColors(useColour(process.stderr));
+
+/** Exit status of a run that a bug in graft stopped (sysexits' EX_SOFTWARE); user errors exit with 1. */
+export const EXIT_INTERNAL = 70;
+
+/** The one line an error is shown as, with library option names replaced by flags. */
+export function errorLine(e: unknown): string {
+  if (e instanceof GraftError) return e.render(flagOf);
+  return oneLine(e instanceof Error ? e.message : String(e));
+}
+
+/** The `--json` error object; every error also ends stdout with one JSON object. */
+export function errorJson(e: unknown): ErrorJson {
+  const message = errorLine(e);
+  if (e instanceof GraftError) {
+    const json = { ...e.toJSON(), message };
+    if (json.option) json.option = flagOf(json.option);
+    return json;
+  }
+  return { kind: 'internal', code: 'internal', message };
+}
+
+/** What an error prints: its stderr text, the `--json` object for stdout, and the exit status. */
+export function formatError(
+  e: unknown,
+  o: { verbose: boolean; json: boolean; colour?: boolean },
+): { stderr: string; stdout?: string; status: number } {
+  const c = pc.createColors(o.colour ?? false);
+  const line = errorLine(e);
+  // An interrupt (cli/interrupt.ts) carries its exit status, 128 + the signal number, as shells expect.
+  const exitCode = (e as { exitCode?: unknown })?.exitCode;
+  const interrupted = typeof exitCode === 'number';
+  const user = isUserError(e) || interrupted || (e instanceof Error && e.name === 'AbortError');
+  let stderr = user
+    ? `${c.red('graft: error:')} ${line}\n`
+    : `${c.red('graft: internal error (a bug in graft):')} ${line}${o.verbose ? '' : ' (rerun with --verbose for the stack trace, and please report it)'}\n`;
+  if (o.verbose && e instanceof Error && e.stack) stderr += `${e.stack}\n`;
+  return {
+    stderr,
+    ...(o.json ? { stdout: `${JSON.stringify({ error: errorJson(e) })}\n` } : {}),
+    status: interrupted ? exitCode : user ? 1 : EXIT_INTERNAL,
+  };
+}
+
+/**
+ * Prints an error and exits. A user mistake (usage, data, base, download) is one line; anything else is a bug in graft
+ * and says so, with a hint to rerun with --verbose for the stack trace. Under --json, stdout ends with `{"error": …}`.
+ */
+export function reportError(e: unknown, o: { verbose: boolean; json: boolean }): never {
+  const r = formatError(e, { ...o, colour: useColour(process.stderr) });
+  process.stderr.write(r.stderr);
+  if (r.stdout) process.stdout.write(r.stdout);
+  process.exit(r.status);
+}
+
+/** Why the default base was not used, with flags named as the user typed them. */
+export function fallbackLine(f: { reason: string; error?: unknown }): string {
+  return f.error ? errorLine(f.error) : f.reason;
+}
+
+/** Warnings go to stderr as they happen (under --json too), with flags named as the user typed them. */
+export function printWarning(w: Warning): void {
+  process.stderr.write(`${errColour.yellow('graft: warning:')} ${renderWarning(w)}\n`);
+}
+
+/** Warnings as `--json` shows them: flags named as the user typed them. */
+export function jsonWarnings(ws: Warning[]): { code: string; message: string; file?: string }[] {
+  return ws.map((w) => ({ code: w.code, message: renderWarning(w), ...(w.file ? { file: w.file } : {}) }));
+}
+
+export function renderWarning(w: Warning): string {
+  return renderWords(w.words, flagOf);
 }
 
 /**

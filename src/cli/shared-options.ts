@@ -2,8 +2,8 @@
 import type { Command } from 'commander';
 import type { BaseOptions } from '../base/base.ts';
 import { parseSize, parseTriple } from '../base/foreign.ts';
-import { checkCrop, parseRange } from '../base/preprocessing.ts';
-import { UsageError } from './output.ts';
+import { parseRange } from '../base/preprocessing.ts';
+import { opt, shown, UsageError, words } from '../util/errors.ts';
 
 export function baseOptions(cmd: Command, o: { withBase: boolean }): Command {
   if (o.withBase)
@@ -46,17 +46,14 @@ export function parseBaseOptions(opts: {
   inputSize?: string;
   inputLayout?: string;
 }): BaseOptions {
-  if (opts.inputLayout !== undefined && opts.inputLayout !== 'nchw' && opts.inputLayout !== 'nhwc') {
-    throw new Error(`--input-layout must be nchw or nhwc (got '${opts.inputLayout}')`);
-  }
-  if (opts.inputRange && (opts.mean || opts.std)) throw new Error('give --input-range or --mean/--std, not both');
+  // Values are parsed here; ranges and combinations are the library's to check (base/base.ts checkBaseOptions).
   return {
-    ...(opts.inputRange ? { inputRange: parseRange(opts.inputRange) } : {}),
-    ...(opts.crop !== undefined ? { crop: checkCrop(Number(opts.crop)) } : {}),
+    ...(opts.inputRange !== undefined ? { inputRange: parseRange(opts.inputRange) } : {}),
+    ...(opts.crop !== undefined ? { crop: number('crop', opts.crop) } : {}),
     ...(opts.resize !== undefined ? { resize: opts.resize as 'cover' | 'fill' } : {}),
-    ...(opts.mean ? { mean: parseTriple('--mean', opts.mean) } : {}),
-    ...(opts.std ? { std: parseTriple('--std', opts.std) } : {}),
-    ...(opts.inputSize ? { inputSize: parseSize(opts.inputSize) } : {}),
+    ...(opts.mean !== undefined ? { mean: parseTriple('mean', opts.mean) } : {}),
+    ...(opts.std !== undefined ? { std: parseTriple('std', opts.std) } : {}),
+    ...(opts.inputSize !== undefined ? { inputSize: parseSize(opts.inputSize) } : {}),
     ...(opts.inputLayout ? { inputLayout: opts.inputLayout as 'nchw' | 'nhwc' } : {}),
     ...(opts.modelMirror ? { mirror: opts.modelMirror } : {}),
     ...(opts.offline ? { offline: true } : {}),
@@ -71,14 +68,14 @@ export function printSkipped(opts: { json?: boolean }, skipped: { file: string; 
   stream.write(`${lines.join('\n')}\n`);
 }
 
-/** Parses a numeric flag; a bad value is a usage error naming the flag. */
-export function number(name: string, text: string | undefined, integer = false): number | undefined {
+/**
+ * Parses the text of a numeric flag, named by its library option (`valSplit` for `--val-split`). Text that is not a
+ * number, the empty string included (`Number('')` is 0), is a usage error; the range is the library's to check.
+ */
+export function number(option: string, text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
-  const n = Number(text);
-  if (!Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < 0) {
-    throw new UsageError(
-      `${name} must be a ${integer ? 'non-negative integer' : 'non-negative number'} (got '${text}')`,
-    );
-  }
+  const n = text.trim() === '' ? Number.NaN : Number(text);
+  if (!Number.isFinite(n))
+    throw new UsageError('not-a-number', words`${opt(option)} must be a number (got ${shown(text)})`);
   return n;
 }

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import sharp from 'sharp';
+import { UsageError } from '../util/errors.ts';
 import { checkClasses, type DatasetListing, listDataset, type Sample, splitByHash } from './dataset.ts';
 
 let tmp: string;
@@ -214,8 +215,9 @@ describe('splitByHash', () => {
     const l = fakeListing('/data', 50);
     assert.equal(splitByHash(l, 0).val.length, 0);
     assert.equal(splitByHash(l, 1).train.length, 0);
-    assert.throws(() => splitByHash(l, 1.5), RangeError);
-    assert.throws(() => splitByHash(l, Number.NaN), RangeError);
+    const usage = (e: unknown) => e instanceof UsageError && e.option === 'valFraction';
+    assert.throws(() => splitByHash(l, 1.5), usage);
+    assert.throws(() => splitByHash(l, Number.NaN), usage);
   });
 });
 
@@ -231,7 +233,7 @@ describe('checkClasses', () => {
             ['dogs', 2],
           ]),
         ),
-      errorLine(/class 'empty' has no usable images$/, '/d'),
+      errorLine(/class 'empty' has no usable images: every training file was skipped$/, '/d'),
     );
   });
 

@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import type { Dirent, Stats } from 'node:fs';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { DataError, errnoOf, opt, shown, UsageError, words } from '../util/errors.ts';
 
 export interface Sample {
   /** Absolute path. */
@@ -55,17 +56,31 @@ function isIgnoredFolder(name: string): boolean {
 
 const byString = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
-function describeClasses(source: string, kind: string, names: string[]): Error {
+function describeClasses(source: string, kind: string, names: string[]): DataError {
   const list = names.length ? names.join(', ') : 'none';
-  return new Error(`${source}: found ${names.length} ${kind}(s) (${list}); need at least 2`);
+  return new DataError('too-few-classes', source, `found ${names.length} ${kind}(s) (${list}); need at least 2`);
 }
 
-async function statOrNull(p: string): Promise<Stats | null> {
+/** The file's stats; null when it does not exist; a string (the reason) when it cannot be read. */
+async function statOrReason(p: string): Promise<Stats | null | string> {
   try {
     return await fs.stat(p);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
-    throw new Error(`${p}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    const code = errnoOf(e);
+    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+    if (code === 'ELOOP') return 'symbolic link loop';
+    return `cannot read (${code})`;
+  }
+}
+
+// A folder holding a graft model (e.g. an earlier run's --out inside the data folder) is never a class or class data.
+const MODEL_METADATA = 'graft.json';
+async function isModelFolder(dir: string): Promise<boolean> {
+  try {
+    const text = await fs.readFile(path.join(dir, MODEL_METADATA), 'utf8');
+    return JSON.parse(text)?.format === 'graft-model';
+  } catch {
+    return false;
   }
 }
 
@@ -76,28 +91,67 @@ async function statOrNull(p: string): Promise<Stats | null> {
  */
 export async function listDataset(source: string): Promise<DatasetListing> {
   const isCsv = source.toLowerCase().endsWith('.csv');
-  const st = await statOrNull(source);
-  if (st === null) throw new Error(`${source}: ${isCsv ? 'CSV file' : 'data folder'} does not exist`);
+  const st = await statOrReason(source);
+  if (st === null) throw new DataError('not-found', source, `${isCsv ? 'CSV file' : 'data folder'} does not exist`);
+  if (typeof st === 'string') throw new DataError('unreadable', source, st);
   if (st.isDirectory()) return listFolder(source);
   if (isCsv) return listCsv(source);
-  throw new Error(`${source}: not a folder or a .csv file`);
+  throw new DataError('not-a-data-set', source, 'not a folder or a .csv file');
 }
 
+/** True when `p` is `dir` or lies inside it. */
+function within(p: string, dir: string): boolean {
+  return p === dir || p.startsWith(dir.endsWith(path.sep) ? dir : dir + path.sep);
+}
+
+/**
+ * Class folders, walked recursively: nested folders inside a class are part of it. Symbolic links are followed, with
+ * three exceptions that are skipped and listed: a link loop, a folder link back into the data folder outside its own
+ * class (it would read another class's images, or the data set again, under the wrong label), and a real folder
+ * reached twice (read once). Folders holding a graft model are skipped too.
+ */
 async function listFolder(source: string): Promise<DatasetListing> {
   const root = path.resolve(source);
+  const realRoot = await fs.realpath(root);
   const classes: string[] = [];
   const samples: Sample[] = [];
   const skipped: Skipped[] = [];
-  // Guards against symlink loops; keyed by real path so a folder linked twice is still only walked once per class.
-  const walk = async (dir: string, label: string, seen: Set<string>): Promise<void> => {
-    const real = await fs.realpath(dir);
-    if (seen.has(real)) return;
+  // Real paths of folders already walked, across all classes.
+  const seen = new Set<string>();
+  const walk = async (dir: string, label: string, realClass: string): Promise<void> => {
+    let real: string;
+    try {
+      real = await fs.realpath(dir);
+    } catch (e) {
+      skipped.push({
+        file: dir,
+        reason: errnoOf(e) === 'ELOOP' ? 'symbolic link loop' : `cannot read (${errnoOf(e)})`,
+      });
+      return;
+    }
+    if (within(realRoot, real) && real !== realClass) {
+      skipped.push({ file: dir, reason: 'link to a folder that contains the data set (a loop); not followed' });
+      return;
+    }
+    if (within(real, realRoot) && !within(real, realClass)) {
+      const other = path.relative(realRoot, real).split(path.sep)[0];
+      skipped.push({ file: dir, reason: `link to class '${other}' from class '${label}'; not followed` });
+      return;
+    }
+    if (seen.has(real)) {
+      skipped.push({ file: dir, reason: 'folder already read (a link to it, or a link loop); not read twice' });
+      return;
+    }
     seen.add(real);
+    if (await isModelFolder(dir)) {
+      skipped.push({ file: dir, reason: 'a graft model folder, not images' });
+      return;
+    }
     for (const entry of await readDir(dir)) {
       const p = path.join(dir, entry.name);
       const kind = await entryKind(entry, p);
       if (kind === 'dir') {
-        if (!isIgnoredFolder(entry.name)) await walk(p, label, seen);
+        if (!isIgnoredFolder(entry.name)) await walk(p, label, realClass);
       } else if (kind === 'file') {
         if (!isSystemFile(entry.name)) samples.push({ file: p, label });
       } else if (!isSystemFile(entry.name)) {
@@ -105,13 +159,39 @@ async function listFolder(source: string): Promise<DatasetListing> {
       }
     }
   };
-  for (const entry of await readDir(root)) {
+  // Real folders before links to folders, so that of a folder and a link to it, the folder is the class.
+  const top = (await readDir(root)).sort(
+    (a, b) => Number(a.isSymbolicLink()) - Number(b.isSymbolicLink()) || byString(a.name, b.name),
+  );
+  const classOf = new Map<string, string>();
+  for (const entry of top) {
     const p = path.join(root, entry.name);
     const kind = await entryKind(entry, p);
     if (kind === 'dir') {
       if (isIgnoredFolder(entry.name)) continue;
+      if (await isModelFolder(p)) {
+        skipped.push({ file: p, reason: 'a graft model folder, not a class' });
+        continue;
+      }
+      let realClass: string;
+      try {
+        realClass = await fs.realpath(p);
+      } catch (e) {
+        skipped.push({ file: p, reason: `cannot read (${errnoOf(e)})` });
+        continue;
+      }
+      if (within(realRoot, realClass)) {
+        skipped.push({ file: p, reason: 'link to a folder that contains the data set (a loop); not a class' });
+        continue;
+      }
+      const same = classOf.get(realClass);
+      if (same !== undefined) {
+        skipped.push({ file: p, reason: `the same folder as class '${same}' (a link); not a second class` });
+        continue;
+      }
+      classOf.set(realClass, entry.name);
       classes.push(entry.name);
-      await walk(p, entry.name, new Set());
+      await walk(p, entry.name, realClass);
     } else if (!isSystemFile(entry.name)) {
       skipped.push({ file: p, reason: kind === 'file' ? 'not inside a class folder' : kind });
     }
@@ -127,7 +207,7 @@ async function readDir(dir: string): Promise<Dirent[]> {
   try {
     return await fs.readdir(dir, { withFileTypes: true });
   } catch (e) {
-    throw new Error(`${dir}: cannot read folder (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new DataError('unreadable', dir, `cannot read folder (${errnoOf(e)})`, e);
   }
 }
 
@@ -136,8 +216,9 @@ async function entryKind(entry: Dirent, p: string): Promise<string> {
   if (entry.isDirectory()) return 'dir';
   if (entry.isFile()) return 'file';
   if (entry.isSymbolicLink()) {
-    const st = await statOrNull(p);
+    const st = await statOrReason(p);
     if (st === null) return 'broken symbolic link';
+    if (typeof st === 'string') return st;
     if (st.isDirectory()) return 'dir';
     if (st.isFile()) return 'file';
   }
@@ -235,7 +316,7 @@ async function listCsv(source: string): Promise<DatasetListing> {
   try {
     text = await fs.readFile(csvPath, 'utf8');
   } catch (e) {
-    throw new Error(`${source}: cannot read CSV file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new DataError('unreadable', source, `cannot read CSV file (${errnoOf(e)})`, e);
   }
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1); // BOM written by Excel
 
@@ -286,10 +367,11 @@ async function listCsv(source: string): Promise<DatasetListing> {
   const BATCH = 64;
   for (let k = 0; k < rows.length; k += BATCH) {
     const batch = rows.slice(k, k + BATCH);
-    const stats = await Promise.all(batch.map((r) => statOrNull(r.file)));
+    const stats = await Promise.all(batch.map((r) => statOrReason(r.file)));
     batch.forEach((r, idx) => {
       const st = stats[idx];
       if (st === null) skipped.push({ file: r.file, reason: 'file does not exist' });
+      else if (typeof st === 'string') skipped.push({ file: r.file, reason: st });
       else if (!st.isFile()) skipped.push({ file: r.file, reason: 'not a regular file' });
       else samples.push({ file: r.file, label: r.label });
     });
@@ -317,7 +399,7 @@ function hashUnit(root: string, file: string): number {
  */
 export function splitByHash(listing: DatasetListing, valFraction: number): { train: Sample[]; val: Sample[] } {
   if (!(valFraction >= 0 && valFraction <= 1)) {
-    throw new RangeError(`splitByHash: valFraction must be between 0 and 1, got ${valFraction}`);
+    throw new UsageError('invalid-value', words`${opt('valFraction')} must be between 0 and 1 (got ${valFraction})`);
   }
   const train: Sample[] = [];
   const val: Sample[] = [];
@@ -328,19 +410,31 @@ export function splitByHash(listing: DatasetListing, valFraction: number): { tra
 }
 
 /**
- * Throws a one-line Error naming `source` when a class has no usable images or fewer than 2 classes do.
+ * Throws a one-line DataError naming `source` when a class has no usable images or fewer than 2 classes do.
  * `counts` maps class name to the number of images that decoded; a class absent from it counts as 0.
  */
-export function checkClasses(source: string, classes: string[], counts: Map<string, number>): void {
+export function checkClasses(
+  source: string,
+  classes: string[],
+  counts: Map<string, number>,
+  example?: (label: string) => Skipped | undefined,
+): void {
   const empty = classes.filter((c) => (counts.get(c) ?? 0) === 0);
-  if (empty.length === 1) {
-    throw new Error(`${source}: class '${empty[0]}' has no usable images`);
-  }
-  if (empty.length > 1) {
-    throw new Error(`${source}: classes ${empty.map((c) => `'${c}'`).join(', ')} have no usable images`);
+  if (empty.length) {
+    const names = empty.map((c) => shown(c)).join(', ');
+    const e = example?.(empty[0]);
+    throw new DataError(
+      'class-unusable',
+      source,
+      `${empty.length === 1 ? `class ${names} has` : `classes ${names} have`} no usable images: every training file was skipped${e ? ` (e.g. ${e.file}: ${e.reason})` : ''}`,
+    );
   }
   if (classes.length < 2) {
-    const list = classes.length ? classes.map((c) => `'${c}'`).join(', ') : 'none';
-    throw new Error(`${source}: only ${classes.length} class(es) with usable images (${list}); need at least 2`);
+    const list = classes.length ? classes.map((c) => shown(c)).join(', ') : 'none';
+    throw new DataError(
+      'too-few-classes',
+      source,
+      `only ${classes.length} class(es) with usable images (${list}); need at least 2`,
+    );
   }
 }

@@ -78,6 +78,8 @@ describe('decodeImage formats', () => {
     jpeg: (s: Sharp) => s.jpeg(),
     webp: (s: Sharp) => s.webp(),
     gif: (s: Sharp) => s.gif(),
+    tiff: (s: Sharp) => s.tiff(),
+    avif: (s: Sharp) => s.avif(),
   };
   for (const [name, encode] of Object.entries(formats)) {
     test(`${name} decodes to h*w*3 RGB bytes`, async () => {
@@ -198,8 +200,18 @@ describe('decodeImage errors', () => {
   });
 
   test('formats outside the supported set are refused by name', async () => {
-    const tiff = await solid(8, 8, RED).tiff().toBuffer();
-    await rejects(tiff, '/d/dogs/scan.tif', /^unsupported format \(TIFF\)$/);
+    const bmpHeader = Buffer.concat([Buffer.from('BM'), Buffer.alloc(60, 1)]);
+    await rejects(bmpHeader, '/d/dogs/scan.bmp', /^unsupported format \(BMP\)$/);
+    const svg = Buffer.from('<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>\n');
+    await rejects(svg, '/d/dogs/logo.svg', /^unsupported format \(SVG\)$/);
+    // An ISO-media header whose brands name HEIC only: sharp's libheif has no HEVC decoder.
+    const heic = Buffer.concat([
+      Buffer.from([0, 0, 0, 24]),
+      Buffer.from('ftypheic'),
+      Buffer.alloc(4),
+      Buffer.from('mif1heic'),
+    ]);
+    await rejects(heic, '/d/dogs/phone.heic', /^unsupported format \(HEIC\/HEIF\)$/);
   });
 });
 

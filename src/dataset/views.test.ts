@@ -33,5 +33,8 @@ test('--augment values map to extra views; unknown values are one-line errors', 
   assert.deepEqual(augmentViews('flip'), ['flip']);
   assert.deepEqual(augmentViews('none'), []);
   assert.equal(parseAugment(undefined), 'flip');
-  assert.throws(() => parseAugment('crop'), /--augment must be flip or none \(got 'crop'\)/);
+  assert.throws(() => parseAugment('crop'), {
+    name: 'UsageError',
+    message: /^augment must be flip or none \(got 'crop'\)/,
+  });
 });

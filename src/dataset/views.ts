@@ -7,6 +7,7 @@
  * aug_transforms, torchvision's RandomHorizontalFlip, Teachable Machine's flipped webcam samples) and it changes no
  * pixel statistics; random crops and rotations need a fresh draw per epoch to help, which a cache cannot give.
  */
+import { InternalError, opt, shown, UsageError, words } from '../util/errors.ts';
 export type View = 'orig' | 'flip';
 
 /** `--augment` values: which extra views of each training image are added to the training rows. */
@@ -18,7 +19,7 @@ export const DEFAULT_AUGMENT: Augment = 'flip';
 export function augmentViews(augment: Augment = DEFAULT_AUGMENT): View[] {
   if (augment === 'flip') return ['flip'];
   if (augment === 'none') return [];
-  throw new Error(`--augment must be flip or none (got '${String(augment)}')`);
+  throw new UsageError('invalid-value', words`${opt('augment')} must be flip or none (got ${shown(String(augment))})`);
 }
 
 export function parseAugment(text: string | undefined): Augment {
@@ -30,7 +31,7 @@ export function parseAugment(text: string | undefined): Augment {
 /** Applies a view to HWC RGB pixels ([height, width]); 'orig' returns the input itself. */
 export function applyView(rgb: Uint8Array, size: [number, number], view: View): Uint8Array {
   if (view === 'orig') return rgb;
-  if (view !== 'flip') throw new Error(`unknown view '${String(view)}'`);
+  if (view !== 'flip') throw new InternalError(`unknown view '${String(view)}'`);
   const [h, w] = size;
   if (rgb.length !== h * w * 3) throw new RangeError(`applyView: ${rgb.length} values for a ${h}x${w}x3 image`);
   const out = new Uint8Array(rgb.length);

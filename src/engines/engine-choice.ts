@@ -4,6 +4,7 @@
  * TF.js and ONNX bases on ONNX Runtime, whatever is asked, and say so when asked otherwise.
  */
 import type { Base, ForeignBase } from '../base/base.ts';
+import { oneLine, opt, shown, UsageError, words } from '../util/errors.ts';
 import { buildTrunkModel, type TrunkRunner, tfjsTrunkRunner } from './trunk.ts';
 
 export type EngineChoice = 'auto' | 'onnx' | 'wasm';
@@ -16,7 +17,8 @@ export type RunnerFactory = (base: Base, cuts: string[], pool?: boolean) => Prom
 
 export function parseEngine(text: string | undefined): EngineChoice {
   const e = (text ?? 'auto') as EngineChoice;
-  if (!['auto', 'onnx', 'wasm'].includes(e)) throw new Error(`--engine must be auto, onnx or wasm (got '${text}')`);
+  if (!['auto', 'onnx', 'wasm'].includes(e))
+    throw new UsageError('invalid-value', words`${opt('engine')} must be auto, onnx or wasm (got ${shown(text)})`);
   return e;
 }
 
@@ -29,12 +31,18 @@ async function foreignRunner(base: ForeignBase, cuts: string[], choice: EngineCh
   const sizes = base.trunk.featureSizes(cuts);
   if (base.format === 'graph') {
     if (choice === 'onnx')
-      throw new Error(`${base.source}: a TF.js graph-model base runs on TF.js only (--engine auto or wasm, not onnx)`);
+      throw new UsageError(
+        'conflict',
+        words`${base.source}: a TF.js graph-model base runs on TF.js only (${opt('engine')} auto or wasm, not onnx)`,
+      );
     const { graphRunner } = await import('./graph-model.ts');
     return graphRunner(base.graph.model, base.graph.inputName, base.preprocessing, cuts, sizes);
   }
   if (choice === 'wasm')
-    throw new Error(`${base.source}: an ONNX base runs on ONNX Runtime only (--engine auto or onnx, not wasm)`);
+    throw new UsageError(
+      'conflict',
+      words`${base.source}: an ONNX base runs on ONNX Runtime only (${opt('engine')} auto or onnx, not wasm)`,
+    );
   const { onnxBaseRunner } = await import('./onnx-base.ts');
   return onnxBaseRunner(base.onnx, cuts, sizes);
 }
@@ -61,7 +69,10 @@ export async function runnerFor(
     onnx = await import('./onnx.ts');
   } catch (e) {
     if (choice === 'onnx')
-      throw new Error(`--engine onnx: ONNX Runtime engine unavailable (${(e as Error).message.split('\n')[0]})`);
+      throw new UsageError(
+        'engine-unavailable',
+        words`${opt('engine')} onnx: ONNX Runtime engine unavailable (${oneLine((e as Error).message)})`,
+      );
   }
   if (onnx && (await onnx.onnxAvailable())) {
     const mod = onnx;
@@ -73,6 +84,10 @@ export async function runnerFor(
       engine: 'onnx',
     };
   }
-  if (choice === 'onnx') throw new Error('--engine onnx: onnxruntime-node does not load on this machine');
+  if (choice === 'onnx')
+    throw new UsageError(
+      'engine-unavailable',
+      words`${opt('engine')} onnx: onnxruntime-node does not load on this machine`,
+    );
   return { runner: tfjsRunner, engine: 'wasm' };
 }

@@ -9,6 +9,7 @@ import type { OnnxTrunkSpec } from '../base/onnx-base.ts';
 import { normalisePixels } from '../base/preprocessing.ts';
 import { requireOrt } from '../onnx/runtime.ts';
 import { withOutputs } from '../onnx/wire.ts';
+import { InternalError, opt, shown, UsageError, words } from '../util/errors.ts';
 import type { TrunkRunner } from './trunk.ts';
 
 /** Pixels (NHWC 0..255) → normalised input → ONNX Runtime → pooled activations at `cuts`. */
@@ -36,7 +37,11 @@ export async function onnxBaseRunner(
     const res = await session.run({ [spec.inputName]: new o.Tensor('float32', x, dims) }, cuts);
     return cuts.map((c) => {
       const t = res[c];
-      if (t.type !== 'float32') throw new Error(`cut '${c}' is a ${t.type} tensor; graft reads float32 activations`);
+      if (t.type !== 'float32')
+        throw new UsageError(
+          'not-a-cut-point',
+          words`${opt('cut')} ${shown(c)} is a ${t.type} tensor; graft reads float32 activations`,
+        );
       const d = [...t.dims];
       return poolRows(t.data as Float32Array, d, d.length === 4 ? guessLayout(d.slice(1), inputLayout) : inputLayout);
     });
@@ -50,7 +55,7 @@ export async function onnxBaseRunner(
     batchSize,
     async run(pixels, n) {
       if (pixels.length !== n * perImage)
-        throw new Error(`trunk input: expected ${n * perImage} values, got ${pixels.length}`);
+        throw new InternalError(`trunk input: expected ${n * perImage} values, got ${pixels.length}`);
       // A file with a fixed batch dimension takes exactly that many images per call: pad the last chunk.
       const step = batchSize;
       const parts: Float32Array[][] = [];

@@ -7,6 +7,7 @@ import os from 'node:os';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
 import { layersToOnnx } from '../onnx/convert.ts';
 import { loadOrt } from '../onnx/runtime.ts';
+import { InternalError } from '../util/errors.ts';
 import type { TrunkRunner } from './trunk.ts';
 
 export { onnxAvailable } from '../onnx/runtime.ts';
@@ -54,7 +55,7 @@ export async function onnxTrunkRunner(model: LayersModel, opts: OnnxRunnerOption
     batchSize,
     async run(pixels, n) {
       if (pixels.length !== n * perImage) {
-        throw new Error(
+        throw new InternalError(
           `trunk input: expected ${n} × ${h} × ${w} × ${c} = ${n * perImage} values, got ${pixels.length}`,
         );
       }

@@ -7,6 +7,7 @@ import type { SymbolicTensor } from '@tensorflow/tfjs-layers';
 import type { LayersBase } from '../base/base.ts';
 import { layerIndex, poolIfSpatial, reapply, requireCutPoint } from '../base/graph.ts';
 import { tf, tfl } from '../tfjs/tf.ts';
+import { InternalError } from '../util/errors.ts';
 
 /** Input tensor + Rescaling: the first two layers of every trunk and every exported model. */
 export function pixelInput(base: Pick<LayersBase, 'preprocessing'>): { input: SymbolicTensor; scaled: SymbolicTensor } {
@@ -28,7 +29,7 @@ export interface TrunkOptions {
 
 /** Builds pixels → [activation at each cut, pooled unless told otherwise]; one forward pass serves every cut. */
 export function buildTrunkModel(base: LayersBase, cuts: string[], opts: TrunkOptions = {}): tfl.LayersModel {
-  if (cuts.length === 0) throw new Error('a trunk needs at least one cut');
+  if (cuts.length === 0) throw new InternalError('a trunk needs at least one cut');
   const pool = opts.pool ?? true;
   const indices = cuts.map((c) => (!pool && layerIndex(base.model, c) === 0 ? 0 : requireCutPoint(base.model, c)));
   const { input, scaled } = pixelInput(base);

@@ -6,7 +6,7 @@
  * pooling → head → probabilities.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ForeignBase } from '../base/base.ts';
 import { formatWords } from '../base/foreign.ts';
@@ -24,7 +24,9 @@ import {
 } from '../onnx/proto.ts';
 import { lenField, wireFields } from '../onnx/wire.ts';
 import type { HeadJson } from '../train/features.ts';
-import { METADATA_FILE, type ModelMetadata, writeModelFolder } from './model-files.ts';
+import { makeDirs } from '../util/dirs.ts';
+import { DataError, opt, shown, UsageError, words } from '../util/errors.ts';
+import { fileDigests, METADATA_FILE, type ModelMetadata, writeModelFolder } from './model-files.ts';
 import type { OnnxExportResult } from './onnx-export.ts';
 
 export interface ForeignRecord {
@@ -52,7 +54,11 @@ export async function saveForeignModel(
     ...metadata,
     foreign: { ...record, cutShape: cutInfo.shape, cutLayout: cutInfo.layout },
   };
-  writeModelFolder(out, { ...files, [METADATA_FILE]: `${JSON.stringify(full, null, 2)}\n` }, signal);
+  writeModelFolder(
+    out,
+    { ...files, [METADATA_FILE]: `${JSON.stringify({ ...full, files: fileDigests(files) }, null, 2)}\n` },
+    signal,
+  );
 }
 
 /** The runner a Predictor uses for a folder written by saveForeignModel: pixels → pooled features at the cut. */
@@ -65,7 +71,10 @@ export async function openForeignRunner(
   const p = m.preprocessing as Preprocessing;
   if (rec.format === 'onnx') {
     if (engine === 'wasm')
-      throw new Error(`${dir}: a model on an ONNX base runs on ONNX Runtime only (--engine auto or onnx, not wasm)`);
+      throw new UsageError(
+        'conflict',
+        words`${dir}: a model on an ONNX base runs on ONNX Runtime only (${opt('engine')} auto or onnx, not wasm)`,
+      );
     const { onnxBaseRunner } = await import('../engines/onnx-base.ts');
     const bytes = readFileSync(path.join(dir, rec.file));
     return onnxBaseRunner(
@@ -81,7 +90,10 @@ export async function openForeignRunner(
     );
   }
   if (engine === 'onnx')
-    throw new Error(`${dir}: a model on a TF.js graph-model base runs on TF.js only (--engine auto or wasm, not onnx)`);
+    throw new UsageError(
+      'conflict',
+      words`${dir}: a model on a TF.js graph-model base runs on TF.js only (${opt('engine')} auto or wasm, not onnx)`,
+    );
   const { openSavedGraphTrunk } = await import('../engines/graph-model.ts');
   return openSavedGraphTrunk(dir, p, m.cut);
 }
@@ -111,8 +123,10 @@ function fromBase64(s: string): Float32Array {
 export async function exportForeignOnnx(dir: string, m: ModelMetadata, out: string): Promise<OnnxExportResult> {
   const rec = m.foreign as ForeignRecord;
   if (rec.format !== 'onnx') {
-    throw new Error(
-      `${dir}: trained on ${formatWords(rec.format)}, which graft cannot convert to ONNX; the model folder itself (graft predict) is its only form`,
+    throw new DataError(
+      'not-exportable',
+      dir,
+      `trained on ${formatWords(rec.format)}, which graft cannot convert to ONNX; the model folder itself (graft predict) is its only form`,
     );
   }
   const head = m.headData as HeadJson & {
@@ -121,9 +135,17 @@ export async function exportForeignOnnx(dir: string, m: ModelMetadata, out: stri
     layers?: { units: number; kernel: string; bias: string }[];
   };
   if (head.kind === 'knn')
-    throw new Error(`${dir}: a knn head is not expressible as an ONNX graph; retrain with --head softmax or mlp`);
+    throw new DataError(
+      'not-exportable',
+      dir,
+      words`a knn head is not expressible as an ONNX graph; retrain with ${opt('head')} softmax or mlp`,
+    );
   if (!rec.cutShape)
-    throw new Error(`${dir}: graft.json lacks the cut's shape (written by an older graft); retrain to export`);
+    throw new DataError(
+      'not-exportable',
+      dir,
+      "graft.json lacks the cut's shape (written by an older graft); retrain to export",
+    );
   const p = m.preprocessing as Preprocessing;
   const [h, w] = p.size;
   const bytes = readFileSync(path.join(dir, rec.file));
@@ -204,6 +226,8 @@ export async function exportForeignOnnx(dir: string, m: ModelMetadata, out: stri
     'graft.labels': JSON.stringify(m.labels),
     'graft.size': JSON.stringify(p.size),
     'graft.resize': p.resize,
+    // Cropping, like resizing, happens before the graph: code serving the model reads it here.
+    'graft.crop': String(p.crop ?? 1),
     'graft.input': 'raw RGB pixel values 0..255, NHWC; scaling, normalisation and layout are inside the graph',
     'graft.base': m.base.name,
     'graft.cut': m.cut,
@@ -257,14 +281,18 @@ export async function exportForeignOnnx(dir: string, m: ModelMetadata, out: stri
   ]);
 
   const target = path.resolve(out);
-  mkdirSync(path.dirname(target), { recursive: true });
   const tmp = `${target}.${randomBytes(4).toString('hex')}.tmp`;
   try {
+    makeDirs(path.dirname(target));
     writeFileSync(tmp, model);
     renameSync(tmp, target);
   } catch (e) {
     rmSync(tmp, { force: true });
-    throw e;
+    throw new UsageError(
+      'out-not-writable',
+      words`${opt('out')} ${shown(out)}: cannot write (${(e as Error).message})`,
+      e,
+    );
   }
   const opset = Number(decodeModel(bytes).opset_import.find((o) => !o.domain)?.version ?? 0);
   return { out: target, bytes: model.length, opset, input, output: 'probabilities', size: p.size, labels: m.labels };

@@ -3,6 +3,7 @@
  * @tensorflow/tfjs `loadLayersModel`) and graft.json (labels, preprocessing, base, cut, metrics, versions).
  * A folder is written under a temporary name and renamed into place, so a crash never leaves half a model.
  */
+import { createHash } from 'node:crypto';
 import {
   closeSync,
   existsSync,
@@ -18,8 +19,11 @@ import {
 } from 'node:fs';
 import path from 'node:path';
 import type { io } from '@tensorflow/tfjs-core';
+import { weightDataBytes } from '../base/artifacts.ts';
 import type { Preprocessing } from '../base/preprocessing.ts';
 import { tf, type tfl } from '../tfjs/tf.ts';
+import { checkCanCreateDir, MakeDirError, makeDirs } from '../util/dirs.ts';
+import { DataError, errnoOf, InternalError, opt, shown, UsageError, words } from '../util/errors.ts';
 import { isStaleTemp, processAlive, tempOwner, tempTag } from '../util/files.ts';
 import { checkAbort } from '../util/progress.ts';
 
@@ -45,6 +49,9 @@ export interface ModelMetadata {
   training: Record<string, unknown>;
   versions: Record<string, string>;
   createdAt: string;
+  /** Size and SHA-256 of each file the model needs (weights.bin, base.onnx…), checked on load: a damaged or replaced
+   *  file is an error, never a model that predicts NaN. Absent in folders written before graft recorded it. */
+  files?: Record<string, { size: number; sha256: string }>;
   [k: string]: unknown;
 }
 
@@ -59,7 +66,7 @@ export async function serialiseLayersModel(
       return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
     }),
   );
-  if (!artifacts) throw new Error('model serialisation produced nothing');
+  if (!artifacts) throw new InternalError('model serialisation produced nothing');
   const data = artifacts.weightData;
   const weights =
     data instanceof ArrayBuffer
@@ -76,20 +83,83 @@ export async function serialiseLayersModel(
 }
 
 /**
+ * Checks, before any work, that a model folder can be written at `out` (the `out` option): not an existing file, not
+ * a folder holding something other than a graft model (never replaced), and a parent in which folders can be made.
+ * Throws a UsageError naming `out`; creates nothing.
+ */
+export function checkModelOut(out: string): void {
+  const target = path.resolve(out);
+  let st: ReturnType<typeof statSync> | undefined;
+  try {
+    st = statSync(target);
+  } catch (e) {
+    if (errnoOf(e) !== 'ENOENT' && errnoOf(e) !== 'ENOTDIR')
+      throw new UsageError('out-not-writable', words`${opt('out')} ${shown(out)}: cannot be read (${errnoOf(e)})`, e);
+  }
+  if (st && !st.isDirectory())
+    throw new UsageError('out-is-file', words`${opt('out')} ${shown(out)} is a file; give a folder for the model`);
+  if (st && readdirSync(target).length > 0 && !existsSync(path.join(target, METADATA_FILE)))
+    throw new UsageError(
+      'out-not-model-folder',
+      words`${opt('out')} ${shown(out)} exists and is not a graft model folder; choose another ${opt('out')}`,
+    );
+  try {
+    // The folder is written beside its final place and renamed into it.
+    checkCanCreateDir(path.dirname(target));
+  } catch (e) {
+    if (!(e instanceof MakeDirError)) throw e;
+    throw new UsageError('out-not-writable', words`${opt('out')} ${shown(out)}: ${e.message}`, e);
+  }
+}
+
+/** Checks, before any work, that a single file (an export) can be written at `out`: not a folder, parent creatable. */
+export function checkFileOut(out: string): void {
+  const target = path.resolve(out);
+  let isDir = false;
+  try {
+    isDir = statSync(target).isDirectory();
+  } catch {}
+  if (isDir) throw new UsageError('out-is-folder', words`${opt('out')} ${shown(out)} is a folder; give a file name`);
+  try {
+    checkCanCreateDir(path.dirname(target));
+  } catch (e) {
+    if (!(e instanceof MakeDirError)) throw e;
+    throw new UsageError('out-not-writable', words`${opt('out')} ${shown(out)}: ${e.message}`, e);
+  }
+}
+
+/** Size and SHA-256 of each file, as recorded in graft.json's `files`. */
+export function fileDigests(
+  files: Record<string, string | Uint8Array>,
+): Record<string, { size: number; sha256: string }> {
+  return Object.fromEntries(
+    Object.entries(files).map(([name, content]) => {
+      const bytes = typeof content === 'string' ? Buffer.from(content) : content;
+      return [name, { size: bytes.byteLength, sha256: createHash('sha256').update(bytes).digest('hex') }];
+    }),
+  );
+}
+
+/**
  * Writes files into `<out>.tmp~<host>~<pid>~<random>`, then swaps that folder into place: `<out>` only ever holds a
  * complete model (the old one, or the new one). Leftovers of writers that were killed (kill -9, power loss) are
  * cleaned first (see removeStaleTemporaries). An abort before the swap leaves nothing behind.
  */
 export function writeModelFolder(out: string, files: Record<string, string | Uint8Array>, signal?: AbortSignal): void {
   const target = path.resolve(out);
-  if (existsSync(target) && readdirSync(target).length > 0 && !existsSync(path.join(target, METADATA_FILE))) {
-    // Never replace a folder that holds something other than a graft model.
-    throw new Error(`${out}: exists and is not a graft model folder; choose another --out`);
+  checkModelOut(out);
+  try {
+    makeDirs(path.dirname(target));
+  } catch (e) {
+    throw new UsageError('out-not-writable', words`${opt('out')} ${shown(out)}: ${(e as Error).message}`, e);
   }
-  mkdirSync(path.dirname(target), { recursive: true });
   removeStaleTemporaries(target);
   const tmp = `${target}.tmp${tempTag()}`;
-  mkdirSync(tmp);
+  try {
+    mkdirSync(tmp);
+  } catch (e) {
+    throw new UsageError('out-not-writable', words`${opt('out')} ${shown(out)}: cannot write (${errnoOf(e)})`, e);
+  }
   try {
     for (const [name, content] of Object.entries(files)) writeDurably(path.join(tmp, name), content);
     checkAbort(signal);
@@ -103,7 +173,9 @@ export function writeModelFolder(out: string, files: Record<string, string | Uin
     }
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });
-    throw e;
+    // A file-system failure (disk full, permissions) is about `out`; anything else (an abort) passes as it is.
+    if (typeof (e as NodeJS.ErrnoException).code !== 'string') throw e;
+    throw new UsageError('out-not-writable', words`${opt('out')} ${shown(out)}: cannot write (${errnoOf(e)})`, e);
   }
 }
 
@@ -156,14 +228,10 @@ export async function saveModel(
   signal?: AbortSignal,
 ): Promise<void> {
   const { modelJson, weights } = await serialiseLayersModel(model);
+  const files = { 'model.json': JSON.stringify(modelJson), 'weights.bin': weights, ...extra };
   writeModelFolder(
     out,
-    {
-      'model.json': JSON.stringify(modelJson),
-      'weights.bin': weights,
-      [METADATA_FILE]: `${JSON.stringify(metadata, null, 2)}\n`,
-      ...extra,
-    },
+    { ...files, [METADATA_FILE]: `${JSON.stringify({ ...metadata, files: fileDigests(files) }, null, 2)}\n` },
     signal,
   );
 }
@@ -174,28 +242,58 @@ export interface LoadedModelFiles {
   artifacts: io.ModelArtifacts;
 }
 
-/** Reads a model folder (or the path of its model.json / graft.json), checking it is a graft model. */
+/**
+ * Reads a model folder (or the path of its model.json / graft.json), checking it is a graft model whose files are
+ * whole: the sizes and checksums graft.json records, and weight data of the length model.json's manifest describes.
+ * Throws a DataError naming the folder or the damaged file.
+ */
 export function readModelFolder(where: string): LoadedModelFiles {
   let dir = path.resolve(where);
   if (/\.(json)$/i.test(dir)) dir = path.dirname(dir);
-  if (!existsSync(dir)) throw new Error(`${where}: model folder does not exist`);
+  if (!existsSync(dir)) throw new DataError('not-found', where, 'model folder does not exist');
+  if (!statSync(dir).isDirectory()) throw new DataError('not-a-model', where, 'not a model folder (a file)');
   const metaFile = path.join(dir, METADATA_FILE);
-  if (!existsSync(metaFile)) throw new Error(`${where}: not a graft model (no ${METADATA_FILE})`);
-  let metadata: ModelMetadata;
-  let modelJson: { modelTopology: object; weightsManifest: { paths: string[]; weights: io.WeightsManifestEntry[] }[] };
-  try {
-    metadata = JSON.parse(readFileSync(metaFile, 'utf8'));
-    // Trained on a graph or ONNX base: no Layers model.json; the base file and the head (headData) stand in for it.
-    if (metadata.format === 'graft-model' && metadata.foreign) return { dir, metadata, artifacts: {} };
-    modelJson = JSON.parse(readFileSync(path.join(dir, 'model.json'), 'utf8'));
-  } catch (e) {
-    throw new Error(`${where}: unreadable model files (${(e as Error).message.split('\n')[0]})`);
-  }
-  if (metadata.format !== 'graft-model') throw new Error(`${metaFile}: not a graft model metadata file`);
+  if (!existsSync(metaFile))
+    throw new DataError(
+      'not-a-model',
+      where,
+      `not a graft model folder (no ${METADATA_FILE}; graft train --out writes one)`,
+    );
+  const metadata = readJson(metaFile, 'model metadata') as ModelMetadata;
+  if (!metadata || typeof metadata !== 'object' || metadata.format !== 'graft-model')
+    throw new DataError('not-a-model', metaFile, 'not graft model metadata (no "format": "graft-model")');
+  if (!Array.isArray(metadata.labels) || !metadata.preprocessing || !metadata.cut)
+    throw new DataError('corrupt-model', metaFile, 'incomplete model metadata (labels, preprocessing or cut missing)');
+  checkFiles(dir, metadata);
+  // Trained on a graph or ONNX base: no Layers model.json; the base file and the head (headData) stand in for it.
+  if (metadata.foreign) return { dir, metadata, artifacts: {} };
+  const modelFile = path.join(dir, 'model.json');
+  const modelJson = readJson(modelFile, 'model.json') as {
+    modelTopology: object;
+    weightsManifest: { paths: string[]; weights: io.WeightsManifestEntry[] }[];
+  };
+  if (!modelJson?.modelTopology || !Array.isArray(modelJson.weightsManifest))
+    throw new DataError('corrupt-model', modelFile, 'not a TF.js model.json (needs modelTopology and weightsManifest)');
   const specs = modelJson.weightsManifest.flatMap((g) => g.weights);
-  const bytes = Buffer.concat(
-    modelJson.weightsManifest.flatMap((g) => g.paths.map((p) => readFileSync(path.join(dir, p)))),
+  const parts = modelJson.weightsManifest.flatMap((g) =>
+    g.paths.map((p) => {
+      try {
+        return readFileSync(path.join(dir, p));
+      } catch (e) {
+        throw new DataError('corrupt-model', path.join(dir, p), `weight file cannot be read (${errnoOf(e)})`, e);
+      }
+    }),
   );
+  const bytes = Buffer.concat(parts);
+  const expected = weightDataBytes(specs);
+  if (expected !== undefined && bytes.byteLength !== expected) {
+    const file = path.join(dir, modelJson.weightsManifest[0]?.paths[0] ?? 'weights.bin');
+    throw new DataError(
+      'truncated',
+      file,
+      `weight data is ${bytes.byteLength} bytes, model.json describes ${expected}: the file is truncated or from another model`,
+    );
+  }
   return {
     dir,
     metadata,
@@ -205,4 +303,43 @@ export function readModelFolder(where: string): LoadedModelFiles {
       weightData: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer,
     },
   };
+}
+
+function readJson(file: string, what: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new DataError('corrupt-model', file, `${what} cannot be read (${errnoOf(e)})`, e);
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new DataError('corrupt-model', file, `${what} is not valid JSON (damaged or truncated)`);
+  }
+}
+
+/** The sizes and SHA-256 graft.json records for the folder's files, checked. */
+function checkFiles(dir: string, m: ModelMetadata): void {
+  for (const [name, want] of Object.entries(m.files ?? {})) {
+    const file = path.join(dir, name);
+    let bytes: Buffer;
+    try {
+      bytes = readFileSync(file);
+    } catch (e) {
+      throw new DataError('corrupt-model', file, `cannot be read (${errnoOf(e)})`, e);
+    }
+    if (bytes.byteLength !== want.size)
+      throw new DataError(
+        'truncated',
+        file,
+        `is ${bytes.byteLength} bytes, ${METADATA_FILE} records ${want.size}: truncated or replaced`,
+      );
+    if (createHash('sha256').update(bytes).digest('hex') !== want.sha256)
+      throw new DataError(
+        'checksum',
+        file,
+        `does not match the SHA-256 in ${METADATA_FILE}: the file is damaged or was replaced`,
+      );
+  }
 }

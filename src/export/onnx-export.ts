@@ -4,12 +4,14 @@
  * metadata (graft.size, graft.resize) together with the labels, since it happens before the network.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_OPSET, layersToOnnx } from '../onnx/convert.ts';
 import { initTf, tf, tfl } from '../tfjs/tf.ts';
+import { makeDirs } from '../util/dirs.ts';
+import { DataError, opt, shown, UsageError, words } from '../util/errors.ts';
 import { versions } from '../util/versions.ts';
-import { readModelFolder } from './model-files.ts';
+import { checkFileOut, readModelFolder } from './model-files.ts';
 
 export interface OnnxExportResult {
   out: string;
@@ -23,12 +25,15 @@ export interface OnnxExportResult {
 
 export async function exportOnnx(modelDir: string, out: string, o: { opset?: number } = {}): Promise<OnnxExportResult> {
   await initTf();
+  checkFileOut(out);
   const files = readModelFolder(modelDir);
   const m = files.metadata;
   if (m.foreign) return (await import('./foreign-model.ts')).exportForeignOnnx(files.dir, m, out);
   if (m.headData)
-    throw new Error(
-      `${modelDir}: a ${m.head.kind} head is not expressible as an ONNX graph; retrain with --head softmax or mlp`,
+    throw new DataError(
+      'not-exportable',
+      modelDir,
+      words`a ${m.head.kind} head is not expressible as an ONNX graph; retrain with ${opt('head')} softmax or mlp`,
     );
   const model = await tfl.loadLayersModel(tf.io.fromMemory(files.artifacts));
   const opset = o.opset ?? DEFAULT_OPSET;
@@ -48,14 +53,18 @@ export async function exportOnnx(modelDir: string, out: string, o: { opset?: num
       },
     });
     const target = path.resolve(out);
-    mkdirSync(path.dirname(target), { recursive: true });
     const tmp = `${target}.${randomBytes(4).toString('hex')}.tmp`;
     try {
+      makeDirs(path.dirname(target));
       writeFileSync(tmp, bytes);
       renameSync(tmp, target);
     } catch (e) {
       rmSync(tmp, { force: true });
-      throw e;
+      throw new UsageError(
+        'out-not-writable',
+        words`${opt('out')} ${shown(out)}: cannot write (${(e as Error).message})`,
+        e,
+      );
     }
     return {
       out: target,

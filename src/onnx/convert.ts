@@ -18,6 +18,7 @@
  * pixel goes at the end), never as `auto_pad`, whose SAME_UPPER/SAME_LOWER runtimes disagree on.
  */
 import type { LayersModel, SymbolicTensor } from '@tensorflow/tfjs-layers';
+import { BaseError, InternalError, opt, UsageError, words } from '../util/errors.ts';
 import {
   type Attribute,
   AttrType,
@@ -189,20 +190,26 @@ class GraphBuilder {
 // Small helpers
 
 function unsupported(layer: Layer): Error {
-  return new Error(`layer ${layer.name}: type ${layer.getClassName()} is not supported by the ONNX converter`);
+  return new BaseError(
+    'unsupported-layer',
+    `layer ${layer.name}`,
+    `type ${layer.getClassName()} is not supported by the ONNX converter`,
+  );
 }
 
 function pair(v: unknown, what: string, layer: Layer): [number, number] {
   if (typeof v === 'number') return [v, v];
   if (Array.isArray(v) && v.length === 2 && v.every((x) => typeof x === 'number')) return [v[0], v[1]];
-  throw new Error(`layer ${layer.name}: ${what} ${JSON.stringify(v)} is not a 2-D size`);
+  throw new BaseError('unsupported-layer', `layer ${layer.name}`, `${what} ${JSON.stringify(v)} is not a 2-D size`);
 }
 
 function requireChannelsLast(layer: Layer, config: Record<string, unknown>): void {
   const f = config.dataFormat ?? config.data_format;
   if (typeof f === 'string' && /first/i.test(f)) {
-    throw new Error(
-      `layer ${layer.name}: data format ${f} is not supported by the ONNX converter (channels-last only)`,
+    throw new BaseError(
+      'unsupported-layer',
+      `layer ${layer.name}`,
+      `data format ${f} is not supported by the ONNX converter (channels-last only)`,
     );
   }
 }
@@ -214,7 +221,7 @@ function weightsOf(layer: Layer): Float32Array[] {
 function normAxis(axis: unknown, rank: number, layer: Layer): number {
   const a = Array.isArray(axis) && axis.length === 1 ? axis[0] : axis;
   if (typeof a !== 'number' || a < -rank || a >= rank)
-    throw new Error(`layer ${layer.name}: axis ${JSON.stringify(axis)} is not supported`);
+    throw new BaseError('unsupported-layer', `layer ${layer.name}`, `axis ${JSON.stringify(axis)} is not supported`);
   return a < 0 ? a + rank : a;
 }
 
@@ -234,7 +241,11 @@ function samePads(
   layer: Layer,
 ): [number, number] {
   if (size == null)
-    throw new Error(`layer ${layer.name}: padding 'same' needs a static spatial size for the ONNX converter`);
+    throw new BaseError(
+      'unsupported-layer',
+      `layer ${layer.name}`,
+      `padding 'same' needs a static spatial size for the ONNX converter`,
+    );
   const out = Math.ceil(size / stride);
   const total = Math.max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0);
   return [Math.floor(total / 2), total - Math.floor(total / 2)];
@@ -255,7 +266,11 @@ function windowPads(
     [t, b] = samePads(shape[1], kernel[0], strides[0], dilations[0], layer);
     [l, r] = samePads(shape[2], kernel[1], strides[1], dilations[1], layer);
   } else if (padding !== 'valid') {
-    throw new Error(`layer ${layer.name}: padding '${String(padding)}' is not supported by the ONNX converter`);
+    throw new BaseError(
+      'unsupported-layer',
+      `layer ${layer.name}`,
+      `padding '${String(padding)}' is not supported by the ONNX converter`,
+    );
   }
   if (extra) {
     t += extra[0];
@@ -331,7 +346,9 @@ function collect(outputs: SymbolicTensor[], bound: Set<SymbolicTensor>) {
     if (bound.has(t) || callOf.has(t)) return;
     const layer = t.sourceLayer;
     if (layer.getClassName() === 'InputLayer') {
-      throw new Error(`tensor ${t.name}: comes from input layer ${layer.name}, which is not an input of the model`);
+      throw new InternalError(
+        `tensor ${t.name}: comes from input layer ${layer.name}, which is not an input of the model`,
+      );
     }
     // Every output of one call shares the `inputs` object that call was given.
     let calls = byLayer.get(layer);
@@ -367,7 +384,7 @@ class Converter {
   constructor(readonly g: GraphBuilder) {}
 
   toNchw(v: Value): Value {
-    if (v.shape.length !== 4) throw new Error(`tensor ${v.name}: expected rank 4, got shape [${v.shape}]`);
+    if (v.shape.length !== 4) throw new InternalError(`tensor ${v.name}: expected rank 4, got shape [${v.shape}]`);
     return v.nchw ? v : { ...v, name: this.g.transpose(v.name, [0, 3, 1, 2]), nchw: true };
   }
 
@@ -442,7 +459,11 @@ class Converter {
         return out(g.node('Mul', [x, half], hint));
       }
       default:
-        throw new Error(`layer ${layer.name}: activation ${fn} is not supported by the ONNX converter`);
+        throw new BaseError(
+          'unsupported-layer',
+          `layer ${layer.name}`,
+          `activation ${fn} is not supported by the ONNX converter`,
+        );
     }
   }
 
@@ -458,7 +479,11 @@ class Converter {
   align(vs: Value[], layer: Layer): Value[] {
     const rank = vs[0].shape.length;
     if (vs.some((v) => v.shape.length !== rank)) {
-      throw new Error(`layer ${layer.name}: inputs of different ranks are not supported by the ONNX converter`);
+      throw new BaseError(
+        'unsupported-layer',
+        `layer ${layer.name}`,
+        `inputs of different ranks are not supported by the ONNX converter`,
+      );
     }
     if (rank === 4 && vs.some((v) => v.nchw)) return vs.map((v) => this.toNchw(v));
     return vs.map((v) => this.toNhwc(v));
@@ -479,14 +504,16 @@ class Converter {
       if (call.done) continue;
       const raw = call.inputs.map((t) => {
         const v = values.get(t);
-        if (!v) throw new Error(`layer ${call.layer.name}: input ${t.name} was not computed`);
+        if (!v) throw new InternalError(`layer ${call.layer.name}: input ${t.name} was not computed`);
         return v;
       });
       const folded = this.folded.get(call);
       const outs = folded ? [folded] : this.layer(call, raw, soleConsumer);
       call.done = true;
       if (outs.length !== call.outputs.length && !isContainer(call.layer)) {
-        throw new Error(`layer ${call.layer.name}: produced ${outs.length} outputs, expected ${call.outputs.length}`);
+        throw new InternalError(
+          `layer ${call.layer.name}: produced ${outs.length} outputs, expected ${call.outputs.length}`,
+        );
       }
       call.outputs.forEach((t, i) => {
         if (t) values.set(t, outs[i]);
@@ -650,7 +677,8 @@ class Converter {
         else if (Array.isArray(p) && p.length === 2) {
           const [[t, b], [l, r]] = p as number[][];
           pads = [t, b, l, r];
-        } else throw new Error(`layer ${name}: padding ${JSON.stringify(p)} is not supported`);
+        } else
+          throw new BaseError('unsupported-layer', `layer ${name}`, `padding ${JSON.stringify(p)} is not supported`);
         const next = soleConsumer(call.outputs[0]);
         const x = raw[0];
         const deferred: Value = {
@@ -852,7 +880,7 @@ function irVersionFor(opset: number): number {
 export function layersToOnnx(model: LayersModel, opts: OnnxExportOptions = {}): Uint8Array {
   const opset = opts.opset ?? DEFAULT_OPSET;
   if (!Number.isInteger(opset) || opset < 13 || opset > 22)
-    throw new Error(`ONNX opset ${opset} is not supported (13..22)`);
+    throw new UsageError('invalid-value', words`${opt('opset')} ${opset} is not supported (13..22)`);
   const g = new GraphBuilder();
   const inputNames = model.inputs.map((_t, i) =>
     g.fresh(i === 0 && opts.inputName ? opts.inputName : (model.inputNames[i] ?? `input_${i}`)),

@@ -2,6 +2,8 @@
  * Loading ONNX Runtime. onnxruntime-node is imported lazily and only here: its native binary may be missing or fail
  * to load on some platforms, and the rest of graft must keep working on TF.js when it does (see onnxAvailable).
  */
+
+import { oneLine, UsageError } from '../util/errors.ts';
 import { DataType, encodeModel } from './proto.ts';
 
 export type Ort = typeof import('onnxruntime-node');
@@ -19,7 +21,10 @@ export async function requireOrt(what: string): Promise<Ort> {
   try {
     return await loadOrt();
   } catch (e) {
-    throw new Error(`${what} need onnxruntime-node, which does not load here (${(e as Error).message.split('\n')[0]})`);
+    throw new UsageError(
+      'engine-unavailable',
+      `${what} need onnxruntime-node, which does not load here (${oneLine((e as Error).message)})`,
+    );
   }
 }
 

@@ -3,15 +3,18 @@
  * (resized as the metadata says); the model itself applies scale and offset.
  */
 import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { listDataset, type Skipped } from '../dataset/dataset.ts';
 import { decodeImage, ImageDecodeError } from '../dataset/decode.ts';
 import type { EngineChoice } from '../engines/engine-choice.ts';
 import { type TrunkRunner, tfjsTrunkRunner } from '../engines/trunk.ts';
-import { type ModelMetadata, readModelFolder } from '../export/model-files.ts';
+import { METADATA_FILE, type ModelMetadata, readModelFolder } from '../export/model-files.ts';
 import { initTf, tf, tfl } from '../tfjs/tf.ts';
 import type { HeadJson, TrainedHead } from '../train/features.ts';
 import { headFromJSON } from '../train/heads.ts';
 import { accuracy, argmaxRows, confusionMatrix, perClassMetrics } from '../train/metrics.ts';
+import { DataError, errnoOf, oneLine, opt, UsageError, words } from '../util/errors.ts';
+import { checkInteger } from '../util/options.ts';
 import { checkAbort, type ProgressCallback } from '../util/progress.ts';
 
 export interface Prediction {
@@ -27,12 +30,17 @@ export class Predictor {
   private readonly knn?: TrainedHead;
   private readonly runner: TrunkRunner;
 
+  /** The model folder, as given to `load`. */
+  readonly dir: string;
+
   private constructor(
+    dir: string,
     metadata: ModelMetadata,
     model: tfl.LayersModel | undefined,
     runner: TrunkRunner,
     knn?: TrainedHead,
   ) {
+    this.dir = dir;
     this.metadata = metadata;
     this.model = model;
     this.runner = runner;
@@ -47,19 +55,33 @@ export class Predictor {
       // Graph/ONNX base: the base file runs to the cut, the head runs in JS from headData.
       const { openForeignRunner } = await import('../export/foreign-model.ts');
       const runner = await openForeignRunner(files.dir, files.metadata, o.engine);
-      const head = headFromJSON(files.metadata.headData as HeadJson);
-      return new Predictor(files.metadata, undefined, runner, head);
+      const head = headOf(files.dir, files.metadata.headData);
+      return new Predictor(dir, files.metadata, undefined, runner, head);
     }
-    const model = await tfl.loadLayersModel(tf.io.fromMemory(files.artifacts));
-    const knn = files.metadata.headData ? headFromJSON(files.metadata.headData as HeadJson) : undefined;
+    let model: tfl.LayersModel;
+    try {
+      model = await tfl.loadLayersModel(tf.io.fromMemory(files.artifacts));
+    } catch (e) {
+      throw new DataError(
+        'corrupt-model',
+        path.join(files.dir, 'model.json'),
+        `cannot be loaded as a TF.js model (${oneLine((e as Error).message)})`,
+        e,
+      );
+    }
+    const knn = files.metadata.headData ? headOf(files.dir, files.metadata.headData) : undefined;
     const engine = o.engine ?? 'wasm';
     let runner = tfjsTrunkRunner(model);
     if (engine !== 'wasm') {
       const onnx = await import('../engines/onnx.ts');
       if (await onnx.onnxAvailable()) runner = await onnx.onnxTrunkRunner(model);
-      else if (engine === 'onnx') throw new Error('--engine onnx: onnxruntime-node does not load on this machine');
+      else if (engine === 'onnx')
+        throw new UsageError(
+          'engine-unavailable',
+          words`${opt('engine')} onnx: onnxruntime-node does not load on this machine`,
+        );
     }
-    return new Predictor(files.metadata, model, runner, knn);
+    return new Predictor(dir, files.metadata, model, runner, knn);
   }
 
   /** The engine running the network: 'onnx', 'wasm' or 'cpu'. */
@@ -74,7 +96,17 @@ export class Predictor {
   /** Class probabilities for n images of raw pixels (n × h × w × 3, values 0..255). */
   async predictPixels(pixels: Float32Array, n: number): Promise<Float32Array> {
     const [out] = await this.runner.run(pixels, n);
-    return this.knn ? this.knn.predictProba(out, n) : out;
+    const probs = this.knn ? this.knn.predictProba(out, n) : out;
+    // Finite pixels in, so a NaN out means damaged weights (e.g. a weights.bin overwritten in place): never a result.
+    for (let i = 0; i < probs.length; i++) {
+      if (!Number.isFinite(probs[i]))
+        throw new DataError(
+          'non-finite',
+          this.dir,
+          'the model outputs NaN or infinity: its weights are damaged (restore the folder or retrain)',
+        );
+    }
+    return probs;
   }
 
   /** Decodes and classifies image files; files that do not decode are returned in `skipped`. */
@@ -88,7 +120,7 @@ export class Predictor {
     const predictions: Prediction[] = [];
     const probabilities: Float32Array[] = [];
     const skipped: Skipped[] = [];
-    const k = Math.min(o.topK ?? 3, this.labels.length);
+    const k = Math.min(checkInteger('topK', o.topK) ?? 3, this.labels.length);
     for (let start = 0; start < files.length; start += bs) {
       checkAbort(o.signal);
       const batch: string[] = [];
@@ -99,12 +131,15 @@ export class Predictor {
           pixels.set(await decodeImage(bytes, file, this.metadata.preprocessing), batch.length * px);
           batch.push(file);
         } catch (e) {
+          const code = errnoOf(e);
           const reason =
             e instanceof ImageDecodeError
               ? e.reason
-              : (e as NodeJS.ErrnoException).code === 'ENOENT'
+              : code === 'ENOENT'
                 ? 'file does not exist'
-                : (e as Error).message;
+                : code === 'EISDIR'
+                  ? 'not a regular file'
+                  : `cannot read (${code})`;
           skipped.push({ file, reason });
         }
       }
@@ -127,6 +162,17 @@ export class Predictor {
     void this.runner.dispose();
     this.model?.dispose();
     this.knn?.dispose();
+  }
+}
+
+/** The head stored in graft.json; damaged data there is the model folder's fault, named as such. */
+function headOf(dir: string, data: unknown): TrainedHead {
+  try {
+    return headFromJSON(data as HeadJson);
+  } catch (e) {
+    if (e instanceof DataError)
+      throw new DataError('corrupt-model', path.join(dir, METADATA_FILE), `head data: ${e.reason}`, e);
+    throw e;
   }
 }
 
@@ -154,11 +200,23 @@ export async function evaluateModel(
     skipped.push({ file: s.file, reason: `class '${s.label}' is not one of the model's labels` });
     return false;
   });
+  if (samples.length === 0)
+    throw new DataError(
+      'no-known-labels',
+      data,
+      `none of its classes (${listing.classes.join(', ')}) is one of the model's labels (${labels.join(', ')})`,
+    );
   const r = await predictor.predictFiles(
     samples.map((s) => s.file),
     { topK: 1, ...o },
   );
   skipped.push(...r.skipped);
+  if (r.predictions.length === 0)
+    throw new DataError(
+      'no-usable-images',
+      data,
+      `none of its ${samples.length} images could be read (e.g. ${r.skipped[0]?.file}: ${r.skipped[0]?.reason})`,
+    );
   const labelOf = new Map(samples.map((s) => [s.file, s.label]));
   const y = Int32Array.from(r.predictions.map((p) => labels.indexOf(labelOf.get(p.file)!)));
   const c = labels.length;

@@ -2,11 +2,13 @@
  * Stratified k-fold assignment: every fold gets each class in (nearly) the same proportion, and the same seed always
  * gives the same folds, so cut-search scores can be reproduced and compared.
  */
+
+import { InternalError } from '../util/errors.ts';
 import { mulberry32, shuffleInPlace } from './random.ts';
 
 /** Returns the fold (0..k-1) of each sample. */
 export function stratifiedFolds(y: Int32Array, k: number, seed: number): Int32Array {
-  if (!Number.isInteger(k) || k < 2) throw new Error(`k-fold needs k >= 2 (got ${k})`);
+  if (!Number.isInteger(k) || k < 2) throw new InternalError(`k-fold needs k >= 2 (got ${k})`);
   const rng = mulberry32(seed);
   const folds = new Int32Array(y.length);
   const classes = [...new Set(y)].sort((a, b) => a - b);
@@ -44,7 +46,7 @@ export function concatRows<T extends { x: Float32Array; n: number; y: Int32Array
   let r = 0;
   for (const s of sets) {
     if (s.x.length !== s.n * dim)
-      throw new Error(`concatRows: a set of ${s.n} rows holds ${s.x.length} values, expected ${s.n * dim}`);
+      throw new InternalError(`concatRows: a set of ${s.n} rows holds ${s.x.length} values, expected ${s.n * dim}`);
     x.set(s.x, r * dim);
     y.set(s.y, r);
     r += s.n;

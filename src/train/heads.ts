@@ -4,6 +4,7 @@
  */
 import type { SymbolicTensor } from '@tensorflow/tfjs-layers';
 import { tf, tfl } from '../tfjs/tf.ts';
+import { DataError, InternalError, UsageError } from '../util/errors.ts';
 import type { EpochLog, HeadJson, TrainedHead } from './features.ts';
 
 const JSON_VERSION = 1;
@@ -132,10 +133,10 @@ function toBase64(a: Float32Array): string {
 }
 
 function fromBase64(s: unknown, expected: number, what: string): Float32Array {
-  if (typeof s !== 'string') throw new Error(`head JSON: ${what} is missing`);
+  if (typeof s !== 'string') throw new DataError('corrupt-model', 'head JSON', `${what} is missing`);
   const b = Buffer.from(s, 'base64');
   if (b.byteLength !== expected * 4) {
-    throw new Error(`head JSON: ${what} holds ${b.byteLength / 4} values, expected ${expected}`);
+    throw new DataError('corrupt-model', 'head JSON', `${what} holds ${b.byteLength / 4} values, expected ${expected}`);
   }
   // Copy: the decoded buffer may start at an offset that is not a multiple of 4.
   const out = new Float32Array(expected);
@@ -145,7 +146,7 @@ function fromBase64(s: unknown, expected: number, what: string): Float32Array {
 
 function checkInput(x: Float32Array, n: number, dim: number): void {
   if (!Number.isInteger(n) || n < 0 || x.length !== n * dim) {
-    throw new Error(`predictProba: expected ${n}*${dim} values, got ${x.length}`);
+    throw new UsageError('invalid-value', `predictProba: expected ${n}*${dim} values, got ${x.length}`);
   }
 }
 
@@ -158,7 +159,7 @@ abstract class BaseHead {
     public bestEpoch: number,
   ) {}
   protected alive(): void {
-    if (this.disposed) throw new Error('this head has been disposed');
+    if (this.disposed) throw new UsageError('disposed', 'this head has been disposed');
   }
 }
 
@@ -230,7 +231,9 @@ export class DenseHead extends BaseHead implements TrainedHead {
   apply(input: SymbolicTensor, prefix = 'head_'): SymbolicTensor {
     const last = input.shape[input.shape.length - 1];
     if (input.shape.length !== 2 || last !== this.dim) {
-      throw new Error(`head.apply: expected input of shape [null, ${this.dim}], got [${input.shape.join(', ')}]`);
+      throw new InternalError(
+        `head.apply: expected input of shape [null, ${this.dim}], got [${input.shape.join(', ')}]`,
+      );
     }
     const weights = this.foldedWeights();
     let h = input;
@@ -310,7 +313,7 @@ export class KnnHead extends BaseHead implements TrainedHead {
   ) {
     super(numClasses, dim, history, bestEpoch);
     this.n = labels.length;
-    if (this.n === 0) throw new Error('knn head needs at least one stored example');
+    if (this.n === 0) throw new UsageError('invalid-value', 'knn head needs at least one stored example');
     this.stored = tf.tensor2d(features, [this.n, dim]);
   }
 
@@ -380,7 +383,10 @@ export class KnnHead extends BaseHead implements TrainedHead {
   }
 
   apply(_input: SymbolicTensor, _prefix?: string): SymbolicTensor {
-    throw new Error('a knn head cannot be expressed as TF.js layers; export it as JSON or train a softmax/mlp head');
+    throw new UsageError(
+      'not-exportable',
+      'a knn head cannot be expressed as TF.js layers; export it as JSON or train a softmax/mlp head',
+    );
   }
 
   toJSON(): HeadJson {
@@ -411,16 +417,20 @@ export class KnnHead extends BaseHead implements TrainedHead {
 export function headFromJSON(json: HeadJson): TrainedHead {
   const { kind, numClasses, dim } = json;
   if (!Number.isInteger(numClasses) || numClasses < 1 || !Number.isInteger(dim) || dim < 1) {
-    throw new Error('head JSON: numClasses and dim must be positive integers');
+    throw new DataError('corrupt-model', 'head JSON', 'numClasses and dim must be positive integers');
   }
   if (json.version !== undefined && json.version !== JSON_VERSION) {
-    throw new Error(`head JSON: version ${String(json.version)} is not supported (expected ${JSON_VERSION})`);
+    throw new DataError(
+      'corrupt-model',
+      'head JSON',
+      `version ${String(json.version)} is not supported (expected ${JSON_VERSION})`,
+    );
   }
   const history = Array.isArray(json.history) ? (json.history as EpochLog[]) : [];
   const bestEpoch = typeof json.bestEpoch === 'number' ? json.bestEpoch : 0;
   if (kind === 'knn') {
     const labels = json.labels;
-    if (!Array.isArray(labels)) throw new Error('head JSON: labels is missing');
+    if (!Array.isArray(labels)) throw new DataError('corrupt-model', 'head JSON', 'labels is missing');
     const y = Int32Array.from(labels as number[]);
     const k = typeof json.k === 'number' ? json.k : 5;
     return new KnnHead(
@@ -433,10 +443,11 @@ export function headFromJSON(json: HeadJson): TrainedHead {
       bestEpoch,
     );
   }
-  if (kind !== 'softmax' && kind !== 'mlp') throw new Error(`head JSON: unknown kind '${String(kind)}'`);
+  if (kind !== 'softmax' && kind !== 'mlp')
+    throw new DataError('corrupt-model', 'head JSON', `unknown kind '${String(kind)}'`);
   const layers = json.layers as { units: number; kernel: string; bias: string }[] | undefined;
   if (!Array.isArray(layers) || layers.length !== (kind === 'mlp' ? 2 : 1)) {
-    throw new Error(`head JSON: a ${kind} head needs ${kind === 'mlp' ? 2 : 1} layer(s)`);
+    throw new DataError('corrupt-model', 'head JSON', `a ${kind} head needs ${kind === 'mlp' ? 2 : 1} layer(s)`);
   }
   const std = { mean: fromBase64(json.mean, dim, 'mean'), invStd: fromBase64(json.invStd, dim, 'invStd') };
   let inDim = dim;
@@ -451,7 +462,8 @@ export function headFromJSON(json: HeadJson): TrainedHead {
     });
     inDim = units;
   }
-  if (inDim !== numClasses) throw new Error(`head JSON: last layer has ${inDim} units for ${numClasses} classes`);
+  if (inDim !== numClasses)
+    throw new DataError('corrupt-model', 'head JSON', `last layer has ${inDim} units for ${numClasses} classes`);
   const params = arrays.flatMap((a) => [tf.tensor2d(a.kernel, [a.inDim, a.units]), tf.tensor1d(a.bias)]);
   return new DenseHead(kind, numClasses, dim, std, params, history, bestEpoch);
 }

@@ -1,4 +1,5 @@
 /** Classification metrics on plain arrays, so reports and the CLI can use them without TF.js. */
+import { InternalError } from '../util/errors.ts';
 
 /** Index of the largest value in each row; ties go to the lower class index. */
 export function argmaxRows(proba: Float32Array, n: number, numClasses: number): Int32Array {
@@ -39,7 +40,8 @@ export function logLoss(proba: Float32Array, y: Int32Array, numClasses: number):
 
 /** counts[true][pred]. */
 export function confusionMatrix(pred: Int32Array, y: Int32Array, numClasses: number): number[][] {
-  if (pred.length !== y.length) throw new Error(`confusionMatrix: ${pred.length} predictions for ${y.length} labels`);
+  if (pred.length !== y.length)
+    throw new InternalError(`confusionMatrix: ${pred.length} predictions for ${y.length} labels`);
   const m = Array.from({ length: numClasses }, () => new Array<number>(numClasses).fill(0));
   for (let i = 0; i < y.length; i++) m[y[i]][pred[i]]++;
   return m;

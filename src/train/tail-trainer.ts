@@ -7,6 +7,7 @@
  * the head trainer's, so batch order comes from the seeded generator and early stopping can keep the best weights.
  */
 import { tf, type tfl } from '../tfjs/tf.ts';
+import { InternalError, opt, shown, UsageError, words } from '../util/errors.ts';
 import { checkAbort } from '../util/progress.ts';
 import type { EpochLog, TrainedHead } from './features.ts';
 import { DenseHead } from './heads.ts';
@@ -68,7 +69,7 @@ export interface JointHead {
 
 function b64(s: unknown, n: number): Float32Array {
   const b = Buffer.from(String(s), 'base64');
-  if (b.byteLength !== n * 4) throw new Error(`head JSON holds ${b.byteLength / 4} values, expected ${n}`);
+  if (b.byteLength !== n * 4) throw new InternalError(`head JSON holds ${b.byteLength / 4} values, expected ${n}`);
   const out = new Float32Array(n);
   new Uint8Array(out.buffer).set(b);
   return out;
@@ -89,7 +90,8 @@ export function capInvStd(invStd: Float32Array, cap: number = TAIL_DEFAULTS.maxG
  * standardisation capped (see TAIL_DEFAULTS.maxGainOverMedian).
  */
 export function jointHeadFrom(head: TrainedHead): JointHead {
-  if (head.kind !== 'softmax') throw new Error(`a tail trains with a softmax head (got '${head.kind}')`);
+  if (head.kind !== 'softmax')
+    throw new UsageError('invalid-value', words`a tail trains with a softmax ${opt('head')} (got ${shown(head.kind)})`);
   const j = head.toJSON() as unknown as { mean: string; invStd: string; layers: { kernel: string; bias: string }[] };
   const { dim, numClasses: C } = head;
   const variable = (t: tf.Tensor) => {
@@ -130,7 +132,10 @@ function rowSize(tail: Tail): number {
 
 function checkData(tail: Tail, d: TailData, what: string): void {
   if (d.x.length !== d.n * rowSize(tail) || d.y.length !== d.n) {
-    throw new Error(`${what}: ${d.x.length} values and ${d.y.length} labels for ${d.n} rows of ${rowSize(tail)}`);
+    throw new UsageError(
+      'invalid-value',
+      `${what}: ${d.x.length} values and ${d.y.length} labels for ${d.n} rows of ${rowSize(tail)}`,
+    );
   }
 }
 
@@ -287,19 +292,25 @@ export async function trainTail(
   opts: TrainTailOptions,
 ): Promise<TailTrainResult> {
   checkData(tail, train, 'train');
-  if (train.n === 0) throw new Error('train: no examples');
+  if (train.n === 0) throw new UsageError('invalid-value', 'train: no examples');
   if (val) checkData(tail, val, 'val');
   const useVal = val && val.n > 0 ? val : undefined;
   const C = head.numClasses;
   const { epochs, patience, lr } = opts;
-  if (!(lr > 0)) throw new Error(`learning rate must be positive, got ${lr}`);
-  if (!(Number.isInteger(epochs) && epochs > 0)) throw new Error(`epochs must be a positive integer, got ${epochs}`);
+  if (!(lr > 0))
+    throw new UsageError('invalid-value', words`${opt('lr')} must be a positive number (got ${shown(lr)})`);
+  if (!(Number.isInteger(epochs) && epochs > 0))
+    throw new UsageError('invalid-value', words`${opt('epochs')} must be a positive integer (got ${shown(epochs)})`);
   if (!(Number.isInteger(patience) && patience > 0))
-    throw new Error(`patience must be a positive integer, got ${patience}`);
+    throw new UsageError(
+      'invalid-value',
+      words`${opt('patience')} must be a positive integer (got ${shown(patience)})`,
+    );
   const batchSize = opts.batchSize ?? TAIL_DEFAULTS.batchSize;
   const rng = mulberry32(opts.seed ?? TAIL_DEFAULTS.seed);
   const dropoutRate = opts.dropout ?? TAIL_DEFAULTS.dropout;
-  if (!(dropoutRate >= 0 && dropoutRate < 1)) throw new Error(`dropout must be in [0, 1), got ${dropoutRate}`);
+  if (!(dropoutRate >= 0 && dropoutRate < 1))
+    throw new UsageError('invalid-value', words`${opt('dropout')} must be in [0, 1) (got ${shown(dropoutRate)})`);
   const classW =
     (opts.classWeights ?? 'balanced') === 'balanced' ? balancedClassWeights(train.y, C) : new Float32Array(C).fill(1);
 
@@ -358,7 +369,7 @@ export async function trainTail(
             true,
             varList,
           );
-          if (!c) throw new Error('optimizer returned no cost');
+          if (!c) throw new InternalError('optimizer returned no cost');
           return c;
         });
         lossSum += cost.dataSync()[0] * b;
@@ -392,7 +403,10 @@ export async function trainTail(
       history.push(log);
       opts.onEpoch?.(log, epochs);
       if (!Number.isFinite(watched) && !best)
-        throw new Error(`training diverged at epoch ${epoch} (loss ${watched}); lower the learning rate`);
+        throw new UsageError(
+          'diverged',
+          `training diverged at epoch ${epoch} (loss ${watched}); lower the learning rate`,
+        );
       if (epoch - bestEpoch >= patience) break;
     }
     checkAbort(opts.signal);

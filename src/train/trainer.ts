@@ -5,6 +5,7 @@
  * downloaded per step); whole-set scoring runs on device-resident copies and reads back once per epoch.
  */
 import { tf } from '../tfjs/tf.ts';
+import { opt, shown, UsageError, words } from '../util/errors.ts';
 import { checkAbort } from '../util/progress.ts';
 import type { EpochLog, FeatureSet, TrainedHead, TrainHeadOptions } from './features.ts';
 import { computeStandardisation, DenseHead, denseEvaluate, denseGradients, KnnHead } from './heads.ts';
@@ -46,14 +47,17 @@ export function balancedClassWeights(y: Int32Array, numClasses: number): Float32
 
 function checkSet(fs: FeatureSet, numClasses: number, what: string, dim?: number): void {
   if (!Number.isInteger(fs.n) || fs.n < 0 || !Number.isInteger(fs.dim) || fs.dim < 1) {
-    throw new Error(`${what}: n and dim must be integers (n=${fs.n}, dim=${fs.dim})`);
+    throw new UsageError('invalid-value', `${what}: n and dim must be integers (n=${fs.n}, dim=${fs.dim})`);
   }
-  if (dim !== undefined && fs.dim !== dim) throw new Error(`${what}: dim ${fs.dim} differs from training dim ${dim}`);
+  if (dim !== undefined && fs.dim !== dim)
+    throw new UsageError('invalid-value', `${what}: dim ${fs.dim} differs from training dim ${dim}`);
   if (fs.x.length !== fs.n * fs.dim)
-    throw new Error(`${what}: x holds ${fs.x.length} values, expected n*dim = ${fs.n * fs.dim}`);
-  if (fs.y.length !== fs.n) throw new Error(`${what}: y holds ${fs.y.length} labels for ${fs.n} rows`);
+    throw new UsageError('invalid-value', `${what}: x holds ${fs.x.length} values, expected n*dim = ${fs.n * fs.dim}`);
+  if (fs.y.length !== fs.n)
+    throw new UsageError('invalid-value', `${what}: y holds ${fs.y.length} labels for ${fs.n} rows`);
   for (const c of fs.y) {
-    if (!(c >= 0 && c < numClasses)) throw new Error(`${what}: label ${c} outside 0..${numClasses - 1}`);
+    if (!(c >= 0 && c < numClasses))
+      throw new UsageError('invalid-value', `${what}: label ${c} outside 0..${numClasses - 1}`);
   }
 }
 
@@ -70,16 +74,20 @@ export async function trainHead(
   opts: TrainHeadOptions = {},
 ): Promise<TrainedHead> {
   if (!Number.isInteger(numClasses) || numClasses < 1)
-    throw new Error(`numClasses must be a positive integer, got ${numClasses}`);
+    throw new UsageError('invalid-value', words`${opt('numClasses')} must be a positive integer (got ${numClasses})`);
   checkSet(train, numClasses, 'train');
-  if (train.n === 0) throw new Error('train: no examples');
+  if (train.n === 0) throw new UsageError('invalid-value', 'train: no examples');
   if (val) checkSet(val, numClasses, 'val', train.dim);
   const useVal = val !== undefined && val.n > 0 ? val : undefined;
   await tf.ready();
   checkAbort(opts.signal);
   const kind = opts.head ?? HEAD_DEFAULTS.head;
   if (kind === 'knn') return trainKnn(train, useVal, numClasses, opts);
-  if (kind !== 'softmax' && kind !== 'mlp') throw new Error(`unknown head '${String(kind)}'`);
+  if (kind !== 'softmax' && kind !== 'mlp')
+    throw new UsageError(
+      'invalid-value',
+      words`${opt('head')} must be softmax, mlp or knn (got ${shown(String(kind))})`,
+    );
   return trainDense(kind, train, useVal, numClasses, opts);
 }
 
@@ -90,7 +98,8 @@ function trainKnn(
   opts: TrainHeadOptions,
 ): TrainedHead {
   const k = opts.k ?? HEAD_DEFAULTS.k;
-  if (!Number.isInteger(k) || k < 1) throw new Error(`k must be a positive integer, got ${k}`);
+  if (!Number.isInteger(k) || k < 1)
+    throw new UsageError('invalid-value', words`${opt('k')} must be a positive integer (got ${shown(k)})`);
   const t0 = performance.now();
   const head = new KnnHead(numClasses, train.dim, KnnHead.normalise(train.x, train.n, train.dim), train.y.slice(), k);
   try {
@@ -177,7 +186,10 @@ function oneHot(y: Int32Array, numClasses: number): Float32Array {
 
 function positive(name: string, v: number, integer: boolean): number {
   if (!(v > 0) || (integer && !Number.isInteger(v)))
-    throw new Error(`${name} must be a positive ${integer ? 'integer' : 'number'}, got ${v}`);
+    throw new UsageError(
+      'invalid-value',
+      words`${opt(name)} must be a positive ${integer ? 'integer' : 'number'} (got ${shown(v)})`,
+    );
   return v;
 }
 
@@ -194,9 +206,11 @@ async function trainDense(
   const patience = positive('patience', opts.patience ?? HEAD_DEFAULTS.patience, true);
   const hidden = positive('hidden', opts.hidden ?? HEAD_DEFAULTS.hidden, true);
   const dropout = opts.dropout ?? HEAD_DEFAULTS.dropout;
-  if (!(dropout >= 0 && dropout < 1)) throw new Error(`dropout must be in [0, 1), got ${dropout}`);
+  if (!(dropout >= 0 && dropout < 1))
+    throw new UsageError('invalid-value', words`${opt('dropout')} must be in [0, 1) (got ${shown(dropout)})`);
   const weightDecay = opts.weightDecay ?? HEAD_DEFAULTS.weightDecay;
-  if (!(weightDecay >= 0)) throw new Error(`weightDecay must be >= 0, got ${weightDecay}`);
+  if (!(weightDecay >= 0))
+    throw new UsageError('invalid-value', words`${opt('weightDecay')} must be >= 0 (got ${shown(weightDecay)})`);
   const { signal, onEpoch } = opts;
   const rng = mulberry32(opts.seed ?? HEAD_DEFAULTS.seed);
   const { n, dim } = train;
@@ -331,7 +345,10 @@ async function trainDense(
       history.push(log);
       onEpoch?.(log, epochs);
       if (!Number.isFinite(watched) && bestEpoch === 0)
-        throw new Error(`training diverged at epoch ${epoch} (loss ${watched}); lower lr`);
+        throw new UsageError(
+          'diverged',
+          words`training diverged at epoch ${epoch} (loss ${watched}); lower ${opt('lr')}`,
+        );
       if (epoch - bestEpoch >= patience) break;
       await tick();
       lastYield = performance.now();

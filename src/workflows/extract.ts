@@ -13,6 +13,7 @@ import { applyView, type View } from '../dataset/views.ts';
 import type { RunnerFactory } from '../engines/engine-choice.ts';
 import type { FeatureSet } from '../train/features.ts';
 import { concatRows } from '../train/folds.ts';
+import { UsageError } from '../util/errors.ts';
 import { checkAbort, type ProgressCallback } from '../util/progress.ts';
 
 export { type RunnerFactory, tfjsRunner } from '../engines/engine-choice.ts';
@@ -57,6 +58,8 @@ export interface Extracted {
   samples: Sample[];
   /** The view of each row (parallel to `samples`). */
   views: View[];
+  /** SHA-256 of each row's image file (parallel to `samples`): finds the same image under two names. */
+  hashes: string[];
   /** Per cut (same order as `cuts`): samples.length × featureSize, row-major. */
   features: Float32Array[];
   featureSizes: number[];
@@ -79,10 +82,11 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
   const pool = o.pool ?? true;
   const sizes = featureSizesOf(base, cuts, pool);
   const rows: (Float32Array[] | undefined)[] = new Array(samples.length);
+  const hashes: string[] = new Array(samples.length);
   const skipped: Skipped[] = [];
   const views = o.views ?? samples.map((): View => 'orig');
   if (views.length !== samples.length)
-    throw new Error(`extractFeatures: ${views.length} views for ${samples.length} samples`);
+    throw new UsageError('invalid-value', `extractFeatures: ${views.length} views for ${samples.length} samples`);
   const pending: { i: number; bytes: Uint8Array; keys: ActivationKeyParts[] }[] = [];
   const damagedBefore = cache.damaged.length;
   cache.describeBase(base.id, { name: base.name, source: base.source });
@@ -118,6 +122,7 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
     }
     const image = last?.file === file ? last.image : hashBytes(bytes);
     last = { file, bytes, image };
+    hashes[i] = image;
     const keys = cuts.map(
       (cut): ActivationKeyParts => ({
         image,
@@ -219,6 +224,7 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
   return {
     samples: kept.map((i) => samples[i]),
     views: kept.map((i) => views[i]),
+    hashes: kept.map((i) => hashes[i]),
     features,
     featureSizes: sizes,
     skipped,

@@ -36,6 +36,7 @@ import {
   trainTail,
 } from '../train/tail-trainer.ts';
 import { trainHead } from '../train/trainer.ts';
+import { opt, UsageError, words } from '../util/errors.ts';
 import type { ProgressCallback } from '../util/progress.ts';
 import { type Extracted, featureSet, trainingSet } from './extract.ts';
 
@@ -107,7 +108,7 @@ export interface ParameterPlan {
 }
 
 function splitIndex(base: LayersBase, name: string): number {
-  return layerIndex(base.model, name) === 0 ? 0 : requireCutPoint(base.model, name);
+  return layerIndex(base.model, name, 'unfreezeFrom') === 0 ? 0 : requireCutPoint(base.model, name, 'unfreezeFrom');
 }
 
 /** The default unfreeze point for a split at `cutIndex` (see PARAMETER_DEFAULTS.unfreezeFraction). */
@@ -132,8 +133,9 @@ export function planParameter(
     cut = o.cut ?? cutForRetrainLayers(base, o.retrainLayers ?? PARAMETER_DEFAULTS.retrainLayers);
     requireCutPoint(model, cut);
     if (layerIndex(model, cut) > layerIndex(model, top)) {
-      throw new Error(
-        `--cut ${cut} lies above the head input ${top}: parameter transfer retrains the layers between them`,
+      throw new UsageError(
+        'cut-above-head',
+        words`${opt('cut')} ${cut} lies above the head input ${top}: parameter transfer retrains the layers between them`,
       );
     }
   } else {
@@ -142,15 +144,17 @@ export function planParameter(
   }
   const cutIdx = layerIndex(model, cut);
   if (!o.fineTune) {
-    if (o.unfreezeFrom !== undefined) throw new Error('--unfreeze-from needs --fine-tune');
+    if (o.unfreezeFrom !== undefined)
+      throw new UsageError('needs-option', words`${opt('unfreezeFrom')} needs ${opt('fineTune')}`);
     return { top, cut, cuts: [cut] };
   }
   let from = o.unfreezeFrom ?? defaultUnfreezeFrom(base, top, cutIdx);
   if (from === 'all') from = model.layers[0].name;
   const fromIdx = splitIndex(base, from);
   if (fromIdx >= cutIdx) {
-    throw new Error(
-      `--unfreeze-from ${from} must lie below the ${o.mode === 'parameter' ? 'retrained layers' : 'cut'} (${cut})`,
+    throw new UsageError(
+      'invalid-value',
+      words`${opt('unfreezeFrom')} ${from} must lie below the ${o.mode === 'parameter' ? 'retrained layers' : 'cut'} (${cut})`,
     );
   }
   return { top, cut, unfreezeFrom: from, cuts: [cut, from] };
@@ -270,7 +274,11 @@ export async function trainParameter(
     const train1 = trainingSet(data, 0);
     const val1 = data.val ? featureSet(data.val, 0, data.classes) : undefined;
     if (o.reinit) {
-      if (tail.layers.length === 0) throw new Error('--reinit needs layers to retrain (--retrain-layers of 1 or more)');
+      if (tail.layers.length === 0)
+        throw new UsageError(
+          'needs-option',
+          words`${opt('reinit')} needs layers to retrain (${opt('retrainLayers')} of 1 or more)`,
+        );
       reinitialiseLayers(tail.layers, seed);
     }
 

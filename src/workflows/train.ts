@@ -2,7 +2,7 @@
  * `graft train`: data set → trunk activations (cached) → head → one stitched model on disk.
  */
 import path from 'node:path';
-import { type Base, type BaseOptions, disposeBase, type LayersBase, loadBase } from '../base/base.ts';
+import { type Base, type BaseOptions, disposeBase, type Fallback, type LayersBase, loadBase } from '../base/base.ts';
 import { formatWords } from '../base/foreign.ts';
 import { ActivationCache, type DamagedEntry } from '../cache/activation-cache.ts';
 import {
@@ -21,9 +21,12 @@ import { stitchModel } from '../export/stitch.ts';
 import type { HeadKind, TrainedHead, TrainHeadOptions } from '../train/features.ts';
 import { accuracy, argmaxRows, confusionMatrix } from '../train/metrics.ts';
 import { trainHead } from '../train/trainer.ts';
+import { InternalError, opt, UsageError, type Warning, words } from '../util/errors.ts';
+import { checkRange } from '../util/options.ts';
 import { checkAbort, type ProgressCallback } from '../util/progress.ts';
 import { versions } from '../util/versions.ts';
 import { type SweepRow, sweep, sweepCandidates } from './autocut.ts';
+import { checkSplit, duplicateWarnings, listingWarnings, preflight } from './checks.ts';
 import { type Extracted, extractFeatures, featureSet, type RunnerFactory, trainingSet } from './extract.ts';
 import { type ParameterOutcome, planParameter, type TransferSettings, trainParameter } from './parameter.ts';
 
@@ -55,6 +58,8 @@ export interface TrainOptions extends BaseOptions, TransferSettings, HeadSetting
   /** Activation cache folder (default: GRAFT_CACHE_DIR or the user's cache directory). */
   cacheDir?: string;
   onProgress?: ProgressCallback;
+  /** Called as soon as something is noticed that does not stop the job (all of them are also in the result). */
+  onWarning?: (w: Warning) => void;
   signal?: AbortSignal;
 }
 
@@ -75,7 +80,7 @@ export interface TrainResult {
   base: string;
   baseId: string;
   /** Why the default base was not used, when graft fell back to another one. */
-  baseFallback?: { wanted: string; reason: string };
+  baseFallback?: Fallback;
   cut: string;
   head: HeadKind;
   engine: string;
@@ -87,6 +92,8 @@ export interface TrainResult {
   /** Trunk forward calls made (0 on a warm cache); one call serves every cut of a sweep. */
   trunkCalls: number;
   skipped: Skipped[];
+  /** What was noticed that did not stop the job: validation data that is training data, one image in two classes… */
+  warnings: Warning[];
   history: TrainedHead['history'];
   /** Parameter transfer / fine-tuning: the split of each stage and how it went. */
   parameter?: {
@@ -118,6 +125,8 @@ export interface PreparedData {
 /** Data sets already listed by the caller, so the folders are walked once per run. */
 interface Listed {
   listings?: { train: DatasetListing; val?: DatasetListing };
+  /** The caller already warned that validation files are training files (no second warning by content). */
+  valOverlapReported?: boolean;
 }
 
 export async function prepareData(
@@ -136,10 +145,10 @@ export async function prepareData(
       else skipped.push({ file: s.file, reason: `class '${s.label}' is not in the training data` });
     }
   } else {
-    const fraction = o.valSplit ?? 0.2;
-    if (!(fraction >= 0 && fraction < 1)) throw new Error(`--val-split must be in [0, 1) (got ${fraction})`);
+    const fraction = checkRange('valSplit', o.valSplit, 0, 1) ?? 0.2;
     if (fraction > 0) ({ train: trainSamples, val: valSamples } = splitByHash(listing, fraction));
   }
+  checkSplit(o.data, listing, trainSamples, o);
   const cache = new ActivationCache(o.cacheDir);
   const common = {
     base: o.base,
@@ -163,6 +172,17 @@ export async function prepareData(
     views: items.map((i) => i.view),
   });
   skipped.push(...all.skipped);
+  const origRows = (wanted: Sample[]) => {
+    const keep = new Set(wanted.map((s) => s.file));
+    const rows = all.samples.flatMap((s, i) => (all.views[i] === 'orig' && keep.has(s.file) ? [i] : []));
+    return { samples: rows.map((i) => all.samples[i]), hashes: rows.map((i) => all.hashes[i]) };
+  };
+  for (const w of duplicateWarnings(
+    origRows(trainSamples),
+    valSamples.length ? origRows(valSamples) : undefined,
+    o.valOverlapReported ?? false,
+  ))
+    o.onWarning?.(w);
   const rowOf = new Map<string, number>();
   all.samples.forEach((s, i) => {
     rowOf.set(`${all.views[i]}\0${s.file}`, i);
@@ -174,6 +194,7 @@ export async function prepareData(
       ...all,
       samples: idx.map((i) => all.samples[i]),
       views: idx.map(() => view),
+      hashes: idx.map((i) => all.hashes[i]),
       features: all.features.map((f, c) => {
         const size = all.featureSizes[c];
         const m = new Float32Array(idx.length * size);
@@ -190,13 +211,14 @@ export async function prepareData(
   const augmented = extra.map((view) => pick(train.samples, view));
   for (const a of augmented) {
     if (a.samples.length !== train.samples.length)
-      throw new Error(
+      throw new InternalError(
         `${a.views[0]} view: ${a.samples.length} of ${train.samples.length} training images produced activations`,
       );
   }
   const counts = new Map<string, number>(listing.classes.map((c) => [c, 0]));
   for (const s of train.samples) counts.set(s.label, (counts.get(s.label) ?? 0) + 1);
-  checkClasses(o.data, listing.classes, counts);
+  const labelOf = new Map(trainSamples.map((x) => [x.file, x.label]));
+  checkClasses(o.data, listing.classes, counts, (label) => skipped.find((x) => labelOf.get(x.file) === label));
   return {
     base: o.base,
     classes: listing.classes,
@@ -228,45 +250,38 @@ function runFacts(base: Base, data: PreparedData, engine: string, trainSeconds: 
 export async function train(o: TrainOptions): Promise<TrainResult> {
   const t0 = performance.now();
   checkAbort(o.signal);
-  // Fail on a bad data path before spending time on the base; the listings are reused below.
+  const warnings: Warning[] = [];
+  const onWarning = (w: Warning) => {
+    warnings.push(w);
+    o.onWarning?.(w);
+  };
+  // Options, output and cache folders, then the data: all before the base is loaded. The listings are reused below.
+  for (const w of preflight(o)) onWarning(w);
   const listings = { train: await listDataset(o.data), val: o.val ? await listDataset(o.val) : undefined };
+  const overlap = listingWarnings(listings.train, listings.val);
+  for (const w of overlap) onWarning(w);
   const owned = typeof o.base !== 'object';
   const base = typeof o.base === 'object' ? o.base : await loadBase(o.base, o);
   try {
-    return await trainWithBase({ ...o, listings }, base, t0);
+    const result = await trainWithBase({ ...o, listings, onWarning, valOverlapReported: overlap.length > 0 }, base, t0);
+    return { ...result, warnings };
   } finally {
     // A base loaded here is ours to release; one passed in belongs to the caller.
     if (owned) disposeBase(base);
   }
 }
 
-async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): Promise<TrainResult> {
+type Trained = Omit<TrainResult, 'warnings'>;
+
+async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): Promise<Trained> {
   const mode = o.mode ?? 'feature';
-  if (mode !== 'feature' && mode !== 'auto' && mode !== 'parameter')
-    throw new Error(`--mode must be feature, auto or parameter (got '${mode}')`);
   if (mode === 'parameter' || o.fineTune) {
     if (base.format !== 'layers')
-      throw new Error(
-        `${mode === 'parameter' ? '--mode parameter' : '--fine-tune'} needs a TF.js Layers base; ${base.name} is ${formatWords(base.format)}: feature transfer only (--mode feature or auto)`,
+      throw new UsageError(
+        'base-cannot',
+        words`${mode === 'parameter' ? [opt('mode'), ' parameter'] : [opt('fineTune')]} needs a TF.js Layers base; ${base.name} is ${formatWords(base.format)}: feature transfer only (${opt('mode')} feature or auto)`,
       );
-    if (mode === 'auto') throw new Error('--fine-tune works with --mode feature or parameter, not auto');
-    return trainParameterMode(o, mode, base, t0);
-  }
-  for (const [flag, v] of [
-    ['--retrain-layers', o.retrainLayers],
-    ['--reinit', o.reinit],
-    ['--tail-lr', o.tailLr],
-    ['--tail-epochs', o.tailEpochs],
-  ] as const) {
-    if (v !== undefined && v !== false) throw new Error(`${flag} needs --mode parameter`);
-  }
-  for (const [flag, v] of [
-    ['--unfreeze-from', o.unfreezeFrom],
-    ['--fine-tune-lr', o.fineTuneLr],
-    ['--fine-tune-epochs', o.fineTuneEpochs],
-    ['--train-bn', o.trainBn],
-  ] as const) {
-    if (v !== undefined && v !== false) throw new Error(`${flag} needs --fine-tune`);
+    return trainParameterMode(o, mode as 'feature' | 'parameter', base, t0);
   }
   const candidates = mode === 'auto' ? sweepCandidates(base) : [{ cut: o.cut ?? base.defaultCut, depth: 0 }];
   for (const c of candidates) base.trunk.requireCut(c.cut);
@@ -329,7 +344,7 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
   }
 
   const t2 = performance.now();
-  const result: TrainResult = {
+  const result: Trained = {
     mode,
     sweep: sweepResult?.rows,
     sweepMethod: sweepResult?.method,
@@ -359,11 +374,7 @@ async function trainParameterMode(
   mode: 'feature' | 'parameter',
   base: LayersBase,
   t0: number,
-): Promise<TrainResult> {
-  if (o.head !== undefined && o.head !== 'softmax')
-    throw new Error(`--mode parameter and --fine-tune train a softmax head (got --head ${o.head})`);
-  if (mode === 'parameter' && o.cut !== undefined && o.retrainLayers !== undefined)
-    throw new Error('give --cut or --retrain-layers, not both');
+): Promise<Trained> {
   const plan = planParameter(base, {
     mode,
     cut: o.cut,
@@ -399,7 +410,7 @@ async function trainParameterMode(
     const t2 = performance.now();
     const valSamples = data.val?.samples ?? [];
     const C = data.classes.length;
-    const result: TrainResult = {
+    const result: Trained = {
       mode,
       valAccuracy: outcome.valAccuracy,
       trainAccuracy: outcome.trainAccuracy,
@@ -445,7 +456,7 @@ async function exportTrained(
   cut: string,
   head: TrainedHead,
   classes: string[],
-  r: TrainResult,
+  r: Trained,
   o: TrainOptions,
   confusion?: number[][],
 ): Promise<void> {

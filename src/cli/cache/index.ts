@@ -10,8 +10,9 @@ import {
   removeDownload,
   verifyCache,
 } from '../../index.ts';
+import { opt, UsageError, words } from '../../util/errors.ts';
 import { cacheRoot } from '../../util/paths.ts';
-import { type GlobalOptions, printJson, say, UsageError } from '../output.ts';
+import { type GlobalOptions, printJson, say } from '../output.ts';
 
 interface PruneFlags extends GlobalOptions {
   olderThan?: string;
@@ -42,7 +43,7 @@ function parseOr(what: string, parse: (t: string) => number, text: string | unde
   try {
     return parse(text);
   } catch (e) {
-    throw new UsageError(`${what}: ${(e as Error).message}`);
+    throw new UsageError('invalid-value', words`${opt(what)}: ${(e as Error).message}`);
   }
 }
 
@@ -89,8 +90,8 @@ export function cacheCommand(): Command {
     .action(() => {
       const f = prune.optsWithGlobals<PruneFlags>();
       const r = pruneCache(activationsDir(), {
-        olderThanMs: parseOr('--older-than', parseDuration, f.olderThan),
-        maxBytes: parseOr('--max-size', parseSize, f.maxSize),
+        olderThanMs: parseOr('olderThan', parseDuration, f.olderThan),
+        maxBytes: parseOr('maxSize', parseSize, f.maxSize),
       });
       if (f.json) return printJson(r);
       say(

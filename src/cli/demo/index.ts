@@ -1,7 +1,15 @@
 import path from 'node:path';
 import { Command } from 'commander';
 import { train, writeDemoDataset } from '../../index.ts';
-import { type GlobalOptions, printJson, progressBars, say } from '../output.ts';
+import {
+  fallbackLine,
+  type GlobalOptions,
+  jsonWarnings,
+  printJson,
+  printWarning,
+  progressBars,
+  say,
+} from '../output.ts';
 import { number } from '../shared-options.ts';
 
 export function demoCommand(): Command {
@@ -13,13 +21,13 @@ export function demoCommand(): Command {
     .option('--json', 'print one JSON object on the last line')
     .action(async (f: GlobalOptions & { dir: string; perClass: string; base?: string }) => {
       const data = await writeDemoDataset(path.join(f.dir, 'images'), {
-        perClass: number('--per-class', f.perClass, true),
+        perClass: number('perClass', f.perClass),
       });
       say(f, `wrote digit images to ${data}`);
       const out = path.join(f.dir, 'model');
-      const r = await train({ data, base: f.base, out, onProgress: progressBars(f) });
-      if (r.baseFallback) say(f, `note: ${r.baseFallback.reason}; using ${r.base}`);
-      if (f.json) return printJson({ data, ...r, history: undefined });
+      const r = await train({ data, base: f.base, out, onProgress: progressBars(f), onWarning: printWarning });
+      if (r.baseFallback) say(f, `note: ${fallbackLine(r.baseFallback)}; using ${r.base}`);
+      if (f.json) return printJson({ data, ...r, history: undefined, warnings: jsonWarnings(r.warnings) });
       say(
         f,
         `trained on ${r.trainImages} images of ${r.classes.join(', ')} with ${r.base}: validation accuracy ${r.valAccuracy?.toFixed(3)}`,

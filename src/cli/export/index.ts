@@ -1,6 +1,8 @@
 import { Command } from 'commander';
 import { exportOnnx } from '../../index.ts';
-import { type GlobalOptions, printJson, say, UsageError } from '../output.ts';
+import { opt, shown, UsageError, words } from '../../util/errors.ts';
+import { type GlobalOptions, printJson, say } from '../output.ts';
+import { number } from '../shared-options.ts';
 
 export function exportCommand(): Command {
   return new Command('export')
@@ -12,8 +14,11 @@ export function exportCommand(): Command {
     .option('--json', 'print one JSON object on the last line')
     .action(async (model: string, f: GlobalOptions & { out: string; format: string; opset: string }) => {
       if (f.format !== 'onnx')
-        throw new UsageError(`--format must be onnx (got '${f.format}'); the model folder itself is the TF.js format`);
-      const r = await exportOnnx(model, f.out, { opset: Number(f.opset) });
+        throw new UsageError(
+          'invalid-value',
+          words`${opt('format')} must be onnx (got ${shown(f.format)}); the model folder itself is the TF.js format`,
+        );
+      const r = await exportOnnx(model, f.out, { opset: number('opset', f.opset) });
       if (f.json) return printJson(r);
       say(
         f,

@@ -1,8 +1,9 @@
 import { Command } from 'commander';
 import { cacheStatus, ensureModelFiles } from '../../base/download.ts';
 import { findZooEntry, ZOO, type ZooEntry } from '../../base/zoo.ts';
+import { BaseError } from '../../util/errors.ts';
 import { interruptSignal } from '../interrupt.ts';
-import { type GlobalOptions, printJson, progressBars, say, UsageError } from '../output.ts';
+import { type GlobalOptions, printJson, progressBars, say } from '../output.ts';
 
 interface PullOptions extends GlobalOptions {
   modelMirror?: string;
@@ -83,7 +84,7 @@ export function modelsCommand(): Command {
       const opts = pull.optsWithGlobals<PullOptions>();
       const entries = names.map((n) => {
         const z = findZooEntry(n);
-        if (!z) throw new UsageError(`${n}: not a zoo name (see graft models)`);
+        if (!z) throw new BaseError('unknown-base', n, 'not a zoo name (see graft models)');
         return z;
       });
       const results = [];

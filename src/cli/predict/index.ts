@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { parseEngine } from '../../engines/engine-choice.ts';
 import { Predictor } from '../../index.ts';
+import { DataError } from '../../util/errors.ts';
 import { type GlobalOptions, printJson, progressBars } from '../output.ts';
 import { number, printSkipped } from '../shared-options.ts';
 
@@ -15,16 +16,23 @@ export function predictCommand(): Command {
     .action(async (model: string, images: string[], f: GlobalOptions & { top: string; engine?: string }) => {
       const predictor = await Predictor.load(model, { engine: parseEngine(f.engine) });
       const r = await predictor.predictFiles(images, {
-        topK: number('--top', f.top, true),
+        topK: number('topK', f.top),
         onProgress: progressBars(f),
       });
       printSkipped(f, r.skipped);
+      if (r.predictions.length === 0) {
+        const first = r.skipped[0];
+        throw new DataError(
+          'no-usable-images',
+          first.file,
+          images.length === 1 ? first.reason : `${first.reason}; none of the ${images.length} images could be read`,
+        );
+      }
       if (f.json) return printJson({ model, engine: predictor.engine, predictions: r.predictions, skipped: r.skipped });
       for (const p of r.predictions) {
         process.stdout.write(
           `${p.file}\n${p.top.map((t) => `  ${t.label.padEnd(20)} ${t.probability.toFixed(4)}`).join('\n')}\n`,
         );
       }
-      if (r.predictions.length === 0) process.exitCode = 1;
     });
 }

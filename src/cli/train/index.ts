@@ -1,9 +1,15 @@
 import { Command } from 'commander';
-import { parseAugment } from '../../dataset/views.ts';
-import { parseEngine } from '../../engines/engine-choice.ts';
 import { train } from '../../index.ts';
 import { interruptSignal } from '../interrupt.ts';
-import { type GlobalOptions, printJson, progressBars, say, UsageError } from '../output.ts';
+import {
+  fallbackLine,
+  type GlobalOptions,
+  jsonWarnings,
+  printJson,
+  printWarning,
+  progressBars,
+  say,
+} from '../output.ts';
 import { baseOptions, number, parseBaseOptions, printSkipped } from '../shared-options.ts';
 
 interface TrainFlags extends GlobalOptions {
@@ -87,43 +93,45 @@ export function trainCommand(): Command {
     .option('--json', 'print one JSON object on the last line');
   baseOptions(cmd, { withBase: true });
   return cmd.action(async (data: string, f: TrainFlags) => {
-    const head = f.head as 'softmax' | 'mlp' | 'knn';
-    if (!['softmax', 'mlp', 'knn'].includes(head))
-      throw new UsageError(`--head must be softmax, mlp or knn (got '${f.head}')`);
     const result = await train({
       data,
       val: f.val,
-      valSplit: number('--val-split', f.valSplit),
+      valSplit: number('valSplit', f.valSplit),
       base: f.base,
       ...parseBaseOptions(f),
       cut: f.cut,
       mode: f.mode as 'feature' | 'auto' | 'parameter',
-      retrainLayers: number('--retrain-layers', f.retrainLayers, true),
+      retrainLayers: number('retrainLayers', f.retrainLayers),
       reinit: f.reinit,
-      tailLr: number('--tail-lr', f.tailLr),
-      tailEpochs: number('--tail-epochs', f.tailEpochs, true),
+      tailLr: number('tailLr', f.tailLr),
+      tailEpochs: number('tailEpochs', f.tailEpochs),
       fineTune: f.fineTune,
       unfreezeFrom: f.unfreezeFrom,
-      fineTuneLr: number('--fine-tune-lr', f.fineTuneLr),
-      fineTuneEpochs: number('--fine-tune-epochs', f.fineTuneEpochs, true),
+      fineTuneLr: number('fineTuneLr', f.fineTuneLr),
+      fineTuneEpochs: number('fineTuneEpochs', f.fineTuneEpochs),
       trainBn: f.trainBn,
-      augment: parseAugment(f.augment),
-      head,
-      epochs: number('--epochs', f.epochs, true),
-      lr: number('--lr', f.lr),
-      batchSize: number('--batch-size', f.batchSize, true),
-      seed: number('--seed', f.seed, true),
-      patience: number('--patience', f.patience, true),
-      engine: parseEngine(f.engine),
+      augment: f.augment as 'flip' | 'none' | undefined,
+      head: f.head as 'softmax' | 'mlp' | 'knn',
+      epochs: number('epochs', f.epochs),
+      lr: number('lr', f.lr),
+      batchSize: number('batchSize', f.batchSize),
+      seed: number('seed', f.seed),
+      patience: number('patience', f.patience),
+      engine: f.engine as 'auto' | 'onnx' | 'wasm',
       out: f.out,
       onProgress: progressBars(f),
       signal: interruptSignal(),
+      onWarning: printWarning,
     });
-    if (result.baseFallback) say(f, `note: ${result.baseFallback.reason}; using ${result.base}`);
+    if (result.baseFallback) say(f, `note: ${fallbackLine(result.baseFallback)}; using ${result.base}`);
     printSkipped(f, result.skipped);
     if (f.json) {
-      const { history, valPredictions, ...rest } = result;
-      return printJson({ ...rest, epochsRun: history.length });
+      const { history, valPredictions, warnings, ...rest } = result;
+      return printJson({
+        ...rest,
+        warnings: jsonWarnings(warnings),
+        epochsRun: history.length,
+      });
     }
     if (result.sweep) {
       say(f, `cut search (${result.sweepMethod}; score = held-out accuracy ± sd):`);
