@@ -36,12 +36,25 @@ export type { CacheUsage, PruneOptions, PruneResult } from './cache/maintenance.
 export { cacheUsage, clearCache, parseDuration, parseSize, pruneCache, verifyCache } from './cache/maintenance.ts';
 export type { DatasetListing, Sample, Skipped } from './dataset/dataset.ts';
 export { listDataset, splitByHash } from './dataset/dataset.ts';
+export { ImageDecodeError, MAX_IMAGE_PIXELS } from './dataset/decode.ts';
 export type { OnnxExportResult } from './export/onnx-export.ts';
 export { exportOnnx } from './export/onnx-export.ts';
 export { stitchModel } from './export/stitch.ts';
 export { layersToOnnx } from './onnx/convert.ts';
 export type { Evaluation, Prediction } from './predict/predictor.ts';
 export { evaluateModel, Predictor } from './predict/predictor.ts';
+/** Errors graft throws: every one a GraftError with a `kind` and a stable `code`; see util/errors.ts. */
+export type { ErrorKind, Warning, Words } from './util/errors.ts';
+export {
+  BaseError,
+  DataError,
+  DownloadError,
+  GraftError,
+  InternalError,
+  isUserError,
+  renderWords,
+  UsageError,
+} from './util/errors.ts';
 export { writeDemoDataset } from './workflows/demo.ts';
 export { extractFeatures } from './workflows/extract.ts';
 export type { TrainOptions, TrainResult } from './workflows/train.ts';

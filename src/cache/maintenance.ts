@@ -5,6 +5,7 @@
  */
 import { type Dirent, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { UsageError } from '../util/errors.ts';
 import { isStaleTemp } from '../util/files.ts';
 import { BASE_INFO, type DamagedEntry, ENTRY_SUFFIX, readEntry } from './activation-cache.ts';
 
@@ -267,7 +268,7 @@ const DURATIONS: Record<string, number> = { s: 1e3, m: 60e3, h: 3600e3, d: 86400
 /** '5GB', '500MB', '1.5g', '123' (bytes); KiB-style suffixes (KiB, MiB, GiB) are powers of 1024. */
 export function parseSize(text: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$/i.exec(text);
-  if (!m) throw new Error(`'${text}' is not a size (e.g. 5GB, 500MB)`);
+  if (!m) throw new UsageError('invalid-value', `'${text}' is not a size (e.g. 5GB, 500MB)`);
   const unit = (m[2] ?? 'b').toLowerCase();
   const factor = unit.includes('i') ? 1024 ** ' kmgt'.indexOf(unit[0]) : UNITS[unit];
   return Math.round(Number(m[1]) * factor);
@@ -276,6 +277,6 @@ export function parseSize(text: string): number {
 /** '30d', '12h', '90m', '2w', '45s'. */
 export function parseDuration(text: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$/i.exec(text);
-  if (!m) throw new Error(`'${text}' is not a duration (e.g. 30d, 12h, 2w)`);
+  if (!m) throw new UsageError('invalid-value', `'${text}' is not a duration (e.g. 30d, 12h, 2w)`);
   return Number(m[1]) * DURATIONS[m[2].toLowerCase()];
 }

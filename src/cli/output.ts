@@ -68,6 +68,8 @@ export function errorJson(e: unknown): ErrorJson {
     if (json.option) json.option = flagOf(json.option);
     return json;
   }
+  if (typeof (e as { exitCode?: unknown })?.exitCode === 'number')
+    return { kind: 'interrupted', code: 'interrupted', message };
   return { kind: 'internal', code: 'internal', message };
 }
 

@@ -57,7 +57,8 @@ function optionsIn(w: Words | string): string[] {
 
 /** The fields every GraftError serialises to (the CLI's `--json` error object). */
 export interface ErrorJson {
-  kind: ErrorKind;
+  /** 'interrupted': the CLI's report of a run stopped by SIGINT/SIGTERM. */
+  kind: ErrorKind | 'interrupted';
   code: string;
   message: string;
   option?: string;
