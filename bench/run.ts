@@ -9,23 +9,25 @@
  *   npm run bench -- --quick               # trunk timings only
  *   npm run bench -- --transfer            # the transfer-learning table on hymenoptera only (about an hour)
  *   npm run bench -- --sections=train-step,accuracy
+ *   npm run bench -- --sections=decode     # decoding + resizing hymenoptera: graft's resampler against sharp's resize
  *   npm run bench -- --sections=          # measures nothing: renders BENCHMARKS.md from docs/benchmarks.json
  *   npm run bench -- --json
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_BASE, loadLayersBase } from '../src/base/base.ts';
 import { onnxAvailable, onnxTrunkRunner } from '../src/engines/onnx.ts';
 import { buildTrunkModel, type TrunkRunner, tfjsTrunkRunner } from '../src/engines/trunk.ts';
 import { initTf, tf } from '../src/tfjs/tf.ts';
+import { registerWasmGradients } from '../src/tfjs/wasm-grad.ts';
 import { buildTail } from '../src/workflows/parameter.ts';
 
 const argv = process.argv.slice(2);
 const args = new Set(argv);
 const json = args.has('--json');
-const SECTIONS = ['trunk', 'train-step', 'train', 'accuracy', 'transfer'] as const;
+const SECTIONS = ['trunk', 'train-step', 'train', 'accuracy', 'transfer', 'decode'] as const;
 type Section = (typeof SECTIONS)[number];
 const listed = argv
   .find((a) => a.startsWith('--sections='))
@@ -103,6 +105,63 @@ interface Store {
   train?: Stored<TrainRow[]>;
   accuracy?: Stored<(TrainRow & { mode: string })[]>;
   transfer?: Stored<TransferRow[]>;
+  decode?: Stored<DecodeRow[]>;
+}
+
+interface DecodeRow {
+  what: string;
+  resize: string;
+  msPerImage: number;
+}
+
+/**
+ * Decoding hymenoptera (398 files) to 224x224 network input, 4 images in flight as extraction decodes them: graft's
+ * way (sharp decodes at full resolution, graft's resampler resizes, the code a browser runs too) against sharp doing
+ * both (libvips resizes, shrinking JPEGs in the DCT domain while decoding). Best of 3 passes over the set.
+ */
+async function decodeBench(): Promise<DecodeRow[]> {
+  const { decodeImage } = await import('../src/dataset/decode.ts');
+  const { mapLimit } = await import('../src/workflows/extract.ts');
+  const sharp = (await import('sharp')).default;
+  const files = ['train/ants', 'train/bees', 'val/ants', 'val/bees'].flatMap((d) =>
+    readdirSync(path.join(HYM, d)).map((f) => path.join(HYM, d, f)),
+  );
+  const bytes = files.map((f) => readFileSync(f));
+  const time = async (fn: (b: Uint8Array) => Promise<unknown>) => {
+    let best = Number.POSITIVE_INFINITY;
+    for (let rep = 0; rep < 3; rep++) {
+      const t = performance.now();
+      await mapLimit(bytes, 4, (b) => fn(b).catch(() => undefined));
+      best = Math.min(best, (performance.now() - t) / bytes.length);
+    }
+    return best;
+  };
+  const rows: DecodeRow[] = [];
+  for (const crop of [1, 0.875]) {
+    const p = { size: [224, 224] as [number, number], resize: 'cover' as const, crop };
+    const resize = crop === 1 ? 'cover' : 'cover, crop 0.875';
+    rows.push({
+      what: 'graft: sharp decodes, graft resizes',
+      resize,
+      msPerImage: await time((b) => decodeImage(b, 'x', p)),
+    });
+    const side = Math.round(224 / crop);
+    rows.push({
+      what: 'sharp decodes and resizes (peer)',
+      resize,
+      msPerImage: await time((b) => {
+        let img = sharp(b, { failOn: 'error', pages: 1 })
+          .rotate()
+          .flatten({ background: { r: 0, g: 0, b: 0 } })
+          .resize({ width: side, height: side, fit: 'cover', kernel: 'linear' });
+        if (side !== 224)
+          img = img.extract({ left: (side - 224) >> 1, top: (side - 224) >> 1, width: 224, height: 224 });
+        return img.toColourspace('srgb').raw().toBuffer();
+      }),
+    });
+    for (const r of rows.slice(-2)) log(`decode ${r.resize}: ${r.what} ${r.msPerImage.toFixed(2)} ms/image`);
+  }
+  return rows;
 }
 
 /** Bundled bases are names, others are paths to a model.json: the folder names those. */
@@ -188,6 +247,7 @@ function peerBench(): PeerRow[] {
  */
 async function trainStepBench(): Promise<StepRow[]> {
   await initTf('wasm');
+  registerWasmGradients();
   const base = await loadLayersBase('nsfw-mobilenet-v2');
   const rows: StepRow[] = [];
   // The full network at batch 16 exceeds the WASM heap (activations kept for backprop: ~150 MB per 224 px image).
@@ -452,6 +512,7 @@ async function main() {
   if (haveData && wanted.has('train')) put('train', await trainSection());
   if (haveData && wanted.has('accuracy')) put('accuracy', await accuracySection());
   if (haveData && wanted.has('transfer')) put('transfer', transferSection());
+  if (haveData && wanted.has('decode')) put('decode', await decodeBench());
   if (wanted.size === 0) writeFileSync('docs/BENCHMARKS.md', render(store));
   log('wrote docs/BENCHMARKS.md and docs/benchmarks.json');
   const peer = store.peer?.rows ?? [];
@@ -475,7 +536,7 @@ function render(s: Store): string {
   const lines = [
     '# graft benchmarks',
     '',
-    'Written by `npm run bench` (sections: `--sections=trunk,train-step,train,accuracy,transfer`; `--transfer` for the',
+    'Written by `npm run bench` (sections: `--sections=trunk,train-step,train,accuracy,transfer,decode`; `--transfer` for the',
     "transfer table alone) from `docs/benchmarks.json`, which keeps every section's last results. Ratios compare figures",
     'from the same run; absolute times vary with the load on these shared machines.',
     '',
@@ -543,6 +604,27 @@ function render(s: Store): string {
       lines.push(
         `| ${baseLabel(a.base)} | ${a.mode} | ${a.cut} | ${a.valAccuracy?.toFixed(3)} | ${a.seconds.toFixed(1)} |`,
       );
+  }
+  if (s.decode) {
+    lines.push(
+      '',
+      '## Decoding: hymenoptera files to 224x224 network input (ms per image, 4 in flight, lower is better)',
+      '',
+      when(s.decode),
+      '',
+      'graft decodes with sharp at full resolution and resizes with its own resampler (dataset/resize.ts), the code',
+      "`graft/predict` runs in a browser, so served predictions see the pixels training saw. The peer is sharp's own resize",
+      '(what graft did before), which shrinks large JPEGs while decoding.',
+      '',
+      '| resize | what | ms/image | vs sharp |',
+      '| --- | --- | --- | --- |',
+    );
+    for (const r of s.decode.rows) {
+      const peer = s.decode.rows.find((x) => x.resize === r.resize && x.what.includes('peer'));
+      lines.push(
+        `| ${r.resize} | ${r.what} | ${r.msPerImage.toFixed(2)} | ${peer ? (r.msPerImage / peer.msPerImage).toFixed(2) : ''} |`,
+      );
+    }
   }
   if (s.transfer) {
     lines.push(

@@ -1,6 +1,6 @@
 /**
  * Acceptance check for `graft export --format onnx`: runs the exported file with plain onnxruntime-node (the user's
- * side: sharp to resize, raw 0..255 pixels in) on every image of a folder of class folders, and compares with
+ * side: sharp to decode, graft's resampler from graft/predict to resize, raw 0..255 pixels in) on every image of a folder of class folders, and compares with
  * `graft predict` on the same files: same top-1 everywhere, probabilities within 1e-4.
  *
  *   node --import tsx scripts/check-onnx-export.ts MODEL_DIR MODEL.onnx IMAGES_DIR [ENGINE]
@@ -12,13 +12,11 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
+import { resizeImage } from '../src/predict/web.ts';
 
 const [modelDir, onnxFile, images, engine = 'auto'] = process.argv.slice(2);
 const meta = JSON.parse(readFileSync(path.join(modelDir, 'graft.json'), 'utf8'));
 const [h, w] = meta.preprocessing.size;
-// A central crop (graft.json preprocessing.crop): resize to size / crop, then cut out the centre.
-const crop: number = meta.preprocessing.crop ?? 1;
-const [rh, rw] = [Math.round(h / crop), Math.round(w / crop)];
 const files = readdirSync(images, { withFileTypes: true })
   .filter((d) => d.isDirectory())
   .flatMap((d) => readdirSync(path.join(images, d.name)).map((f) => path.join(images, d.name, f)));
@@ -26,11 +24,17 @@ const files = readdirSync(images, { withFileTypes: true })
 const session = await ort.InferenceSession.create(onnxFile);
 const onnxProbs = new Map<string, Float32Array>();
 for (const file of files) {
-  let rgb: Buffer;
+  let rgb: Uint8Array;
   try {
-    let img = sharp(file, { pages: 1 }).rotate().resize(rw, rh, { fit: 'cover', kernel: 'linear' });
-    if (crop !== 1) img = img.extract({ left: (rw - w) >> 1, top: (rh - h) >> 1, width: w, height: h });
-    rgb = await img.flatten().removeAlpha().toColourspace('srgb').raw().toBuffer();
+    const { data, info } = await sharp(file, { pages: 1 })
+      .rotate()
+      .flatten()
+      .removeAlpha()
+      .toColourspace('srgb')
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    // The resize and central crop graft.json records, with the resampler training used.
+    rgb = resizeImage({ data, width: info.width, height: info.height, channels: 3 }, meta.preprocessing);
   } catch {
     continue; // not an image: graft predict skips it too
   }

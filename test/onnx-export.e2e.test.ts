@@ -8,6 +8,7 @@ import path from 'node:path';
 import { before, test } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
+import { resizeImage } from '../src/dataset/resize.ts';
 import { Predictor, train } from '../src/index.ts';
 import { runCli, tmpDir, writeColourDataset, writeTinyBase } from './helpers.ts';
 
@@ -36,12 +37,13 @@ test("exported ONNX gives graft predict's top-1 and probabilities within 1e-4", 
     .slice(0, 4);
   const ours = await predictor.predictFiles(files, { topK: 3 });
   for (const [i, file] of files.entries()) {
-    // The user's side: resize with any library to the recorded size, feed raw 0..255 pixels.
-    const { data: rgb } = await sharp(file)
-      .resize(w, h, { fit: 'cover', kernel: 'linear' })
-      .removeAlpha()
-      .raw()
-      .toBuffer({ resolveWithObject: true });
+    // The user's side, as the README shows it: decode with sharp, resize with graft's resampler (graft/predict) to
+    // the recorded preprocessing, feed raw 0..255 pixels.
+    const { data: full, info } = await sharp(file).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    const rgb = resizeImage(
+      { data: full, width: info.width, height: info.height, channels: 3 },
+      predictor.metadata.preprocessing,
+    );
     const feeds = { pixels: new ort.Tensor('float32', Float32Array.from(rgb), [1, h, w, 3]) };
     const res = await session.run(feeds);
     const probs = res[session.outputNames[0]].data as Float32Array;

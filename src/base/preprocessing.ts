@@ -11,12 +11,13 @@ export interface Preprocessing {
   scale: number;
   /** Added after scaling. */
   offset: number;
-  /** `cover`: resize the shorter side then centre-crop (default); `fill`: stretch to the size. */
+  /** `cover`: the largest centred box of the input's aspect ratio (default); `fill`: the whole image, stretched. */
   resize: 'cover' | 'fill';
   /**
-   * Central fraction kept (default 1, the whole resized image): the image is resized to `size / crop` and its centre
-   * `size` cut out, as ImageNet networks are evaluated (0.875: torchvision's Resize(256) + CenterCrop(224), TF-slim's
-   * central_fraction). Objects photographed in the middle of the frame then fill more of the network's input.
+   * Central fraction kept (default 1, the whole box `resize` chooses): the central `crop` of that box, in each
+   * dimension, is resized to `size`, as ImageNet networks are evaluated (0.875: torchvision's Resize(256) +
+   * CenterCrop(224), TF-slim's central_fraction). Objects photographed in the middle of the frame then fill more of
+   * the network's input. See dataset/resize.ts.
    */
   crop?: number;
   /**
@@ -58,11 +59,16 @@ export function parseRange(text: string): [number, number] {
   return [parts[0], parts[1]];
 }
 
+/**
+ * Names the resampling in every cache key: activations cached under another resampler (before graft resized with its
+ * own, dataset/resize.ts, sharp did) are never mistaken for these.
+ */
+export const RESAMPLER = 'tri1';
+
 /** A stable string for cache keys: two specs that give the same input give the same key. */
 export function preprocessingKey(p: Preprocessing): string {
-  // The crop joins the key only when it crops, so uncropped bases keep the keys their caches were written under.
   const crop = p.crop !== undefined && p.crop !== 1 ? `:c${p.crop.toPrecision(9)}` : '';
-  const base = `${p.size[0]}x${p.size[1]}:${p.resize}${crop}:${p.scale.toPrecision(9)}:${p.offset.toPrecision(9)}`;
+  const base = `${p.size[0]}x${p.size[1]}:${p.resize}${crop}:${RESAMPLER}:${p.scale.toPrecision(9)}:${p.offset.toPrecision(9)}`;
   // Only present on graph/ONNX bases, so Layers bases keep the keys their caches were written under.
   const norm = p.mean || p.std ? `:m${(p.mean ?? [0, 0, 0]).join(',')}:s${(p.std ?? [1, 1, 1]).join(',')}` : '';
   return `${base}${norm}${p.layout ? `:${p.layout}` : ''}`;

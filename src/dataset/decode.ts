@@ -13,20 +13,22 @@
  *   alpha channel and keep whatever colour the transparent pixels store; compositing makes the result independent of
  *   those hidden values, at the price of differing from them on transparent pixels.
  * - Greyscale, palette, CMYK and 16-bit inputs all come out as 8-bit sRGB with 3 channels.
- * - Resizing uses the 'linear' (bilinear) kernel, the same interpolation Keras' image loading uses by default; for
- *   JPEGs sharp first shrinks in the DCT domain when the image is much larger than the target, which is what keeps
- *   decoding fast.
+ * - sharp only decodes (whole image, full resolution); resizing and cropping are graft's own (dataset/resize.ts: an
+ *   antialiased triangle filter, as Pillow's and torchvision's bilinear resize), the code a browser runs too
+ *   (`graft/predict`), so served predictions see the pixels training saw. Decoding at full resolution forgoes sharp's
+ *   shrink-on-load for large JPEGs: the price of one resampler for both places (docs/BENCHMARKS.md, decode).
  */
 import os from 'node:os';
 import sharp, { type OutputInfo } from 'sharp';
 import { DataError } from '../util/errors.ts';
+import { resizeImage } from './resize.ts';
 
 export interface DecodeOptions {
   /** [height, width] of the output. */
   size: [number, number];
-  /** 'cover': scale so the shorter side fits, then crop the centre; 'fill': stretch to the exact size. */
+  /** 'cover': the largest centred box of the output's aspect ratio; 'fill': the whole image, stretched. */
   resize: 'cover' | 'fill';
-  /** Central fraction kept: resize to size / crop, then cut out the centre `size` (default 1: no crop). */
+  /** Central fraction of that box kept (default 1: all of it); see dataset/resize.ts. */
   crop?: number;
 }
 
@@ -63,11 +65,6 @@ function startsWith(b: Uint8Array, sig: number[], at = 0): boolean {
 }
 
 const ascii = (s: string) => [...s].map((c) => c.charCodeAt(0));
-
-/** The size an image is resized to before its centre `size` is cut out (`size` itself without a crop). */
-export function resizedFor(size: [number, number], crop = 1): [number, number] {
-  return crop === 1 ? size : [Math.round(size[0] / crop), Math.round(size[1] / crop)];
-}
 
 /** Identifies the container from its magic bytes, so a text file or random data gets a clear reason. */
 function sniff(b: Uint8Array): Sniffed {
@@ -160,21 +157,14 @@ export async function decodeImage(bytes: Uint8Array, file: string, opts: DecodeO
   }
   if (typeof kind === 'object') throw new ImageDecodeError(file, `unsupported format (${kind.unsupported})`);
 
-  const [height, width] = opts.size;
-  const [rh, rw] = resizedFor(opts.size, opts.crop);
   let data: Buffer;
   let info: OutputInfo;
   try {
     // failOn 'error' makes truncated or corrupt pixel data throw instead of being padded with grey; it still accepts
     // files that only raise libjpeg warnings (e.g. stray bytes before a marker), which decode fine everywhere else.
-    let pipeline = sharp(bytes, { failOn: 'error', pages: 1, limitInputPixels: MAX_IMAGE_PIXELS })
+    ({ data, info } = await sharp(bytes, { failOn: 'error', pages: 1, limitInputPixels: MAX_IMAGE_PIXELS })
       .rotate()
       .flatten({ background: { r: 0, g: 0, b: 0 } })
-      .resize({ width: rw, height: rh, fit: opts.resize, position: 'centre', kernel: 'linear' });
-    // extract() after resize() cuts from the resized image.
-    if (rw !== width || rh !== height)
-      pipeline = pipeline.extract({ left: (rw - width) >> 1, top: (rh - height) >> 1, width, height });
-    ({ data, info } = await pipeline
       .toColourspace('srgb')
       .raw({ depth: 'uchar' })
       .toBuffer({ resolveWithObject: true }));
@@ -182,12 +172,10 @@ export async function decodeImage(bytes: Uint8Array, file: string, opts: DecodeO
     const message = e instanceof Error ? e.message : String(e);
     throw new ImageDecodeError(file, await reasonFromSharp(message, bytes), e);
   }
-  if (info.width !== width || info.height !== height || info.channels !== 3 || data.length !== width * height * 3) {
+  if (info.channels !== 3 || data.length !== info.width * info.height * 3) {
     // Would mean the pipeline above does not do what it says; fail loudly rather than feed misshapen pixels on.
-    throw new ImageDecodeError(
-      file,
-      `decoded to ${info.width}x${info.height}x${info.channels}, expected ${width}x${height}x3`,
-    );
+    throw new ImageDecodeError(file, `decoded to ${info.width}x${info.height}x${info.channels}, expected RGB`);
   }
-  return new Uint8Array(data.buffer, data.byteOffset, data.length);
+  const rgb = new Uint8Array(data.buffer, data.byteOffset, data.length);
+  return resizeImage({ data: rgb, width: info.width, height: info.height, channels: 3 }, opts);
 }
