@@ -36,7 +36,13 @@ export type { CacheUsage, PruneOptions, PruneResult } from './cache/maintenance.
 export { cacheUsage, clearCache, parseDuration, parseSize, pruneCache, verifyCache } from './cache/maintenance.ts';
 export type { DatasetListing, Sample, Skipped } from './dataset/dataset.ts';
 export { listDataset, splitByHash } from './dataset/dataset.ts';
-export { ImageDecodeError, MAX_IMAGE_PIXELS } from './dataset/decode.ts';
+export type { DecodeOptions } from './dataset/decode.ts';
+export { decodeImage, ImageDecodeError, MAX_IMAGE_PIXELS } from './dataset/decode.ts';
+export type { RawImage, ResizeSpec } from './dataset/resize.ts';
+export { resizeImage, sourceBox } from './dataset/resize.ts';
+export type { EngineChoice, RunnerFactory } from './engines/engine-choice.ts';
+export { runnerFor, tfjsRunner } from './engines/engine-choice.ts';
+export type { TrunkRunner } from './engines/trunk.ts';
 export type { OnnxExportResult } from './export/onnx-export.ts';
 export { exportOnnx } from './export/onnx-export.ts';
 export { stitchModel } from './export/stitch.ts';
@@ -56,6 +62,7 @@ export {
   UsageError,
 } from './util/errors.ts';
 export { writeDemoDataset } from './workflows/demo.ts';
+export type { Extracted, ExtractOptions } from './workflows/extract.ts';
 export { extractFeatures } from './workflows/extract.ts';
 export type { TrainOptions, TrainResult } from './workflows/train.ts';
 export { prepareData, train } from './workflows/train.ts';

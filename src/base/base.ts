@@ -5,7 +5,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { GraphModel } from '@tensorflow/tfjs-converter';
 import type { io } from '@tensorflow/tfjs-core';
-import { initTf, tf, tfl } from '../tfjs/tf.ts';
+import { ensureTf, tf, tfl } from '../tfjs/tf.ts';
 import { BaseError, GraftError, oneLine, opt, shown, UsageError, words } from '../util/errors.ts';
 import { checkOneOf } from '../util/options.ts';
 import type { ProgressCallback } from '../util/progress.ts';
@@ -157,7 +157,7 @@ export function checkBaseOptions(o: BaseOptions): void {
 }
 
 async function loadAny(spec: string | undefined, options: BaseOptions): Promise<Base> {
-  await initTf();
+  await ensureTf();
   if (spec === undefined) {
     try {
       return await loadZoo(findZooEntry(DEFAULT_BASE) as ZooEntry, options);
@@ -165,7 +165,19 @@ async function loadAny(spec: string | undefined, options: BaseOptions): Promise<
       if (options.signal?.aborted) throw e;
       const reason = oneLine((e as Error).message);
       const error = e instanceof GraftError ? e : undefined;
-      return { ...(await loadBase(FALLBACK_BASE, options)), fallback: { wanted: DEFAULT_BASE, reason, error } };
+      let fallback: Base;
+      try {
+        fallback = await loadBase(FALLBACK_BASE, options);
+      } catch (f) {
+        // Without nsfwjs there is nothing to fall back on: say why the default base failed, and what would help.
+        throw new BaseError(
+          'no-fallback',
+          DEFAULT_BASE,
+          `${reason}; no bundled base to fall back on: ${oneLine((f as Error).message)}`,
+          e,
+        );
+      }
+      return { ...fallback, fallback: { wanted: DEFAULT_BASE, reason, error } };
     }
   }
   const bundled = BUNDLED.find((b) => b.name === spec);

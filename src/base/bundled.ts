@@ -5,6 +5,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { io } from '@tensorflow/tfjs-core';
+import { BaseError } from '../util/errors.ts';
 
 const require = createRequire(import.meta.url);
 
@@ -35,9 +36,23 @@ export const BUNDLED: BundledEntry[] = [
   },
 ];
 
+/**
+ * The nsfwjs package folder. nsfwjs is an optional peer dependency (its own peer, the whole @tensorflow/tfjs, is large),
+ * so a missing package is a one-line error that says how to get it.
+ */
 export function nsfwjsRoot(): string {
+  let entry: string;
+  try {
+    entry = require.resolve('nsfwjs');
+  } catch {
+    throw new BaseError(
+      'not-installed',
+      'nsfwjs',
+      `the bundled bases (${BUNDLED.map((b) => b.name).join(', ')}) come with this package, which is not installed (npm install nsfwjs)`,
+    );
+  }
   // nsfwjs's exports map hides package.json, so climb from its resolved CommonJS entry (dist/cjs/index.js).
-  return path.resolve(path.dirname(require.resolve('nsfwjs')), '..', '..');
+  return path.resolve(path.dirname(entry), '..', '..');
 }
 
 export function nsfwjsVersion(): string {

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_OPSET, layersToOnnx } from '../onnx/convert.ts';
-import { initTf, tf, tfl } from '../tfjs/tf.ts';
+import { ensureTf, tf, tfl } from '../tfjs/tf.ts';
 import { makeDirs } from '../util/dirs.ts';
 import { DataError, opt, shown, UsageError, words } from '../util/errors.ts';
 import { versions } from '../util/versions.ts';
@@ -24,7 +24,7 @@ export interface OnnxExportResult {
 }
 
 export async function exportOnnx(modelDir: string, out: string, o: { opset?: number } = {}): Promise<OnnxExportResult> {
-  await initTf();
+  await ensureTf();
   checkFileOut(out);
   const files = readModelFolder(modelDir);
   const m = files.metadata;

@@ -1,9 +1,9 @@
 /**
- * Reading and writing ONNX ModelProto bytes with protobufjs, from graft's own subset of onnx.proto (beside this file).
+ * Reading and writing ONNX ModelProto bytes with protobufjs, from graft's own subset of onnx.proto (onnx-proto.ts).
  * Messages are plain objects with the .proto's snake_case field names.
  */
-import { readFileSync } from 'node:fs';
 import protobuf from 'protobufjs';
+import { ONNX_PROTO } from './onnx-proto.ts';
 
 export const DataType = { FLOAT: 1, INT64: 7 } as const;
 export type DataType = (typeof DataType)[keyof typeof DataType];
@@ -62,8 +62,7 @@ let modelType: protobuf.Type | undefined;
 
 function ModelProto(): protobuf.Type {
   if (!modelType) {
-    const text = readFileSync(new URL('./onnx.proto', import.meta.url), 'utf8');
-    modelType = protobuf.parse(text, { keepCase: true }).root.lookupType('onnx.ModelProto');
+    modelType = protobuf.parse(ONNX_PROTO, { keepCase: true }).root.lookupType('onnx.ModelProto');
   }
   return modelType;
 }

@@ -9,7 +9,7 @@ import { decodeImage, ImageDecodeError } from '../dataset/decode.ts';
 import type { EngineChoice } from '../engines/engine-choice.ts';
 import { type TrunkRunner, tfjsTrunkRunner } from '../engines/trunk.ts';
 import { METADATA_FILE, type ModelMetadata, readModelFolder } from '../export/model-files.ts';
-import { initTf, tf, tfl } from '../tfjs/tf.ts';
+import { ensureTf, tf, tfl } from '../tfjs/tf.ts';
 import type { HeadJson, TrainedHead } from '../train/features.ts';
 import { headFromJSON } from '../train/heads.ts';
 import { accuracy, argmaxRows, confusionMatrix, perClassMetrics } from '../train/metrics.ts';
@@ -49,14 +49,18 @@ export class Predictor {
 
   /** Loads a model folder. `engine` chooses what runs the network: ONNX Runtime when it loads (auto), or TF.js. */
   static async load(dir: string, o: { engine?: EngineChoice } = {}): Promise<Predictor> {
-    await initTf();
+    await ensureTf();
     const files = readModelFolder(dir);
     if (files.metadata.foreign) {
       // Graph/ONNX base: the base file runs to the cut, the head runs in JS from headData.
       const { openForeignRunner } = await import('../export/foreign-model.ts');
       const runner = await openForeignRunner(files.dir, files.metadata, o.engine);
-      const head = headOf(files.dir, files.metadata.headData);
-      return new Predictor(dir, files.metadata, undefined, runner, head);
+      try {
+        return new Predictor(dir, files.metadata, undefined, runner, headOf(files.dir, files.metadata.headData));
+      } catch (e) {
+        await runner.dispose();
+        throw e;
+      }
     }
     let model: tfl.LayersModel;
     try {
@@ -69,19 +73,26 @@ export class Predictor {
         e,
       );
     }
-    const knn = files.metadata.headData ? headOf(files.dir, files.metadata.headData) : undefined;
-    const engine = o.engine ?? 'wasm';
-    let runner = tfjsTrunkRunner(model);
-    if (engine !== 'wasm') {
-      const onnx = await import('../engines/onnx.ts');
-      if (await onnx.onnxAvailable()) runner = await onnx.onnxTrunkRunner(model);
-      else if (engine === 'onnx')
-        throw new UsageError(
-          'engine-unavailable',
-          words`${opt('engine')} onnx: onnxruntime-node does not load on this machine`,
-        );
+    let knn: TrainedHead | undefined;
+    try {
+      knn = files.metadata.headData ? headOf(files.dir, files.metadata.headData) : undefined;
+      const engine = o.engine ?? 'wasm';
+      let runner = tfjsTrunkRunner(model);
+      if (engine !== 'wasm') {
+        const onnx = await import('../engines/onnx.ts');
+        if (await onnx.onnxAvailable()) runner = await onnx.onnxTrunkRunner(model);
+        else if (engine === 'onnx')
+          throw new UsageError(
+            'engine-unavailable',
+            words`${opt('engine')} onnx: onnxruntime-node does not load on this machine`,
+          );
+      }
+      return new Predictor(dir, files.metadata, model, runner, knn);
+    } catch (e) {
+      knn?.dispose();
+      model.dispose();
+      throw e;
     }
-    return new Predictor(dir, files.metadata, model, runner, knn);
   }
 
   /** The engine running the network: 'onnx', 'wasm' or 'cpu'. */

@@ -77,6 +77,7 @@ function assertClose(r: { wasm: Float32Array[]; cpu: Float32Array[] }, what: str
 
 before(async () => {
   await initTf('wasm');
+  registerWasmGradients();
 });
 
 describe('registerWasmGradients', () => {

@@ -7,6 +7,7 @@
  * the head trainer's, so batch order comes from the seeded generator and early stopping can keep the best weights.
  */
 import { tf, type tfl } from '../tfjs/tf.ts';
+import { registerWasmGradients } from '../tfjs/wasm-grad.ts';
 import { InternalError, opt, shown, UsageError, words } from '../util/errors.ts';
 import { checkAbort } from '../util/progress.ts';
 import type { EpochLog, TrainedHead } from './features.ts';
@@ -293,6 +294,8 @@ export async function trainTail(
 ): Promise<TailTrainResult> {
   checkData(tail, train, 'train');
   if (train.n === 0) throw new UsageError('invalid-value', 'train: no examples');
+  // Convolution gradients on WASM exist only once graft registers them: here, when a tail is first trained.
+  if (tf.getBackend() === 'wasm') registerWasmGradients();
   if (val) checkData(tail, val, 'val');
   const useVal = val && val.n > 0 ? val : undefined;
   const C = head.numClasses;

@@ -81,8 +81,11 @@ export async function sweep(o: SweepInput): Promise<{ rows: SweepRow[]; chosen: 
     if (useHoldout) {
       const v = o.val![c];
       const head = await trainHead(fitRows([tr, ...views]), v, o.numClasses, headOpts);
-      scores = [accuracy(head.predictProba(v.x, v.n), v.y, o.numClasses)];
-      head.dispose();
+      try {
+        scores = [accuracy(head.predictProba(v.x, v.n), v.y, o.numClasses)];
+      } finally {
+        head.dispose();
+      }
     } else {
       scores = [];
       for (let f = 0; f < SWEEP_FOLDS; f++) {
@@ -103,8 +106,11 @@ export async function sweep(o: SweepInput): Promise<{ rows: SweepRow[]; chosen: 
           y: Int32Array.from(inFold, (i) => tr.y[i]),
         };
         const head = await trainHead(fit, held, o.numClasses, headOpts);
-        scores.push(accuracy(head.predictProba(held.x, held.n), held.y, o.numClasses));
-        head.dispose();
+        try {
+          scores.push(accuracy(head.predictProba(held.x, held.n), held.y, o.numClasses));
+        } finally {
+          head.dispose();
+        }
       }
     }
     const score = scores.reduce((a, b) => a + b, 0) / scores.length;

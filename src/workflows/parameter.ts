@@ -295,8 +295,11 @@ export async function trainParameter(
       onEpoch: progress('train'),
     });
     record('head', o.head.lr ?? 1e-3, fitted.history, fitted.bestEpoch, (performance.now() - t) / 1000);
-    joint = jointHeadFrom(fitted);
-    fitted.dispose();
+    try {
+      joint = jointHeadFrom(fitted);
+    } finally {
+      fitted.dispose();
+    }
 
     let last = { tail, cutPos: 0, val: val1 };
     const patience = (d: number) => o.patience ?? d;

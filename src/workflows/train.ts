@@ -359,11 +359,14 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
     bestEpoch: head.bestEpoch,
     history: head.history,
   };
-  if (o.out) {
-    await exportTrained(o.out, base, cut, head, data.classes, result, o, confusion);
-    result.out = path.resolve(o.out);
+  try {
+    if (o.out) {
+      await exportTrained(o.out, base, cut, head, data.classes, result, o, confusion);
+      result.out = path.resolve(o.out);
+    }
+  } finally {
+    head.dispose();
   }
-  head.dispose();
   result.seconds.export = (performance.now() - t2) / 1000;
   result.seconds.total = (performance.now() - t0) / 1000;
   return result;

@@ -1,4 +1,9 @@
-// The subset of ONNX's onnx.proto (IR version 8) that graft writes: a single graph of dense float tensors.
+/**
+ * @file The subset of ONNX's onnx.proto that graft reads and writes, as text for protobufjs. It is a module rather than
+ * a .proto file beside the code so that it resolves wherever graft runs: from src/ through tsx, from an installed
+ * package's dist/, and from a bundle.
+ */
+export const ONNX_PROTO = `// The subset of ONNX's onnx.proto (IR version 8) that graft writes: a single graph of dense float tensors.
 // Field numbers are the ones the ONNX specification assigns; messages and fields graft never writes are left out,
 // which protobuf readers accept because every omitted field is optional.
 syntax = "proto2";
@@ -120,3 +125,4 @@ message TypeProto {
   }
   optional string denotation = 6;
 }
+`;
