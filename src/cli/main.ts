@@ -10,6 +10,7 @@ import { inspectCommand } from './inspect/index.ts';
 import { modelsCommand } from './models/index.ts';
 import { printJson, reportError } from './output.ts';
 import { predictCommand } from './predict/index.ts';
+import { serveCommand } from './serve/index.ts';
 import { trainCommand } from './train/index.ts';
 
 const program = new Command('graft')
@@ -27,6 +28,7 @@ for (const cmd of [
   modelsCommand(),
   cacheCommand(),
   demoCommand(),
+  serveCommand(),
 ])
   program.addCommand(cmd.exitOverride());
 

@@ -42,6 +42,8 @@ const SYSTEM_FILES = new Set([
   '.localized',
   '.directory',
   'icon\r',
+  // A `graft serve` project's settings file sits beside its class folders.
+  'graft-project.json',
 ]);
 function isSystemFile(name: string): boolean {
   // '._x' files are macOS AppleDouble resource forks that appear next to every file copied to a non-Mac volume.

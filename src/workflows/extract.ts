@@ -100,7 +100,8 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
   let hits = 0;
   let misses = 0;
   let done = 0;
-  const report = () => o.onProgress?.({ phase, done, total: samples.length });
+  const report = () =>
+    o.onProgress?.({ phase, done, total: samples.length, metrics: { cacheHits: hits, cacheMisses: misses } });
 
   // The views of one image are listed next to each other: its bytes are read and hashed once for all of them.
   let last: { file: string; bytes: Uint8Array; image: string } | undefined;
