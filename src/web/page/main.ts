@@ -315,15 +315,15 @@ function classCard(c: ClassEntry): HTMLElement {
             await refresh();
           },
         },
-        '🗑',
+        'Delete',
       ),
     ),
     h(
       'div',
       { class: 'row actions' },
-      h('button', { class: 'secondary webcam-btn', onClick: () => webcamFor(c.name) }, '📷 Webcam'),
-      h('button', { class: 'secondary upload-btn', onClick: () => picker.click() }, '⬆ Upload'),
-      h('button', { class: 'secondary folder-btn', onClick: () => folderPicker.click() }, '📁 Folder'),
+      h('button', { class: 'secondary webcam-btn', onClick: () => webcamFor(c.name) }, 'Webcam'),
+      h('button', { class: 'secondary upload-btn', onClick: () => picker.click() }, 'Upload'),
+      h('button', { class: 'secondary folder-btn', onClick: () => folderPicker.click() }, 'Folder…'),
       picker,
       folderPicker,
     ),
@@ -719,7 +719,10 @@ function onEvent(e: RunEvent): void {
           ? `Cancelled (stopped in ${((e.stoppedMs ?? 0) / 1000).toFixed(1)} s); the project is as it was before.`
           : `Training failed: ${e.error}`;
     if (e.state === 'failed') toast(live.message, { error: true });
-    void refresh();
+    void api<Choices>('GET', '/api/choices').then((c) => {
+      choices = c;
+      return refresh();
+    });
     return;
   }
   // Progress arrives often: only the training panel is redrawn.
@@ -1110,7 +1113,7 @@ function renderTry(): void {
               id: 'try-webcam',
               onClick: () => startTryCam().catch((e) => toast(e.message, { error: true })),
             },
-            '📷 Use the webcam',
+            'Use the webcam',
           ),
     ),
     tryResult,
@@ -1152,13 +1155,13 @@ async function renderExport(): Promise<void> {
       h(
         'a',
         { class: 'button primary', id: 'export-zip', href: url('/api/export/zip'), download: `${folder}.zip` },
-        '⬇ Model folder (.zip)',
+        'Download model (.zip)',
       ),
       project.lastRun.onnx
         ? h(
             'a',
             { class: 'button secondary', id: 'export-onnx', href: url('/api/export/onnx'), download: `${folder}.onnx` },
-            '⬇ ONNX file',
+            'Download ONNX',
           )
         : h('span', { class: 'muted', title: project.lastRun.onnxError }, 'No ONNX file for this model'),
     ),
