@@ -41,7 +41,7 @@ const readBytes = (f: string): Buffer => readFileSync(f);
 
 function upload(files: { name: string; bytes: Uint8Array }[], cls = 'red') {
   const fd = new FormData();
-  for (const f of files) fd.append('files', new Blob([f.bytes]), f.name);
+  for (const f of files) fd.append('files', new Blob([f.bytes as Uint8Array<ArrayBuffer>]), f.name);
   return api('POST', `/api/images?class=${encodeURIComponent(cls)}`, fd);
 }
 

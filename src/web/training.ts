@@ -1,18 +1,20 @@
 /**
- * @file One training run at a time for a project: started in a worker thread (train-worker.ts), its progress kept
+ * @file One training run at a time for a project: started in a child process (train-process.ts), its progress kept
  * and fanned out to every open event stream, cancelled through the library's AbortSignal. The model is written to a
  * staging folder and moved into `.graft/model` only when the run finishes and was not cancelled, so a cancelled or
  * failed run leaves the project exactly as it was.
  */
+
+import { type ChildProcess, fork } from 'node:child_process';
 import { existsSync, promises as fs, rmSync } from 'node:fs';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
 import type { TrainOptions } from '../index.ts';
 import { MODEL_DIR, ONNX_FILE, type Project, ProjectError, type ProjectSettings, STATE_DIR } from './project.ts';
-import type { WorkerJob, WorkerMessage } from './train-worker.ts';
+import type { ToServer, ToTrainer, TrainJob } from './train-process.ts';
 
-/** How long a cancelled run may take to stop through its AbortSignal before its thread is terminated. */
-export const CANCEL_GRACE_MS = 1500;
+/** How long a cancelled run may take to stop through its AbortSignal before its process is killed. */
+export const CANCEL_GRACE_MS = 1700;
 
 export type RunState = 'running' | 'done' | 'failed' | 'cancelled';
 
@@ -52,14 +54,15 @@ export function trainOptions(project: Project, s: ProjectSettings): Omit<TrainOp
   };
 }
 
-/** Starts the worker; in a checkout (TypeScript sources) it registers tsx first, as bin/graft.js does. */
-function startWorker(job: WorkerJob): Worker {
+/** Starts the training process; in a checkout (TypeScript sources) through tsx, as bin/graft.js does. */
+function startProcess(): ChildProcess {
   const ext = path.extname(new URL(import.meta.url).pathname);
-  const target = new URL(`./train-worker${ext}`, import.meta.url);
-  if (ext !== '.ts') return new Worker(target, { workerData: job });
-  const api = import.meta.resolve('tsx/esm/api');
-  const code = `import { register } from ${JSON.stringify(api)}; register(); await import(${JSON.stringify(target.href)});`;
-  return new Worker(new URL(`data:text/javascript,${encodeURIComponent(code)}`), { workerData: job });
+  const file = fileURLToPath(new URL(`./train-process${ext}`, import.meta.url));
+  return fork(file, [], {
+    execArgv: ext === '.ts' ? ['--import', import.meta.resolve('tsx')] : [],
+    stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    serialization: 'advanced',
+  });
 }
 
 /** File paths inside the project become project-relative ('class/file'), so the page can refer to them. */
@@ -89,7 +92,7 @@ function summarise(result: Record<string, unknown>, root: string): Record<string
 
 /** A run as the trainer tracks it: its thread, and when (and how) it was asked to stop. */
 interface LiveRun extends Run {
-  worker?: Worker;
+  child?: ChildProcess;
   cancelAt?: number;
   terminated: boolean;
 }
@@ -139,7 +142,7 @@ export class Trainer {
     const id = `${Date.now().toString(36)}`;
     const staging = this.project.stateDir(`staging-${id}`);
     const settings = { ...this.project.settings };
-    const job: WorkerJob = {
+    const job: TrainJob = {
       train: trainOptions(this.project, settings),
       out: path.join(staging, 'model'),
       onnxOut: path.join(staging, 'model.onnx'),
@@ -157,10 +160,16 @@ export class Trainer {
     };
     this.current = run;
     this.emit({ type: 'start', id, startedAt: run.startedAt, settings });
-    const worker = startWorker(job);
-    run.worker = worker;
+    const child = startProcess();
+    run.child = child;
+    // The last lines the process wrote, for the message when it dies.
+    let stderr = '';
+    child.stderr?.on('data', (d) => {
+      stderr = (stderr + d).slice(-2000);
+    });
+    child.send({ type: 'job', job } satisfies ToTrainer);
     let ended = false;
-    const end = async (state: Exclude<RunState, 'running'>, error?: string, outcome?: WorkerMessage) => {
+    const end = async (state: Exclude<RunState, 'running'>, error?: string, outcome?: ToServer) => {
       if (ended) return;
       ended = true;
       let final = state;
@@ -186,18 +195,23 @@ export class Trainer {
       this.emit({ type: 'end', state: final, ...(final === 'failed' ? { error: message } : {}), ...stopped });
       resolveFinished();
     };
-    worker.on('message', (m: WorkerMessage) => {
+    child.on('message', (m: ToServer) => {
       if (m.type === 'progress') this.emit(m);
       else if (m.type === 'result') void end('done', undefined, m);
       else void end(run.cancelAt !== undefined || m.aborted ? 'cancelled' : 'failed', m.message);
     });
-    worker.on('error', (e) => void end(run.cancelAt !== undefined ? 'cancelled' : 'failed', e.message));
-    worker.on('exit', (code) => {
+    child.on('error', (e) => void end(run.cancelAt !== undefined ? 'cancelled' : 'failed', e.message));
+    child.on('exit', (code, signal) => {
+      run.child = undefined;
       if (run.cancelAt !== undefined) {
         void end('cancelled');
         return;
       }
-      void end('failed', `the training thread stopped unexpectedly (exit code ${code})`);
+      const last = stderr.trim().split('\n').pop();
+      void end(
+        'failed',
+        `the training process stopped unexpectedly (${signal ?? `exit code ${code}`})${last ? `: ${last}` : ''}`,
+      );
     });
     return run;
   }
@@ -208,11 +222,11 @@ export class Trainer {
     if (run?.state !== 'running') throw new ProjectError(409, 'no training run is in progress');
     if (run.cancelAt === undefined) {
       run.cancelAt = performance.now();
-      run.worker?.postMessage({ type: 'cancel' });
+      run.child?.send({ type: 'cancel' } satisfies ToTrainer);
       const timer = setTimeout(() => {
-        if (run.state === 'running' && run.worker) {
+        if (run.state === 'running' && run.child) {
           run.terminated = true;
-          void run.worker.terminate();
+          run.child.kill('SIGKILL');
         }
       }, CANCEL_GRACE_MS);
       void run.finished.then(() => clearTimeout(timer));
@@ -222,7 +236,7 @@ export class Trainer {
   }
 
   /** Moves a finished run's files into place: the previous model is replaced only once the new one is complete. */
-  private async commit(staging: string, m: Extract<WorkerMessage, { type: 'result' }>): Promise<void> {
+  private async commit(staging: string, m: Extract<ToServer, { type: 'result' }>): Promise<void> {
     const dir = this.project.dir;
     const model = path.join(dir, MODEL_DIR);
     const onnx = path.join(dir, ONNX_FILE);
