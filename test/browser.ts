@@ -32,8 +32,9 @@ const FLAGS = [
   '--disable-dev-shm-usage',
 ];
 
-export function launchBrowser(): Promise<Browser> {
-  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+/** `extraArgs`, e.g. Chromium's fake camera: `--use-fake-ui-for-media-stream --use-fake-device-for-media-stream`. */
+export function launchBrowser(extraArgs: string[] = []): Promise<Browser> {
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...FLAGS, ...extraArgs] });
 }
 
 /** Where screenshots and other browser artifacts go: test-artifacts/ in the checkout (kept by CI, ignored by git). */

@@ -33,6 +33,59 @@ interface Variant {
   env: Record<string, string>;
   /** Accuracy the model must at least reach on its validation images. */
   minAccuracy: number;
+  /** Also record webcam frames into a class (hold to record), remove them with Undo, and try the webcam live. */
+  webcam?: boolean;
+}
+
+const countOf = (page: Page, cls: string) =>
+  page.textContent(`.class-card[data-class="${cls}"] .count`).then((t) => Number.parseInt(t ?? '', 10));
+
+async function webcamSteps(page: Page, v: Variant): Promise<void> {
+  const cls = v.classes[0];
+  const before = await countOf(page, cls);
+  await page.click(`.class-card[data-class="${cls}"] .webcam-btn`);
+  await page.waitForFunction(() => (document.querySelector('dialog.webcam video') as HTMLVideoElement)?.videoWidth > 0);
+  // Hold the button for about a second: a burst of frames, saved when it is released.
+  const btn = page.locator('dialog.webcam button.hold');
+  const box = (await btn.boundingBox())!;
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  await page.mouse.down();
+  await page.waitForTimeout(1200);
+  await shot(page, v.name, '8-webcam-recording');
+  await page.mouse.up();
+  await page.waitForFunction(
+    ([c, n]) =>
+      Number.parseInt(document.querySelector(`.class-card[data-class="${c}"] .count`)?.textContent ?? '', 10) > n,
+    [cls, before] as const,
+    { timeout: 60_000 },
+  );
+  const added = (await countOf(page, cls)) - before;
+  assert.ok(added >= 3, `a held button records a burst (got ${added} frames)`);
+  await page.click('dialog.webcam button.secondary');
+  await page.waitForSelector('dialog.webcam', { state: 'detached' });
+  await shot(page, v.name, '9-webcam-added');
+
+  // Remove one recorded frame, then undo it.
+  const first = page.locator(`.class-card[data-class="${cls}"] .thumb`).first();
+  await first.hover();
+  await first.locator('.remove').click();
+  await page.waitForFunction(
+    ([c, n]) =>
+      Number.parseInt(document.querySelector(`.class-card[data-class="${c}"] .count`)?.textContent ?? '', 10) === n,
+    [cls, before + added - 1] as const,
+  );
+  await page.click('.toast button.link');
+  await page.waitForFunction(
+    ([c, n]) =>
+      Number.parseInt(document.querySelector(`.class-card[data-class="${c}"] .count`)?.textContent ?? '', 10) === n,
+    [cls, before + added] as const,
+  );
+
+  // Try it with the webcam: predictions appear live.
+  await page.click('#try-webcam');
+  await page.waitForSelector('#try-drop video');
+  await page.waitForSelector('#try-result[data-source="webcam"] .browser-probs', { timeout: 120_000 });
+  await shot(page, v.name, '10-try-webcam');
 }
 
 async function shot(page: Page, variant: string, step: string): Promise<void> {
@@ -43,7 +96,8 @@ async function runVariant(v: Variant): Promise<void> {
   const project = path.join(tmpDir('graft-serve-'), 'project');
   const serve: ServeProcess = await startServe(project, v.env);
   stops.push(serve.stop);
-  const browser = await launchBrowser();
+  // Chromium's fake camera (a moving test pattern) stands in for a webcam, and its permission prompt is accepted.
+  const browser = await launchBrowser(['--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream']);
   stops.push(() => browser.close());
   const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, acceptDownloads: true });
   const page = await context.newPage();
@@ -159,6 +213,8 @@ async function runVariant(v: Variant): Promise<void> {
   const d = Math.max(...probs.map((p, i) => Math.abs(p - server[i])));
   assert.ok(d <= 1e-3, `plain TF.js and the server differ by ${d}`);
 
+  if (v.webcam) await webcamSteps(page, v);
+
   assert.deepEqual(watch.errors, [], 'no console errors on the page');
   assert.deepEqual(watch.requests, [], 'the page requests nothing from other origins');
   await context.close();
@@ -181,6 +237,7 @@ test('graft serve page, generated images with the bundled base', { skip, timeout
     base: 'nsfw-mobilenet-v2',
     env: { GRAFT_CACHE_DIR: path.join(tmpDir(), 'cache') },
     minAccuracy: 0.5,
+    webcam: true,
   });
 });
 

@@ -99,7 +99,10 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
       classes: listing.classes,
       problems: listing.problems,
       settings: project.settings,
-      lastRun: project.lastRun,
+      lastRun: project.lastRun && {
+        ...project.lastRun,
+        report: existsSync(path.join(project.dir, MODEL_DIR, 'report.html')),
+      },
       run: run ? { id: run.id, state: run.state, startedAt: run.startedAt } : undefined,
       limits: LIMITS,
     });

@@ -63,7 +63,14 @@ export function lineChart(series: Series[], o: ChartOptions): SVGElement {
   if (o.marker) {
     const x = px(o.marker.x);
     svg.append(s('line', { x1: x, x2: x, y1: m.t, y2: H - m.b, class: 'marker' }));
-    svg.append(s('text', { x: x + 3, y: m.t + 9, class: 'tick' }, o.marker.label));
+    const right = x > W - m.r - 30;
+    svg.append(
+      s(
+        'text',
+        { x: right ? x - 3 : x + 3, y: m.t + 9, class: 'tick', 'text-anchor': right ? 'end' : 'start' },
+        o.marker.label,
+      ),
+    );
   }
   let lx = W - m.r;
   for (const ser of [...series].reverse()) {

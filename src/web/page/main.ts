@@ -58,6 +58,8 @@ interface TrainResult {
 }
 interface LastRun {
   finishedAt: string;
+  /** The model folder holds report.html. */
+  report?: boolean;
   model: string;
   onnx?: string;
   onnxError?: string;
@@ -712,6 +714,8 @@ function onEvent(e: RunEvent): void {
     if (e.metrics && 'loss' in e.metrics) live.history.push({ phase: e.phase, log: e.metrics as unknown as EpochLog });
   } else if (e.type === 'end') {
     live.running = false;
+    // A finished run's curves move to the results; a cancelled or failed one keeps what it drew.
+    if (e.state === 'done') live.history = [];
     live.message =
       e.state === 'done'
         ? 'Training finished.'
@@ -894,13 +898,15 @@ function renderResults(): void {
         ),
       )
     : null;
-  const report = h('iframe', {
-    id: 'report-frame',
-    src: url('/api/report'),
-    title: 'training report',
-    sandbox: '',
-    loading: 'lazy',
-  });
+  const report = run.report
+    ? h(
+        'details',
+        { class: 'report', open: true },
+        h('summary', null, 'Full report (report.html in the model folder)'),
+        h('iframe', { id: 'report-frame', src: url('/api/report'), title: 'training report', sandbox: '' }),
+        h('a', { href: url('/api/report'), target: '_blank', rel: 'noopener' }, 'Open the report in a new tab'),
+      )
+    : null;
   fill(
     panels.results,
     h('h2', null, '3 · Results of the last run'),
@@ -908,18 +914,8 @@ function renderResults(): void {
     sweep,
     confusionView(r),
     labelIssues(r),
-    h(
-      'details',
-      { class: 'report', open: true },
-      h('summary', null, 'Full report (report.html in the model folder)'),
-      report,
-      h('a', { href: url('/api/report'), target: '_blank', rel: 'noopener' }, 'Open the report in a new tab'),
-    ),
+    report,
   );
-  // The report is written by the report step of training; older runs or models without one show nothing.
-  fetch(url('/api/report'), { method: 'HEAD' }).then((res) => {
-    if (!res.ok) report.closest('details')?.remove();
-  });
 }
 
 let graftJson: { metrics?: { confusion?: number[][] }; labels?: string[] } | undefined;
@@ -996,6 +992,7 @@ let tryCam: { stream: MediaStream; video: HTMLVideoElement; timer: number } | un
 async function predictBoth(
   src: CanvasImageSource,
   blob: Blob | (() => Promise<Blob>),
+  source: string,
   preview?: HTMLElement,
 ): Promise<void> {
   const model = await modelInBrowser();
@@ -1012,6 +1009,7 @@ async function predictBoth(
   const diff = server ? Math.max(...browser.map((p, i) => Math.abs(p - server!.probabilities[i]))) : NaN;
   const agree = server && diff <= AGREE;
   const top = (p: number[]) => model.labels[p.indexOf(Math.max(...p))];
+  tryResult.dataset.source = source;
   fill(
     tryResult,
     preview ?? '',
@@ -1038,7 +1036,7 @@ async function tryFile(f: File): Promise<void> {
   img.src = src;
   try {
     await img.decode();
-    await predictBoth(img, f, h('img', { src, class: 'try-preview', alt: f.name }));
+    await predictBoth(img, f, 'file', h('img', { src, class: 'try-preview', alt: f.name }));
   } catch (e) {
     fill(tryResult, h('p', { class: 'error' }, (e as Error).message));
   }
@@ -1066,6 +1064,7 @@ async function startTryCam(): Promise<void> {
       await predictBoth(
         frame,
         () => new Promise<Blob>((res) => frame.toBlob((b) => res(b!), 'image/jpeg', 0.92)),
+        'webcam',
       ).catch(() => {});
     }
     if (tryCam) tryCam.timer = window.setTimeout(loop, 700);
