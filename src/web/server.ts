@@ -4,6 +4,7 @@
  * the work; security.ts decides who may ask.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { serve } from '@hono/node-server';
@@ -87,6 +88,16 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   };
   app.get('/', (c) => c.html(html, 200, pageHeaders));
   app.get('/app.js', (c) => c.body(page.js, 200, { 'Content-Type': 'text/javascript; charset=utf-8' }));
+  // TF.js's WebAssembly binaries for the page's in-browser prediction.
+  const wasmDir = path.dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs-backend-wasm/package.json'));
+  app.get('/wasm/:file', (c) => {
+    const file = c.req.param('file');
+    if (!/^tfjs-backend-wasm(-simd|-threaded-simd)?\.wasm$/.test(file)) return c.json({ error: 'no such file' }, 404);
+    return c.body(bytesOf(readFileSync(path.join(wasmDir, 'dist', file))), 200, {
+      'Content-Type': 'application/wasm',
+      'Cache-Control': 'public, max-age=86400',
+    });
+  });
   app.get('/app.css', (c) => c.body(page.css, 200, { 'Content-Type': 'text/css; charset=utf-8' }));
 
   // --- the project ---

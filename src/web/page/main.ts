@@ -1013,7 +1013,12 @@ async function predictBoth(
   fill(
     tryResult,
     preview ?? '',
-    h('h4', null, `In this browser (TF.js, ${ms.toFixed(0)} ms): `, h('strong', { id: 'browser-top' }, top(browser))),
+    h(
+      'h4',
+      null,
+      `In this browser (TF.js ${model.backend}, ${ms.toFixed(0)} ms): `,
+      h('strong', { id: 'browser-top' }, top(browser)),
+    ),
     bars(model.labels, browser, 'browser-probs'),
     h('h4', null, 'On the server: ', h('strong', null, server ? top(server.probabilities) : '–')),
     server ? bars(model.labels, server.probabilities, 'server-probs') : h('p', { class: 'error' }, serverError ?? ''),
