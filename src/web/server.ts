@@ -18,7 +18,7 @@ import { checkImage, ImageRefused, thumbnail } from './images.ts';
 import { bundlePage, pageHtml } from './page-bundle.ts';
 import { checkImagePath, checkName, MODEL_DIR, ONNX_FILE, Project, ProjectError } from './project.ts';
 import { guard, LIMITS, limitBody, newToken, TOKEN_HEADER } from './security.ts';
-import { type RunEvent, Trainer } from './training.ts';
+import { type RunEvent, relativise, Trainer } from './training.ts';
 
 export interface ServeOptions {
   /** Project folder (created when missing). */
@@ -113,6 +113,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
       lastRun: project.lastRun && {
         ...project.lastRun,
         report: existsSync(path.join(project.dir, MODEL_DIR, 'report.html')),
+        reportData: existsSync(path.join(project.dir, MODEL_DIR, 'report.json')),
       },
       run: run ? { id: run.id, state: run.state, startedAt: run.startedAt } : undefined,
       limits: LIMITS,
@@ -304,6 +305,14 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
       'Content-Type': 'text/html; charset=utf-8',
       'Content-Security-Policy': "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'",
     });
+  });
+  // The report's content as data (report.json, written beside report.html), with paths made project-relative so the
+  // page can show thumbnails and act on label issues.
+  app.get('/api/report-data', (c) => {
+    requireModel();
+    const f = path.join(modelDir, 'report.json');
+    if (!existsSync(f)) throw new ProjectError(404, 'this model folder has no report.json');
+    return c.json(relativise(JSON.parse(readFileSync(f, 'utf8')), project.dir));
   });
   // The trained model's files for the page's in-browser prediction. The token is part of the path so TF.js can
   // fetch weights.bin relative to model.json without extra headers.

@@ -14,7 +14,7 @@ import { MODEL_DIR, ONNX_FILE, type Project, ProjectError, type ProjectSettings,
 import type { ToServer, ToTrainer, TrainJob } from './train-process.ts';
 
 /** How long a cancelled run may take to stop through its AbortSignal before its process is killed. */
-export const CANCEL_GRACE_MS = 1700;
+export const CANCEL_GRACE_MS = 1000;
 
 export type RunState = 'running' | 'done' | 'failed' | 'cancelled';
 

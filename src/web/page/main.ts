@@ -58,8 +58,9 @@ interface TrainResult {
 }
 interface LastRun {
   finishedAt: string;
-  /** The model folder holds report.html. */
+  /** The model folder holds report.html / report.json. */
   report?: boolean;
+  reportData?: boolean;
   model: string;
   onnx?: string;
   onnxError?: string;
@@ -128,7 +129,10 @@ async function refresh(): Promise<void> {
   renderHeader();
   renderClasses();
   renderTrain();
-  renderResults();
+  graftJson = project.lastRun
+    ? await fetch(`${(await api<{ base: string }>('GET', '/api/model-token')).base}graft.json`).then((r) => r.json())
+    : undefined;
+  await renderResults();
   await renderExport();
   // Try it keeps its last prediction until a new model arrives.
   const key = project.lastRun?.finishedAt ?? '';
@@ -755,10 +759,12 @@ function imageLink(rel: string): HTMLElement {
   return h('img', { src: thumbUrl(cls, file), width: 64, height: 64, loading: 'lazy', alt: rel, title: rel });
 }
 
-function labelIssues(r: TrainResult): HTMLElement | null {
-  if (!r.labelIssues) return null;
+function labelIssues(r: TrainResult, d?: ReportData): HTMLElement | null {
+  const found = d?.labelIssues ?? r.labelIssues;
+  if (!found) return null;
+  // Images moved or deleted since the run drop out of the list.
   const present = new Set(project.classes.flatMap((c) => c.images.map((i) => `${c.name}/${i.name}`)));
-  const issues = r.labelIssues.filter((i) => present.has(i.file));
+  const issues = found.filter((i) => present.has(i.file) && i.file.startsWith(`${i.given}/`));
   return h(
     'div',
     { class: 'label-issues', id: 'label-issues' },
@@ -823,8 +829,9 @@ function labelIssues(r: TrainResult): HTMLElement | null {
   );
 }
 
-function renderResults(): void {
+async function renderResults(): Promise<void> {
   const run = project.lastRun;
+  const d = await loadReportData();
   if (!run) {
     fill(panels.results);
     panels.results.classList.add('hidden');
@@ -832,7 +839,11 @@ function renderResults(): void {
   }
   panels.results.classList.remove('hidden');
   const r = run.result;
-  const [lo, hi] = r.valAccuracy !== null ? wilson(r.valAccuracy, r.valImages) : [0, 0];
+  const [lo, hi] = d?.accuracy
+    ? [d.accuracy.low, d.accuracy.high]
+    : r.valAccuracy !== null
+      ? wilson(r.valAccuracy, r.valImages)
+      : [0, 0];
   const summary = h(
     'div',
     { class: 'summary' },
@@ -866,6 +877,16 @@ function renderResults(): void {
       h('dt', null, 'Finished'),
       h('dd', null, new Date(run.finishedAt).toLocaleString()),
     ),
+    d?.selection
+      ? h(
+          'p',
+          { class: 'muted', id: 'selection' },
+          `Chosen by ${d.selection.method} (${d.selection.chose.join(', ')}; score ${fmtPct(d.selection.score)}). `,
+          d.selection.usedValidation
+            ? 'The validation images took part in that choice, so the accuracy above is optimistic.'
+            : 'The validation images chose nothing: the accuracy above is an honest estimate.',
+        )
+      : null,
     r.baseFallback ? h('p', { class: 'warn' }, `Note: ${r.baseFallback.reason}; used ${r.base} instead.`) : null,
     r.skipped.length
       ? h(
@@ -913,8 +934,117 @@ function renderResults(): void {
     h('div', { class: 'results-grid' }, summary, r.history.length ? curves(r.history, 'result', r.bestEpoch) : null),
     sweep,
     confusionView(r),
-    labelIssues(r),
+    mistakesView(d),
+    labelIssues(r, d),
+    duplicatesView(d),
     report,
+  );
+}
+
+/** The subset of report.json (src/report/data.ts) the page shows natively; paths are project-relative. */
+interface ReportData {
+  accuracy?: {
+    split: string;
+    correct: number;
+    total: number;
+    value: number;
+    low: number;
+    high: number;
+    usedForSelection: boolean;
+  };
+  selection?: { method: string; chose: string[]; score: number; sd?: number; usedValidation: boolean };
+  mistakes?: { file: string; label: string; predicted: string; probability: number }[];
+  labelIssues?: TrainResult['labelIssues'];
+  duplicates?: {
+    a: string;
+    b: string;
+    similarity: number;
+    splits: string[];
+    labels: string[];
+    leak: boolean;
+    conflict: boolean;
+  }[];
+  perClass?: { label: string; precision: number; recall: number; f1: number; support: number }[];
+}
+let reportData: { key: string; data?: ReportData } | undefined;
+
+async function loadReportData(): Promise<ReportData | undefined> {
+  const key = project.lastRun?.finishedAt ?? '';
+  if (reportData?.key !== key)
+    reportData = {
+      key,
+      data: project.lastRun?.reportData
+        ? await api<ReportData>('GET', '/api/report-data').catch(() => undefined)
+        : undefined,
+    };
+  return reportData.data;
+}
+
+function mistakesView(d?: ReportData): HTMLElement | null {
+  if (!d?.mistakes?.length) return null;
+  return h(
+    'div',
+    { class: 'mistakes', id: 'mistakes' },
+    h('h3', null, `Mistakes on the validation images (${d.mistakes.length})`),
+    h(
+      'div',
+      { class: 'tiles' },
+      d.mistakes
+        .slice(0, 48)
+        .map((m) =>
+          h(
+            'figure',
+            { class: 'tile' },
+            imageLink(m.file),
+            h(
+              'figcaption',
+              null,
+              `${m.label} → ${m.predicted}`,
+              h('br'),
+              h('span', { class: 'muted' }, fmtPct(m.probability, 0)),
+            ),
+          ),
+        ),
+    ),
+  );
+}
+
+function duplicatesView(d?: ReportData): HTMLElement | null {
+  if (!d?.duplicates?.length) return null;
+  return h(
+    'div',
+    { class: 'duplicates', id: 'duplicates' },
+    h('h3', null, `Near duplicates (${d.duplicates.length})`),
+    h(
+      'p',
+      { class: 'muted' },
+      'Pairs of images the network sees as nearly the same. A pair across training and validation flatters the validation score (a leak); a pair with two labels is a conflict.',
+    ),
+    h(
+      'div',
+      { class: 'pairs' },
+      d.duplicates
+        .slice(0, 24)
+        .map((p) =>
+          h(
+            'div',
+            { class: 'pair' },
+            imageLink(p.a),
+            imageLink(p.b),
+            h(
+              'div',
+              null,
+              h('div', null, `${p.a}`),
+              h('div', null, `${p.b}`),
+              h(
+                'div',
+                { class: p.leak || p.conflict ? 'warn' : 'muted' },
+                `similarity ${p.similarity.toFixed(3)}${p.leak ? ' · leak' : ''}${p.conflict ? ' · conflict' : ''}`,
+              ),
+            ),
+          ),
+        ),
+    ),
   );
 }
 
@@ -1135,10 +1265,6 @@ async function renderExport(): Promise<void> {
     'GET',
     '/api/export/snippets',
   );
-  graftJson = await fetch(`${(await api<{ base: string }>('GET', '/api/model-token')).base}graft.json`).then((r) =>
-    r.json(),
-  );
-  renderResults();
   const tabs: Child[] = [];
   const names: Record<string, string> = { browser: 'Browser (TF.js)', node: 'Node (TF.js)', onnx: 'onnxruntime' };
   const pre = h('pre', { class: 'snippet' });
