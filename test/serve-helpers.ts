@@ -6,6 +6,8 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 
 export interface ServeProcess {
+  /** The project folder (absolute). */
+  project: string;
   url: string;
   token: string;
   child: ChildProcess;
@@ -48,6 +50,7 @@ export async function startServe(
   const token = /name="graft-token" content="([^"]+)"/.exec(html)?.[1];
   if (!token) throw new Error('the page carries no token');
   return {
+    project: path.resolve(dir),
     url,
     token,
     child,
