@@ -1,7 +1,8 @@
 import { spawn } from 'node:child_process';
 import { Command } from 'commander';
+import { UsageError } from '../../util/errors.ts';
 import { startServer } from '../../web/server.ts';
-import { type GlobalOptions, UsageError } from '../output.ts';
+import type { GlobalOptions } from '../output.ts';
 
 interface ServeFlags extends GlobalOptions {
   port?: string;
@@ -26,7 +27,7 @@ export function serveCommand(): Command {
     .action(async (dir: string, f: ServeFlags) => {
       const port = f.port === undefined ? DEFAULT_PORT : Number(f.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535)
-        throw new UsageError(`--port must be a whole number from 0 to 65535 (got '${f.port}')`);
+        throw new UsageError('invalid-value', `--port must be a whole number from 0 to 65535 (got '${f.port}')`);
       const host = f.host ?? '127.0.0.1';
       if (!['127.0.0.1', 'localhost', '::1'].includes(host))
         process.stderr.write(
@@ -37,7 +38,7 @@ export function serveCommand(): Command {
         server = await startServer({ dir, host, port });
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE')
-          throw new UsageError(`port ${port} is in use; choose another with --port (0: any free port)`);
+          throw new UsageError('port-in-use', `port ${port} is in use; choose another with --port (0: any free port)`);
         throw e;
       }
       process.stdout.write(`graft serve: project ${server.project.dir}\n${server.url}\n`);
