@@ -13,7 +13,7 @@ import { after, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { unzipSync } from 'fflate';
 import type { Page } from 'playwright-core';
-import sharp from 'sharp';
+import { decodeImage } from '../src/dataset/decode.ts';
 import { splitByHash } from '../src/index.ts';
 import { artifactPath, browserSkipReason, launchBrowser, watchPage } from './browser.ts';
 import { HAVE_SHARED, HYMENOPTERA, SHARED, tmpDir, writeColourDataset } from './helpers.ts';
@@ -245,12 +245,8 @@ async function runVariant(v: Variant): Promise<void> {
   );
   const [h, w] = meta.preprocessing.size;
   const held = v.images[v.classes[0]].held;
-  const rgb = await sharp(held)
-    .rotate()
-    .resize(w, h, { fit: 'cover', kernel: 'linear' })
-    .removeAlpha()
-    .raw()
-    .toBuffer();
+  // The pixels training would feed (graft's decoder and resampler), so the comparison below checks the model alone.
+  const rgb = await decodeImage(readFileSync(held), held, meta.preprocessing);
   const out = model.predict(tf.tensor4d(Float32Array.from(rgb), [1, h, w, 3])) as tf.Tensor;
   const probs = Array.from(await out.data());
   tf.dispose([out]);
