@@ -17,13 +17,14 @@
  * Padding 'same' is always written as explicit `pads` computed from static shapes the way TensorFlow does (the odd
  * pixel goes at the end), never as `auto_pad`, whose SAME_UPPER/SAME_LOWER runtimes disagree on.
  */
-import type { LayersModel, SymbolicTensor } from '@tensorflow/tfjs-layers';
+import type { LayersModel, LayerVariable, SymbolicTensor } from '@tensorflow/tfjs-layers';
 import { BaseError, InternalError, opt, UsageError, words } from '../util/errors.ts';
 import {
   type Attribute,
   AttrType,
   DataType,
   encodeModel,
+  type ModelMsg,
   type NodeMsg,
   type TensorMsg,
   type ValueInfoMsg,
@@ -38,6 +39,21 @@ export interface OnnxExportOptions {
   metadata?: Record<string, string>;
   /** Name of the graph input (the first one if the model has several); default the TF.js input layer's name. */
   inputName?: string;
+  /**
+   * Every trainable weight (of a trainable layer) becomes a graph input in TF.js's layout instead of a constant, and
+   * the layout changes and BatchNorm folding that involve it become nodes: the graph then runs with weights given per
+   * call, as a training step needs. Default false.
+   */
+  trainableAsInputs?: boolean;
+}
+
+/** A trainable weight that the graph takes as an input (see OnnxExportOptions.trainableAsInputs). */
+export interface WeightInput {
+  /** Graph input name: the variable's name. */
+  name: string;
+  variable: LayerVariable;
+  /** TF.js shape, which is the input's shape. */
+  shape: number[];
 }
 
 export const DEFAULT_OPSET = 17;
@@ -214,10 +230,6 @@ function requireChannelsLast(layer: Layer, config: Record<string, unknown>): voi
   }
 }
 
-function weightsOf(layer: Layer): Float32Array[] {
-  return layer.getWeights().map((w) => Float32Array.from(w.dataSync() as Float32Array));
-}
-
 function normAxis(axis: unknown, rank: number, layer: Layer): number {
   const a = Array.isArray(axis) && axis.length === 1 ? axis[0] : axis;
   if (typeof a !== 'number' || a < -rank || a >= rank)
@@ -281,44 +293,62 @@ function windowPads(
   return [t, l, b, r];
 }
 
-/** HWIO (TF.js Conv2D kernel) → OIHW. */
-function hwioToOihw(k: Float32Array, kh: number, kw: number, ci: number, co: number): Float32Array {
-  const out = new Float32Array(k.length);
-  for (let y = 0; y < kh; y++)
-    for (let x = 0; x < kw; x++)
-      for (let i = 0; i < ci; i++)
-        for (let o = 0; o < co; o++) out[((o * ci + i) * kh + y) * kw + x] = k[((y * kw + x) * ci + i) * co + o];
-  return out;
+/**
+ * A weight-sized tensor on its way into the graph: values known here, transformed in JavaScript and written as an
+ * initializer where a node reads them, or a graph value (a trainable weight given as an input) transformed by nodes.
+ * The same code thus folds BatchNorm and reorders kernels for an inference graph and for a training graph.
+ */
+type Param =
+  | { dims: number[]; data: Float32Array; name?: undefined }
+  | { dims: number[]; name: string; data?: undefined };
+
+const count = (dims: number[]) => dims.reduce((a, b) => a * b, 1);
+
+function stridesOf(dims: number[]): number[] {
+  const st = new Array<number>(dims.length).fill(1);
+  for (let i = dims.length - 2; i >= 0; i--) st[i] = st[i + 1] * dims[i + 1];
+  return st;
 }
 
-/** HW·C·M (TF.js depthwise kernel) → (C·M)·1·H·W, the weight of a Conv with group = C; output channel c·M + m. */
-function depthwiseToOihw(k: Float32Array, kh: number, kw: number, c: number, m: number): Float32Array {
-  const out = new Float32Array(k.length);
-  for (let y = 0; y < kh; y++)
-    for (let x = 0; x < kw; x++)
-      for (let ch = 0; ch < c; ch++)
-        for (let j = 0; j < m; j++) out[((ch * m + j) * kh + y) * kw + x] = k[((y * kw + x) * c + ch) * m + j];
-  return out;
-}
-
-/** y = x·scale + shift per channel: what an inference-mode BatchNormalization computes. */
-function bnAffine(layer: Layer): { scale: Float32Array; shift: Float32Array } {
-  const config = layer.getConfig() as { center?: boolean; scale?: boolean; epsilon?: number };
-  const w = weightsOf(layer);
-  let k = 0;
-  const gamma = config.scale === false ? undefined : w[k++];
-  const beta = config.center === false ? undefined : w[k++];
-  const mean = w[k++];
-  const variance = w[k++];
-  const eps = config.epsilon ?? 1e-3;
-  const scale = new Float32Array(mean.length);
-  const shift = new Float32Array(mean.length);
-  for (let c = 0; c < mean.length; c++) {
-    const s = (gamma ? gamma[c] : 1) / Math.sqrt(variance[c] + eps);
-    scale[c] = s;
-    shift[c] = (beta ? beta[c] : 0) - mean[c] * s;
+function transposeData(data: Float32Array, dims: number[], perm: number[]): Float32Array {
+  const outDims = perm.map((p) => dims[p]);
+  const inSt = stridesOf(dims);
+  const step = perm.map((p) => inSt[p]);
+  const out = new Float32Array(data.length);
+  const idx = new Array<number>(dims.length).fill(0);
+  for (let o = 0; o < out.length; o++) {
+    let src = 0;
+    for (let k = 0; k < idx.length; k++) src += idx[k] * step[k];
+    out[o] = data[src];
+    for (let k = idx.length - 1; k >= 0; k--) {
+      if (++idx[k] < outDims[k]) break;
+      idx[k] = 0;
+    }
   }
-  return { scale, shift };
+  return out;
+}
+
+/** Element-wise a ∘ b with numpy broadcasting (b's dims right-aligned, each 1 or equal to a's). */
+function broadcastData(
+  a: Param & { data: Float32Array },
+  b: Param & { data: Float32Array },
+  f: (x: number, y: number) => number,
+): Float32Array {
+  const lead = a.dims.length - b.dims.length;
+  const bDims = [...new Array(lead).fill(1), ...b.dims];
+  const bSt = stridesOf(bDims).map((s, i) => (bDims[i] === 1 ? 0 : s));
+  const out = new Float32Array(a.data.length);
+  const idx = new Array<number>(a.dims.length).fill(0);
+  for (let o = 0; o < out.length; o++) {
+    let j = 0;
+    for (let k = 0; k < idx.length; k++) j += idx[k] * bSt[k];
+    out[o] = f(a.data[o], b.data[j]);
+    for (let k = idx.length - 1; k >= 0; k--) {
+      if (++idx[k] < a.dims[k]) break;
+      idx[k] = 0;
+    }
+  }
+  return out;
 }
 
 function activationName(config: Record<string, unknown>): string {
@@ -381,7 +411,79 @@ function collect(outputs: SymbolicTensor[], bound: Set<SymbolicTensor>) {
 // Conversion of one (possibly nested) model
 
 class Converter {
-  constructor(readonly g: GraphBuilder) {}
+  /** Trainable weights given as graph inputs (OnnxExportOptions.trainableAsInputs), in the order they were first read. */
+  readonly weightInputs: WeightInput[] = [];
+
+  constructor(
+    readonly g: GraphBuilder,
+    private readonly asInputs = false,
+  ) {}
+
+  /** The layer's k-th weight (layer.weights order): an input when it trains and trainableAsInputs is set, else values. */
+  weight(layer: Layer, k: number): Param {
+    const v = layer.weights[k];
+    const dims = [...v.shape] as number[];
+    if (this.asInputs && layer.trainableWeights.includes(v)) {
+      let input = this.weightInputs.find((i) => i.variable === v);
+      if (!input) {
+        input = { name: this.g.fresh(v.name), variable: v, shape: dims };
+        this.weightInputs.push(input);
+      }
+      return { name: input.name, dims };
+    }
+    return { data: Float32Array.from(v.read().dataSync() as Float32Array), dims };
+  }
+
+  /** The name a node reads: the graph value, or the values written as an initializer named after `hint`. */
+  use(p: Param, hint: string): string {
+    return p.name ?? this.g.floats(hint, p.data, p.dims);
+  }
+
+  permute(p: Param, perm: number[], hint: string): Param {
+    const dims = perm.map((i) => p.dims[i]);
+    if (p.data) return { dims, data: transposeData(p.data, p.dims, perm) };
+    return { dims, name: this.g.node('Transpose', [p.name], hint, [attr.ints('perm', perm)]) };
+  }
+
+  reshape(p: Param, dims: number[], hint: string): Param {
+    if (count(dims) !== count(p.dims)) throw new Error(`${hint}: cannot reshape [${p.dims}] to [${dims}]`);
+    if (p.data) return { dims, data: p.data };
+    return { dims, name: this.g.node('Reshape', [p.name, this.g.int64s(`${hint}_shape`, dims)], hint) };
+  }
+
+  /** a ∘ b, b broadcast against a (right-aligned); the result has a's dims. */
+  combine(op: 'Mul' | 'Add' | 'Sub', a: Param, b: Param, hint: string): Param {
+    if (a.data && b.data) {
+      const f =
+        op === 'Mul'
+          ? (x: number, y: number) => x * y
+          : op === 'Add'
+            ? (x: number, y: number) => x + y
+            : (x: number, y: number) => x - y;
+      return { dims: a.dims, data: broadcastData(a, b, f) };
+    }
+    return { dims: a.dims, name: this.g.node(op, [this.use(a, `${hint}_a`), this.use(b, `${hint}_b`)], hint) };
+  }
+
+  /** y = x·scale + shift per channel: what an inference-mode BatchNormalization computes. */
+  bnAffine(layer: Layer): { scale: Param; shift: Param } {
+    const config = layer.getConfig() as { center?: boolean; scale?: boolean; epsilon?: number };
+    let k = 0;
+    const gamma = config.scale === false ? undefined : this.weight(layer, k++);
+    const beta = config.center === false ? undefined : this.weight(layer, k++);
+    const mean = this.weight(layer, k++);
+    const variance = this.weight(layer, k++);
+    if (!mean.data || !variance.data)
+      throw new Error(`layer ${layer.name}: trainable moving statistics are not supported by the ONNX converter`);
+    const eps = config.epsilon ?? 1e-3;
+    const invStd: Param = { dims: variance.dims, data: variance.data.map((v) => 1 / Math.sqrt(v + eps)) };
+    const scale = gamma ? this.combine('Mul', gamma, invStd, `${layer.name}_scale`) : invStd;
+    const centred = this.combine('Mul', mean, scale, `${layer.name}_centred`);
+    const shift = beta
+      ? this.combine('Sub', beta, centred, `${layer.name}_shift`)
+      : this.combine('Mul', centred, { dims: [], data: Float32Array.of(-1) }, `${layer.name}_shift`);
+    return { scale, shift };
+  }
 
   toNchw(v: Value): Value {
     if (v.shape.length !== 4) throw new InternalError(`tensor ${v.name}: expected rank 4, got shape [${v.shape}]`);
@@ -468,11 +570,13 @@ class Converter {
   }
 
   /** Per-channel y = x·scale + shift along TF axis `axis`. */
-  affine(v: Value, axis: number, scale: Float32Array, shift: Float32Array, hint: string): Value {
+  affine(v: Value, axis: number, scale: Param, shift: Param, hint: string): Value {
     const a = onnxAxis(v, axis);
-    const dims = [scale.length, ...new Array(v.shape.length - 1 - a).fill(1)];
-    const mul = this.g.node('Mul', [v.name, this.g.floats(`${hint}_scale`, scale, dims)], `${hint}_mul`);
-    return { ...v, name: this.g.node('Add', [mul, this.g.floats(`${hint}_shift`, shift, dims)], hint) };
+    const dims = [count(scale.dims), ...new Array(v.shape.length - 1 - a).fill(1)];
+    const s = this.use(this.reshape(scale, dims, `${hint}_scale_shaped`), `${hint}_scale`);
+    const mul = this.g.node('Mul', [v.name, s], `${hint}_mul`);
+    const t = this.use(this.reshape(shift, dims, `${hint}_shift_shaped`), `${hint}_shift`);
+    return { ...v, name: this.g.node('Add', [mul, t], hint) };
   }
 
   /** Element-wise ops broadcast alike in both layouts, as long as all operands share one. */
@@ -563,20 +667,20 @@ class Converter {
         return [this.conv(call, raw[0], config, soleConsumer)];
 
       case 'Dense': {
-        const [kernel, bias0] = weightsOf(layer);
-        const units = Number(config.units);
-        const inDim = kernel.length / units;
-        let bias = config.useBias === false ? undefined : bias0;
+        let kernel = this.weight(layer, 0);
+        let bias = config.useBias === false ? undefined : this.weight(layer, 1);
         const fold = this.foldableBn(call, config, soleConsumer);
         if (fold) {
-          const { scale, shift } = bnAffine(fold.layer);
-          for (let i = 0; i < inDim; i++) for (let j = 0; j < units; j++) kernel[i * units + j] *= scale[j];
-          bias = Float32Array.from(shift, (s, j) => (bias ? bias[j] : 0) * scale[j] + s);
+          const { scale, shift } = this.bnAffine(fold.layer);
+          kernel = this.combine('Mul', kernel, scale, `${name}_kernel_folded`);
+          bias = bias
+            ? this.combine('Add', this.combine('Mul', bias, scale, `${name}_bias_scaled`), shift, `${name}_bias_folded`)
+            : shift;
         }
         const hint = fold ? fold.layer.name : name;
         const x = this.toNhwc(input());
-        const w = g.floats(`${name}_kernel`, kernel, [inDim, units]);
-        const b = bias ? g.floats(`${name}_bias`, bias, [units]) : undefined;
+        const w = this.use(kernel, `${name}_kernel`);
+        const b = bias ? this.use(bias, `${name}_bias`) : undefined;
         const act = activationName(config);
         const pre = act === 'linear' ? hint : `${hint}_linear`;
         let y: string;
@@ -595,7 +699,7 @@ class Converter {
       case 'BatchNormalization': {
         const x = input();
         const axis = normAxis(config.axis ?? -1, x.shape.length, layer);
-        const { scale, shift } = bnAffine(layer);
+        const { scale, shift } = this.bnAffine(layer);
         return [this.affine(x, axis, scale, shift, name)];
       }
 
@@ -784,7 +888,6 @@ class Converter {
     const pads = windowPads(config.padding, x.shape, kernelSize, strides, dilations, raw.pads, layer);
     const [kh, kw] = kernelSize;
     const inC = x.shape[3] as number;
-    const w = weightsOf(layer);
     const useBias = config.useBias !== false;
     const fold = this.foldableBn(call, config, soleConsumer);
     const hint = fold ? fold.layer.name : layer.name;
@@ -797,49 +900,63 @@ class Converter {
       attr.ints('pads', pads),
     ];
 
-    let weight: Float32Array;
-    let bias = useBias ? w[w.length - 1] : undefined;
+    let bias = useBias ? this.weight(layer, layer.weights.length - 1) : undefined;
+    let weight: Param;
     let inputName = x.name;
     let outC: number;
-    let wDims: number[];
     let group = 1;
     let attrs = windowAttrs;
     if (cls === 'Conv2D') {
       outC = Number(config.filters);
-      weight = hwioToOihw(w[0], kh, kw, inC, outC);
-      wDims = [outC, inC, kh, kw];
+      // HWIO → OIHW.
+      weight = this.permute(this.weight(layer, 0), [3, 2, 0, 1], `${layer.name}_kernel_oihw`);
     } else {
-      // SeparableConv2D's config omits depthMultiplier in TF.js: read it off the kernel's shape.
-      const m = w[0].length / (kh * kw * inC);
-      const dw = depthwiseToOihw(w[0], kh, kw, inC, m);
-      const dwDims = [inC * m, 1, kh, kw];
+      // HW·C·M → (C·M)·1·H·W, the weight of a Conv with group = C; output channel c·M + m. SeparableConv2D's config
+      // omits depthMultiplier in TF.js: read it off the kernel's shape.
+      const k0 = this.weight(layer, 0);
+      const m = k0.dims[3];
+      const dw = this.reshape(
+        this.permute(k0, [2, 3, 0, 1], `${layer.name}_depthwise_cmhw`),
+        [inC * m, 1, kh, kw],
+        `${layer.name}_depthwise_oihw`,
+      );
       if (cls === 'DepthwiseConv2D') {
         weight = dw;
-        wDims = dwDims;
         outC = inC * m;
         group = inC;
       } else {
         // SeparableConv2D: the depthwise step (no bias), then a 1×1 pointwise Conv2D that carries the bias.
-        const dwName = g.floats(`${layer.name}_depthwise_kernel`, dw, dwDims);
-        inputName = g.node('Conv', [x.name, dwName], `${layer.name}_depthwise`, [
-          ...windowAttrs,
-          attr.int('group', inC),
-        ]);
+        inputName = g.node(
+          'Conv',
+          [x.name, this.use(dw, `${layer.name}_depthwise_kernel`)],
+          `${layer.name}_depthwise`,
+          [...windowAttrs, attr.int('group', inC)],
+        );
         outC = Number(config.filters);
-        weight = hwioToOihw(w[1], 1, 1, inC * m, outC);
-        wDims = [outC, inC * m, 1, 1];
+        weight = this.permute(this.weight(layer, 1), [3, 2, 0, 1], `${layer.name}_pointwise_oihw`);
         attrs = [attr.ints('kernel_shape', [1, 1])];
       }
     }
     if (fold) {
-      const { scale, shift } = bnAffine(fold.layer);
-      const per = weight.length / outC;
-      for (let o = 0; o < outC; o++) for (let k = 0; k < per; k++) weight[o * per + k] *= scale[o];
-      bias = Float32Array.from(shift, (s, o) => (bias ? bias[o] : 0) * scale[o] + s);
+      const { scale, shift } = this.bnAffine(fold.layer);
+      weight = this.combine(
+        'Mul',
+        weight,
+        this.reshape(scale, [outC, 1, 1, 1], `${hint}_scale_oihw`),
+        `${layer.name}_kernel_folded`,
+      );
+      bias = bias
+        ? this.combine(
+            'Add',
+            this.combine('Mul', bias, scale, `${layer.name}_bias_scaled`),
+            shift,
+            `${layer.name}_bias_folded`,
+          )
+        : shift;
     }
     if (group > 1) attrs = [...attrs, attr.int('group', group)];
-    const inputs = [inputName, g.floats(`${layer.name}_kernel`, weight, wDims)];
-    if (bias) inputs.push(g.floats(`${layer.name}_bias`, bias, [outC]));
+    const inputs = [inputName, this.use(weight, `${layer.name}_kernel`)];
+    if (bias) inputs.push(this.use(bias, `${layer.name}_bias`));
     const y = g.node('Conv', inputs, convName, attrs);
     const v = this.activation(act, { name: y, shape: call.outputs[0].shape as Shape, nchw: true }, hint, layer);
     if (fold) this.finishFold(fold, v);
@@ -873,11 +990,15 @@ function irVersionFor(opset: number): number {
 }
 
 /**
- * Converts a TF.js Layers model to a serialised ONNX ModelProto (IR 8, opset 17 by default). Inputs and outputs are
- * float32 with TF.js's shapes (NHWC for images) and a symbolic batch dimension. Throws on a layer type, activation,
- * padding or data format it does not cover, naming the layer.
+ * Converts a TF.js Layers model to an ONNX ModelProto message (IR 8, opset 17 by default). Inputs and outputs are
+ * float32 with TF.js's shapes (NHWC for images) and a symbolic batch dimension; with `trainableAsInputs` the trainable
+ * weights follow as further inputs (listed in `weightInputs`). Throws on a layer type, activation, padding or data
+ * format it does not cover, naming the layer.
  */
-export function layersToOnnx(model: LayersModel, opts: OnnxExportOptions = {}): Uint8Array {
+export function convertLayers(
+  model: LayersModel,
+  opts: OnnxExportOptions = {},
+): { model: ModelMsg; weightInputs: WeightInput[] } {
   const opset = opts.opset ?? DEFAULT_OPSET;
   if (!Number.isInteger(opset) || opset < 13 || opset > 22)
     throw new UsageError('invalid-value', words`${opt('opset')} ${opset} is not supported (13..22)`);
@@ -887,7 +1008,7 @@ export function layersToOnnx(model: LayersModel, opts: OnnxExportOptions = {}): 
   );
   const outputNames = model.outputs.map((_t, i) => g.fresh(model.outputNames[i] ?? `output_${i}`));
   g.batchSource = inputNames[0];
-  const conv = new Converter(g);
+  const conv = new Converter(g, opts.trainableAsInputs ?? false);
   const inputs: Value[] = model.inputs.map((t, i) => ({ name: inputNames[i], shape: t.shape as Shape, nchw: false }));
   const results = conv.run(model, inputs);
   results.forEach((v, i) => {
@@ -900,7 +1021,7 @@ export function layersToOnnx(model: LayersModel, opts: OnnxExportOptions = {}): 
       attribute: [],
     });
   });
-  return encodeModel({
+  const message: ModelMsg = {
     ir_version: irVersionFor(opset),
     producer_name: 'graft',
     producer_version: opts.producerVersion ?? '',
@@ -910,8 +1031,17 @@ export function layersToOnnx(model: LayersModel, opts: OnnxExportOptions = {}): 
       name: model.name || 'graft',
       node: g.nodes,
       initializer: g.initializers,
-      input: model.inputs.map((t, i) => valueInfo(inputNames[i], t.shape as Shape)),
+      input: [
+        ...model.inputs.map((t, i) => valueInfo(inputNames[i], t.shape as Shape)),
+        ...conv.weightInputs.map((w) => valueInfo(w.name, w.shape)),
+      ],
       output: model.outputs.map((t, i) => valueInfo(outputNames[i], t.shape as Shape)),
     },
-  });
+  };
+  return { model: message, weightInputs: conv.weightInputs };
+}
+
+/** convertLayers, serialised: the bytes of an .onnx file. */
+export function layersToOnnx(model: LayersModel, opts: OnnxExportOptions = {}): Uint8Array {
+  return encodeModel(convertLayers(model, opts).model);
 }
