@@ -47,13 +47,40 @@ export interface OnnxExportOptions {
   trainableAsInputs?: boolean;
 }
 
-/** A trainable weight that the graph takes as an input (see OnnxExportOptions.trainableAsInputs). */
+/**
+ * A trainable weight that the graph takes as an input (see OnnxExportOptions.trainableAsInputs), in the layout the
+ * graph's operator wants (a convolution kernel as OIHW), so that no step transposes weights: the graph's values are
+ * the variable's transposed by `perm`, then read as `dims` (weightToGraph / weightFromGraph convert).
+ */
 export interface WeightInput {
   /** Graph input name: the variable's name. */
   name: string;
   variable: LayerVariable;
-  /** TF.js shape, which is the input's shape. */
+  /** TF.js shape of the variable. */
   shape: number[];
+  /** Axis order of the graph's layout, in TF.js axes. */
+  perm: number[];
+  /** The graph input's shape. */
+  dims: number[];
+}
+
+/** A variable's values (TF.js layout) as the graph input wants them. */
+export function weightToGraph(w: WeightInput, data: Float32Array): Float32Array {
+  return w.perm.every((p, i) => p === i) ? data.slice() : transposeData(data, w.shape, w.perm);
+}
+
+/** A graph-layout array (a weight or its gradient) back in the variable's TF.js layout. */
+export function weightFromGraph(w: WeightInput, data: Float32Array): Float32Array {
+  if (w.perm.every((p, i) => p === i)) return data.slice();
+  const inverse = new Array<number>(w.perm.length);
+  w.perm.forEach((p, i) => {
+    inverse[p] = i;
+  });
+  return transposeData(
+    data,
+    w.perm.map((p) => w.shape[p]),
+    inverse,
+  );
 }
 
 export const DEFAULT_OPSET = 17;
@@ -419,30 +446,32 @@ class Converter {
     private readonly asInputs = false,
   ) {}
 
-  /** The layer's k-th weight (layer.weights order): an input when it trains and trainableAsInputs is set, else values. */
-  weight(layer: Layer, k: number): Param {
+  /**
+   * The layer's k-th weight (layer.weights order), its axes reordered by `perm` and then read as `dims`: an input in
+   * that layout when it trains and trainableAsInputs is set, else the values.
+   */
+  weight(layer: Layer, k: number, perm?: number[], dims?: number[]): Param {
     const v = layer.weights[k];
-    const dims = [...v.shape] as number[];
+    const shape = [...v.shape] as number[];
+    const order = perm ?? shape.map((_, i) => i);
+    const graphDims = dims ?? order.map((i) => shape[i]);
     if (this.asInputs && layer.trainableWeights.includes(v)) {
       let input = this.weightInputs.find((i) => i.variable === v);
       if (!input) {
-        input = { name: this.g.fresh(v.name), variable: v, shape: dims };
+        input = { name: this.g.fresh(v.name), variable: v, shape, perm: order, dims: graphDims };
         this.weightInputs.push(input);
+      } else if (input.perm.join() !== order.join() || input.dims.join() !== graphDims.join()) {
+        throw new Error(`layer ${layer.name}: weight ${v.name} is read in two layouts`);
       }
-      return { name: input.name, dims };
+      return { name: input.name, dims: graphDims };
     }
-    return { data: Float32Array.from(v.read().dataSync() as Float32Array), dims };
+    const data = Float32Array.from(v.read().dataSync() as Float32Array);
+    return { data: perm ? transposeData(data, shape, order) : data, dims: graphDims };
   }
 
   /** The name a node reads: the graph value, or the values written as an initializer named after `hint`. */
   use(p: Param, hint: string): string {
     return p.name ?? this.g.floats(hint, p.data, p.dims);
-  }
-
-  permute(p: Param, perm: number[], hint: string): Param {
-    const dims = perm.map((i) => p.dims[i]);
-    if (p.data) return { dims, data: transposeData(p.data, p.dims, perm) };
-    return { dims, name: this.g.node('Transpose', [p.name], hint, [attr.ints('perm', perm)]) };
   }
 
   reshape(p: Param, dims: number[], hint: string): Param {
@@ -909,17 +938,12 @@ class Converter {
     if (cls === 'Conv2D') {
       outC = Number(config.filters);
       // HWIO → OIHW.
-      weight = this.permute(this.weight(layer, 0), [3, 2, 0, 1], `${layer.name}_kernel_oihw`);
+      weight = this.weight(layer, 0, [3, 2, 0, 1]);
     } else {
       // HW·C·M → (C·M)·1·H·W, the weight of a Conv with group = C; output channel c·M + m. SeparableConv2D's config
       // omits depthMultiplier in TF.js: read it off the kernel's shape.
-      const k0 = this.weight(layer, 0);
-      const m = k0.dims[3];
-      const dw = this.reshape(
-        this.permute(k0, [2, 3, 0, 1], `${layer.name}_depthwise_cmhw`),
-        [inC * m, 1, kh, kw],
-        `${layer.name}_depthwise_oihw`,
-      );
+      const m = (layer.weights[0].shape[3] as number) ?? 1;
+      const dw = this.weight(layer, 0, [2, 3, 0, 1], [inC * m, 1, kh, kw]);
       if (cls === 'DepthwiseConv2D') {
         weight = dw;
         outC = inC * m;
@@ -933,7 +957,7 @@ class Converter {
           [...windowAttrs, attr.int('group', inC)],
         );
         outC = Number(config.filters);
-        weight = this.permute(this.weight(layer, 1), [3, 2, 0, 1], `${layer.name}_pointwise_oihw`);
+        weight = this.weight(layer, 1, [3, 2, 0, 1]);
         attrs = [attr.ints('kernel_shape', [1, 1])];
       }
     }
@@ -1033,7 +1057,7 @@ export function convertLayers(
       initializer: g.initializers,
       input: [
         ...model.inputs.map((t, i) => valueInfo(inputNames[i], t.shape as Shape)),
-        ...conv.weightInputs.map((w) => valueInfo(w.name, w.shape)),
+        ...conv.weightInputs.map((w) => valueInfo(w.name, w.dims)),
       ],
       output: model.outputs.map((t, i) => valueInfo(outputNames[i], t.shape as Shape)),
     },

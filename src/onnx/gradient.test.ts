@@ -10,9 +10,9 @@ import '@tensorflow/tfjs-backend-cpu';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import * as ort from 'onnxruntime-node';
-import { convertLayers } from '../export/onnx/convert.ts';
-import { AttrType, DataType, encodeModel } from '../export/onnx/proto.ts';
+import { convertLayers, weightFromGraph, weightToGraph } from './convert.ts';
 import { addGradients, GradientError } from './gradient.ts';
+import { AttrType, DataType, encodeModel } from './proto.ts';
 
 type Layer = tfl.layers.Layer;
 type ST = tfl.SymbolicTensor;
@@ -193,15 +193,12 @@ async function parity(
       r: new ort.Tensor('float32', rData, outShape),
     };
     for (const w of weightInputs)
-      feeds[w.name] = new ort.Tensor(
-        'float32',
-        Float32Array.from(w.variable.read().dataSync() as Float32Array),
-        w.shape,
-      );
+      feeds[w.name] = new ort.Tensor('float32', weightToGraph(w, w.variable.read().dataSync() as Float32Array), w.dims);
     const out = await session.run(feeds, gradients);
     const names = [...weightInputs.map((w) => (w.variable.read() as tf.Variable).name), xVar.name];
     gradients.forEach((g, i) => {
-      const err = relErr(out[g].data as Float32Array, want.get(names[i])!);
+      const got = out[g].data as Float32Array;
+      const err = relErr(i < weightInputs.length ? weightFromGraph(weightInputs[i], got) : got, want.get(names[i])!);
       assert.ok(
         err <= 1e-4,
         `${model.layers.map((l) => l.getClassName()).join('>')}: gradient of ${i < weightInputs.length ? weightInputs[i].name : 'the input'}: ${err}`,
@@ -225,10 +222,11 @@ test('Conv2D: 3x3 same with bias and relu; stride 2 valid on an odd size; stride
   await parity([9, 6, 2], (x) => on(L.conv2d({ filters: 2, kernelSize: [5, 3], strides: [2, 1], padding: 'same' }), x));
 });
 
-test('Conv2D 1x1: stride 1 (a matrix product both ways), stride 2 (a transposed convolution)', async () => {
+test('Conv2D 1x1 stride 1: dW as a per-image MatMul (large maps) and as one GEMM (many channels); stride 2', async () => {
   await parity([5, 5, 6], (x) => on(L.conv2d({ filters: 4, kernelSize: 1, useBias: false }), x), {
-    expectOps: ['Gemm'],
+    expectOps: ['MatMul'],
   });
+  await parity([2, 2, 12], (x) => on(L.conv2d({ filters: 10, kernelSize: 1 }), x), { expectOps: ['Gemm'] });
   await parity([5, 5, 3], (x) => on(L.conv2d({ filters: 4, kernelSize: 1, strides: 2 }), x));
 });
 
@@ -249,6 +247,7 @@ test('DepthwiseConv2D: same, stride 2 after ZeroPadding2D (absorbed into the pad
     ),
   );
   await parity([5, 5, 2], (x) => on(L.depthwiseConv2d({ kernelSize: 3, depthMultiplier: 2, padding: 'same' }), x));
+  await parity([7, 7, 2], (x) => on(L.depthwiseConv2d({ kernelSize: [3, 2], depthMultiplier: 3, strides: 2 }), x));
   await parity([6, 6, 3], (x) => on(L.separableConv2d({ filters: 4, kernelSize: 3, padding: 'same' }), x));
 });
 

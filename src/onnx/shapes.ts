@@ -3,8 +3,8 @@
  * backward rule knows the shapes of the values it differentiates (which axes a broadcast added, how large a padded
  * map was). A dimension that depends on the batch is `null`; everything else is a number.
  */
-import type { Attribute, GraphMsg, NodeMsg, TensorMsg } from '../export/onnx/proto.ts';
-import { DataType } from '../export/onnx/proto.ts';
+import type { Attribute, GraphMsg, NodeMsg, TensorMsg } from './proto.ts';
+import { DataType } from './proto.ts';
 
 export type Shape = (number | null)[];
 
@@ -51,8 +51,8 @@ export function broadcast(a: Shape, b: Shape): Shape {
   const r = Math.max(a.length, b.length);
   const out: Shape = [];
   for (let i = 0; i < r; i++) {
-    const x = a[i - (r - a.length)] ?? 1;
-    const y = b[i - (r - b.length)] ?? 1;
+    const x = i < r - a.length ? 1 : a[i - (r - a.length)];
+    const y = i < r - b.length ? 1 : b[i - (r - b.length)];
     out.push(x === 1 ? y : y === 1 ? x : x === null ? y : x);
   }
   return out;

@@ -45,6 +45,11 @@ export interface Tail {
   inputShape: number[];
   /** batch × inputShape → batch × features (pooled). `training` is true for optimisation steps only. */
   forward(x: tf.Tensor, training: boolean): tf.Tensor2D;
+  /**
+   * The same computation as a Layers model (cut activation in, pooled features out) sharing the tail's layers, for
+   * engines that compile graphs. Absent when the tail cannot be expressed as one.
+   */
+  toModel?(): tfl.LayersModel;
 }
 
 /** Rows of cut activations with their labels. */
@@ -121,9 +126,10 @@ export function disposeJointHead(h: JointHead): void {
   tf.dispose([h.kernel, h.bias, h.mean, h.invStd]);
 }
 
-function headLogits(h: JointHead, f: tf.Tensor2D, dropout?: { rate: number; seed: number }): tf.Tensor2D {
+/** logits = ((f - mean) · invStd [· mask]) · kernel + bias; `mask` is a dropout mask (0 or 1 / (1 - rate) each). */
+function headLogits(h: JointHead, f: tf.Tensor2D, mask?: tf.Tensor2D): tf.Tensor2D {
   let z = tf.mul(tf.sub(f, h.mean), h.invStd) as tf.Tensor2D;
-  if (dropout && dropout.rate > 0) z = tf.dropout(z, dropout.rate, undefined, dropout.seed) as tf.Tensor2D;
+  if (mask) z = tf.mul(z, mask);
   return tf.add(tf.matMul(z, h.kernel as tf.Tensor2D), h.bias);
 }
 
@@ -254,6 +260,103 @@ export function reinitialiseLayers(layers: Layer[], seed: number): void {
   }
 }
 
+/**
+ * One stage's training on some engine: the optimiser state and the weights in training live in the runner, which
+ * writes them back into the tail's layers and the head on finish().
+ */
+export interface TailRunner {
+  /** 'wasm', 'cpu' or 'onnx'. */
+  readonly engine: string;
+  /**
+   * One Adam step on a batch. x: n rows of cut activations; labels: n × C one-hot rows scaled by class weight / n;
+   * mask: n × features dropout mask of the head input. Returns the weighted loss (summed over the batch's labels)
+   * and the class each row was predicted as.
+   */
+  step(
+    x: Float32Array,
+    n: number,
+    labels: Float32Array,
+    mask: Float32Array,
+  ): Promise<{ loss: number; pred: ArrayLike<number> }>;
+  /** Class probabilities of tail + head for every row (inference mode). */
+  predict(d: TailData): Promise<Float32Array>;
+  /** A copy of every weight that training changes; give it to restore() or discard(). */
+  save(): unknown;
+  restore(saved: unknown): void;
+  discard(saved: unknown): void;
+  /** Leaves the weights held now in the tail's layers and the head's variables, and releases the runner. */
+  finish(): Promise<void>;
+  /** Releases the runner without writing anything back (error paths). */
+  release(): Promise<void>;
+}
+
+/** What runs a tail: TF.js through the tail's own forward function, or a compiled graph (engines/ort-train.ts). */
+export interface TailEngine {
+  readonly name: string;
+  /** Pooled tail output of every row (inference mode): what a head reads. */
+  features(d: TailData, dim: number): Promise<Float32Array>;
+  /** Class probabilities of tail + head for every row (inference mode). */
+  predict(head: JointHead, d: TailData): Promise<Float32Array>;
+  /** Starts a training stage at learning rate `lr` from the tail's and the head's current weights. */
+  runner(head: JointHead, lr: number): Promise<TailRunner>;
+}
+
+/** The TF.js engine: the tail's forward function, tf.train.adam, on whatever backend TF.js runs. */
+export function tfjsTailEngine(tail: Tail): TailEngine {
+  return {
+    name: tf.getBackend(),
+    features: async (d, dim) => tailFeatures(tail, d, dim),
+    predict: async (head, d) => tailPredict(tail, head, d),
+    async runner(head, lr) {
+      const allWeights = tail.layers.flatMap((l) => l.weights);
+      const varList = [
+        ...tail.layers.flatMap((l) => l.trainableWeights.map((w) => w.read() as tf.Variable)),
+        head.kernel,
+        head.bias,
+      ];
+      const optimizer = tf.train.adam(lr);
+      const C = head.numClasses;
+      return {
+        engine: tf.getBackend(),
+        async step(x, n, labels, mask) {
+          let pred: tf.Tensor | undefined;
+          const cost = tf.tidy((): tf.Scalar => {
+            const xt = tf.tensor(x, [n, ...tail.inputShape]);
+            const lt = tf.tensor2d(labels, [n, C]);
+            const mt = tf.tensor2d(mask, [n, head.dim]);
+            const c = optimizer.minimize(
+              () => {
+                const logits = headLogits(head, tail.forward(xt, true), mt);
+                pred = tf.keep(tf.argMax(logits, 1));
+                return tf.neg(tf.sum(tf.mul(lt, tf.logSoftmax(logits)))) as tf.Scalar;
+              },
+              true,
+              varList,
+            );
+            if (!c) throw new InternalError('optimizer returned no cost');
+            return c;
+          });
+          const loss = cost.dataSync()[0];
+          cost.dispose();
+          const p = pred!.dataSync();
+          pred!.dispose();
+          return { loss, pred: p };
+        },
+        predict: async (d) => tailPredict(tail, head, d),
+        save: () => snapshot(allWeights, head),
+        restore: (saved) => restore(allWeights, head, saved as tf.Tensor[]),
+        discard: (saved) => tf.dispose(saved as tf.Tensor[]),
+        async finish() {
+          optimizer.dispose();
+        },
+        async release() {
+          optimizer.dispose();
+        },
+      };
+    },
+  };
+}
+
 export interface TrainTailOptions {
   lr: number;
   /** Maximum epochs. */
@@ -266,6 +369,8 @@ export interface TrainTailOptions {
   dropout?: number;
   /** Default 'balanced', as for heads. */
   classWeights?: 'balanced' | 'none';
+  /** What runs the passes; default TF.js (tfjsTailEngine). */
+  engine?: TailEngine;
   signal?: AbortSignal;
   onEpoch?: (log: EpochLog, total: number) => void;
 }
@@ -276,6 +381,8 @@ export interface TailTrainResult {
   bestEpoch: number;
   /** Validation loss and accuracy of the starting weights, when there is validation data. */
   start?: { valLoss: number; valAccuracy: number };
+  /** The engine that ran the stage. */
+  engine: string;
 }
 
 const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -284,6 +391,8 @@ const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
  * Trains the tail's layers and the head together with Adam, in place; on return they hold the weights of the epoch
  * with the lowest validation loss. Layers not in `tail.layers` are never written: only their weights are given to
  * the optimiser, and only BatchNorm layers the forward function runs in training mode update their moving statistics.
+ * The batch order and the dropout masks come from seeded generators here, not from the engine, so the same seed
+ * gives the same data order and the same masks on every engine.
  */
 export async function trainTail(
   tail: Tail,
@@ -310,35 +419,34 @@ export async function trainTail(
       words`${opt('patience')} must be a positive integer (got ${shown(patience)})`,
     );
   const batchSize = opts.batchSize ?? TAIL_DEFAULTS.batchSize;
-  const rng = mulberry32(opts.seed ?? TAIL_DEFAULTS.seed);
+  const seed = opts.seed ?? TAIL_DEFAULTS.seed;
+  const rng = mulberry32(seed);
+  const maskRng = mulberry32(seed ^ 0x5bd1e995);
   const dropoutRate = opts.dropout ?? TAIL_DEFAULTS.dropout;
   if (!(dropoutRate >= 0 && dropoutRate < 1))
     throw new UsageError('invalid-value', words`${opt('dropout')} must be in [0, 1) (got ${shown(dropoutRate)})`);
   const classW =
     (opts.classWeights ?? 'balanced') === 'balanced' ? balancedClassWeights(train.y, C) : new Float32Array(C).fill(1);
+  const size = rowSize(tail);
+  const keep = 1 / (1 - dropoutRate);
 
-  const allWeights = tail.layers.flatMap((l) => l.weights);
-  const varList = [
-    ...tail.layers.flatMap((l) => l.trainableWeights.map((w) => w.read() as tf.Variable)),
-    head.kernel,
-    head.bias,
-  ];
-  const optimizer = tf.train.adam(lr);
+  const runner = await (opts.engine ?? tfjsTailEngine(tail)).runner(head, lr);
   const history: EpochLog[] = [];
-  let best: tf.Tensor[] | undefined;
+  let best: unknown;
   let bestLoss = Number.POSITIVE_INFINITY;
   let bestEpoch = 0;
   const order = Int32Array.from({ length: train.n }, (_, i) => i);
   let start: TailTrainResult['start'];
+  let finished = false;
 
   try {
     // The starting weights compete with every epoch: a warm start that training only makes worse is kept.
     if (useVal) {
-      const v = score(tailPredict(tail, head, useVal), useVal.y, C, classW);
+      const v = score(await runner.predict(useVal), useVal.y, C, classW);
       start = { valLoss: v.loss, valAccuracy: v.accuracy };
       if (Number.isFinite(v.loss)) {
         bestLoss = v.loss;
-        best = snapshot(allWeights, head);
+        best = runner.save();
       }
     }
     for (let epoch = 1; epoch <= epochs; epoch++) {
@@ -352,34 +460,20 @@ export async function trainTail(
         const idx = order.subarray(s, Math.min(train.n, s + batchSize));
         const b = idx.length;
         const yw = new Float32Array(b * C);
+        // A fresh array each time: the CPU backend keeps a reference to the array a tensor was made from.
+        const xb = new Float32Array(b * size);
         for (let r = 0; r < b; r++) {
           const w = classW[train.y[idx[r]]];
           yw[r * C + train.y[idx[r]]] = w / b;
           weightSum += w;
+          xb.set(train.x.subarray(idx[r] * size, (idx[r] + 1) * size), r * size);
         }
-        let pred: tf.Tensor | undefined;
         // A fresh mask per step, drawn from the seeded generator: reruns are bit-identical.
-        const dropout = { rate: dropoutRate, seed: Math.floor(rng() * 2 ** 31) };
-        const cost = tf.tidy((): tf.Scalar => {
-          const x = batchTensor(tail, train, idx);
-          const ywT = tf.tensor2d(yw, [b, C]);
-          const c = optimizer.minimize(
-            () => {
-              const logits = headLogits(head, tail.forward(x, true), dropout);
-              pred = tf.keep(tf.argMax(logits, 1));
-              return tf.neg(tf.sum(tf.mul(ywT, tf.logSoftmax(logits)))) as tf.Scalar;
-            },
-            true,
-            varList,
-          );
-          if (!c) throw new InternalError('optimizer returned no cost');
-          return c;
-        });
-        lossSum += cost.dataSync()[0] * b;
-        cost.dispose();
-        const p = pred!.dataSync();
-        pred!.dispose();
-        for (let r = 0; r < b; r++) if (p[r] === train.y[idx[r]]) right++;
+        const mask = new Float32Array(b * head.dim);
+        for (let i = 0; i < mask.length; i++) mask[i] = maskRng() < dropoutRate ? 0 : keep;
+        const { loss, pred } = await runner.step(xb, b, yw, mask);
+        lossSum += loss * b;
+        for (let r = 0; r < b; r++) if (pred[r] === train.y[idx[r]]) right++;
         await tick();
       }
       // Training numbers are the running ones of the epoch (a second pass over the training set would cost as much
@@ -391,7 +485,7 @@ export async function trainTail(
         seconds: 0,
       };
       if (useVal) {
-        const v = score(tailPredict(tail, head, useVal), useVal.y, C, classW);
+        const v = score(await runner.predict(useVal), useVal.y, C, classW);
         log.valLoss = v.loss;
         log.valAccuracy = v.accuracy;
       }
@@ -399,13 +493,13 @@ export async function trainTail(
       if (watched < bestLoss) {
         bestLoss = watched;
         bestEpoch = epoch;
-        if (best) tf.dispose(best);
-        best = snapshot(allWeights, head);
+        if (best !== undefined) runner.discard(best);
+        best = runner.save();
       }
       log.seconds = (performance.now() - t0) / 1000;
       history.push(log);
       opts.onEpoch?.(log, epochs);
-      if (!Number.isFinite(watched) && !best)
+      if (!Number.isFinite(watched) && best === undefined)
         throw new UsageError(
           'diverged',
           `training diverged at epoch ${epoch} (loss ${watched}); lower the learning rate`,
@@ -413,10 +507,12 @@ export async function trainTail(
       if (epoch - bestEpoch >= patience) break;
     }
     checkAbort(opts.signal);
-    if (best && bestEpoch !== history.length) restore(allWeights, head, best);
-    return { history, bestEpoch, start };
+    if (best !== undefined && bestEpoch !== history.length) runner.restore(best);
+    await runner.finish();
+    finished = true;
+    return { history, bestEpoch, start, engine: runner.engine };
   } finally {
-    if (best) tf.dispose(best);
-    optimizer.dispose();
+    if (best !== undefined) runner.discard(best);
+    if (!finished) await runner.release();
   }
 }

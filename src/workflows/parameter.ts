@@ -15,9 +15,9 @@
  * trained. The caller restores the pretrained weights afterwards with `restore()`.
  */
 import type { LayersBase } from '../base/base.ts';
-import { candidateCuts, layerIndex, requireCutPoint, runSegment } from '../base/graph.ts';
+import { candidateCuts, layerIndex, poolIfSpatial, reapply, requireCutPoint, runSegment } from '../base/graph.ts';
 import { cutForRetrainLayers } from '../base/inspect.ts';
-import { tf } from '../tfjs/tf.ts';
+import { tf, tfl } from '../tfjs/tf.ts';
 import type { EpochLog, FeatureSet, TrainHeadOptions } from '../train/features.ts';
 import type { DenseHead } from '../train/heads.ts';
 import { accuracy, argmaxRows, confusionMatrix } from '../train/metrics.ts';
@@ -170,6 +170,13 @@ export function buildTail(base: LayersBase, from: string, top: string, trainBn: 
   return {
     layers,
     inputShape,
+    toModel() {
+      const input = tfl.input({ shape: inputShape, name: 'graft_cut' });
+      const top = reapply(model, fromIdx, topIdx, input);
+      const pooled = top.shape.length === 4 ? poolIfSpatial(top, 'graft_tail_pool') : top;
+      if (pooled.shape.length !== 2) throw new Error(`the tail's output ${top.name} has rank ${top.shape.length}`);
+      return tfl.model({ inputs: input, outputs: pooled, name: 'graft_tail' });
+    },
     forward(x, training) {
       const y = runSegment(model, fromIdx, topIdx, x, (l) =>
         l.getClassName() === 'BatchNormalization' ? training && trainBn : training,
