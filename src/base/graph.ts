@@ -245,7 +245,7 @@ export function runSegment(
   training: (layer: Layer) => boolean,
 ): Tensor {
   return walkSegment(model, fromIndex, toIndex, x, (layer, args) =>
-    partialBatchNorm(layer)
+    partialBatchNorm(layer, (args as Tensor).rank)
       ? filledBatchNorm(layer as unknown as BatchNormLayer, args as Tensor, training(layer))
       : (layer.apply(args, { training: training(layer) }) as Tensor),
   );
@@ -267,10 +267,11 @@ interface BatchNormLayer {
 }
 
 /** A BatchNormalization over the last axis without gamma (scale: false) or beta (center: false), as InceptionV3 has. */
-function partialBatchNorm(layer: Layer): boolean {
+function partialBatchNorm(layer: Layer, rank: number): boolean {
   if (layer.getClassName() !== 'BatchNormalization') return false;
   const bn = layer as unknown as BatchNormLayer;
-  return (!bn.gamma || !bn.beta) && (bn.axis === -1 || bn.axis === (layer.outputShape as number[]).length - 1);
+  // The input's rank, not the layer's outputShape, which is ill-defined once the layer was applied at two sizes.
+  return (!bn.gamma || !bn.beta) && (bn.axis === -1 || bn.axis === rank - 1);
 }
 
 /**

@@ -56,6 +56,7 @@ export const tfjsRunner: RunnerFactory = async (base, cuts, pool) => {
 export async function runnerFor(
   choice: EngineChoice = 'auto',
   base?: Base,
+  opts: { threads?: number } = {},
 ): Promise<{ runner: RunnerFactory; engine: string }> {
   // Graph and ONNX bases each run on the one engine that reads their format.
   if (base && base.format !== 'layers')
@@ -79,7 +80,7 @@ export async function runnerFor(
     return {
       runner: async (b, cuts, pool) =>
         b.format === 'layers'
-          ? mod.onnxTrunkRunner(buildTrunkModel(b, cuts, { pool }))
+          ? mod.onnxTrunkRunner(buildTrunkModel(b, cuts, { pool }), { threads: opts.threads })
           : foreignRunner(b, cuts, choice),
       engine: 'onnx',
     };

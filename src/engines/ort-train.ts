@@ -1,6 +1,6 @@
 /**
- * @file The ONNX Runtime training engine for tails: a tail (base layers above a cut, pooled) plus graft's softmax head,
- * compiled once per stage into inference graphs whose inputs are the cut activations and the current weights.
+ * @file Tails on ONNX Runtime: a tail (base layers above a cut, pooled) plus a softmax head on standardised features,
+ * compiled once per training stage into inference graphs whose inputs are the cut activations and the current weights.
  *
  *   features: cut activations → pooled tail output (stage 1 fits a head on it)
  *   predict:  cut activations → class probabilities (validation, inference mode)
@@ -9,7 +9,7 @@
  * The step graph is the forward graph from the TF.js → ONNX converter (trainable weights as graph inputs, BatchNorm in
  * inference mode folded into its convolution by nodes, so gamma and beta still get gradients) with the backward graph
  * derived from it by onnx/gradient.ts. Weights cross into the session as inputs on every call, so nothing is rebuilt
- * per step; Adam runs in JavaScript over the returned gradients (see train/adam.ts for why there).
+ * per step. The optimiser is the caller's (train/ort-tail.ts runs Adam over the returned gradients).
  */
 import os from 'node:os';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
@@ -18,8 +18,6 @@ import { addGradients } from '../onnx/gradient.ts';
 import { AttrType, DataType, encodeModel, type GraphMsg, type ModelMsg, type NodeMsg } from '../onnx/proto.ts';
 import { loadOrt, type Ort } from '../onnx/runtime.ts';
 import { tf } from '../tfjs/tf.ts';
-import { FloatAdam } from '../train/adam.ts';
-import type { JointHead, TailData, TailEngine, TailRunner } from '../train/tail-trainer.ts';
 
 type Session = import('onnxruntime-node').InferenceSession;
 
@@ -84,7 +82,7 @@ class Nodes {
   }
 }
 
-/** The head's fixed standardisation and sizes (its kernel and bias are weights, fed per call). */
+/** The head's fixed standardisation and its size (its kernel and bias are weights, fed per call). */
 export interface HeadShape {
   mean: Float32Array;
   invStd: Float32Array;
@@ -116,8 +114,8 @@ function tailGraph(tail: LayersModel): { model: ModelMsg; weights: WeightInput[]
   return { model, weights: weightInputs, features: model.graph.output[0].name };
 }
 
-/** The three graphs of a stage, serialised. Exported for tests; trainers use OrtTail. */
-export function tailGraphs(tail: LayersModel, head: HeadShape) {
+/** The step and predict graphs of a stage, serialised (compileTail's stage() runs them). */
+export function tailGraphs(tail: LayersModel, head: HeadShape, withStep = true) {
   const { model, weights, features } = tailGraph(tail);
   const dim = head.mean.length;
   const asModel = (graph: GraphMsg) => encodeModel({ ...model, graph });
@@ -140,15 +138,18 @@ export function tailGraphs(tail: LayersModel, head: HeadShape) {
   s.add('Neg', [sum], NAMES.loss);
   s.graph.output = [info(NAMES.loss, []), info(NAMES.logits, [null, head.numClasses])];
   const params = [...weights.map((w) => w.name), NAMES.kernel, NAMES.bias];
-  const { graph: stepGraph, gradients } = addGradients(s.graph, { loss: NAMES.loss, wrt: params });
+  const { graph: stepGraph, gradients } = withStep
+    ? addGradients(s.graph, { loss: NAMES.loss, wrt: params })
+    : { graph: undefined, gradients: [] as string[] };
 
   return {
     features: asModel(f.graph),
     predict: asModel(p.graph),
-    step: asModel(stepGraph),
+    step: stepGraph ? asModel(stepGraph) : undefined,
     weights,
     gradients,
     featureName: features,
+    dim,
   };
 }
 
@@ -162,155 +163,123 @@ async function session(ort: Ort, bytes: Uint8Array, threads: number): Promise<Se
   });
 }
 
-const rowsOf = (d: TailData, from: number, to: number, size: number) => d.x.slice(from * size, to * size);
+type Feeds = Record<string, import('onnxruntime-node').Tensor>;
+
+/** One training stage's compiled graphs. Parameters are arrays in the graph's layout: the tail's, then head kernel, bias. */
+export interface OrtStage {
+  /** The tail's parameters, in order (the head's kernel and bias follow them in every parameter list). */
+  readonly weights: WeightInput[];
+  /** The starting values of every parameter (read from the layers, and the head values given). */
+  readonly initial: Float32Array[];
+  /**
+   * Loss, logits and the gradient of every parameter for a batch. labels: n × C (one-hot × class weight / n); mask:
+   * n × features, the head input's dropout mask.
+   */
+  step(
+    params: Float32Array[],
+    x: Float32Array,
+    n: number,
+    labels: Float32Array,
+    mask: Float32Array,
+  ): Promise<{ loss: number; logits: Float32Array; grads: Float32Array[] }>;
+  /** Class probabilities (inference mode) for n rows. */
+  predict(params: Float32Array[], x: Float32Array, n: number): Promise<Float32Array>;
+  /** Writes the tail's parameters into its layers' variables; returns the head's kernel and bias. */
+  writeBack(params: Float32Array[]): { kernel: Float32Array; bias: Float32Array };
+  release(): Promise<void>;
+}
+
+/** A tail compiled for ONNX Runtime (see the file comment). */
+export interface OrtTail {
+  /** Shape of one input row, without the batch dimension. */
+  readonly inputShape: number[];
+  /** Pooled tail features of n rows (inference mode), with the layers' current weights. */
+  features(x: Float32Array, n: number): Promise<Float32Array>;
+  /**
+   * Compiles a training stage with this head; the tail's weights are read from its layers now. `training` false
+   * compiles the predict graph only (step() then throws).
+   */
+  stage(head: HeadShape & { kernel: Float32Array; bias: Float32Array }, training?: boolean): Promise<OrtStage>;
+  release(): Promise<void>;
+}
 
 /**
- * A tail compiled for ONNX Runtime. `tail` maps one cut activation (the model's input) to pooled features; its
- * trainable weights are read when a runner starts and written back when it finishes.
+ * Compiles `tail` (one cut activation in, pooled features out; see Tail.toModel) for ONNX Runtime. Throws, naming the
+ * layer or operator, when the converter or the gradient builder does not cover it, before any training starts.
  */
-export class OrtTail implements TailEngine {
-  readonly name = 'onnx';
-
-  private constructor(
-    private readonly ort: Ort,
-    private readonly tail: LayersModel,
-    private readonly threads: number,
-    readonly inputShape: number[],
-  ) {}
-
-  static async create(tail: LayersModel, opts: OrtTrainOptions = {}): Promise<OrtTail> {
-    const ort = await loadOrt();
-    // Converting now surfaces an unsupported layer before any training starts.
-    tailGraph(tail);
-    return new OrtTail(ort, tail, opts.threads ?? os.availableParallelism(), tail.inputs[0].shape.slice(1) as number[]);
-  }
-
-  private get rowSize(): number {
-    return this.inputShape.reduce((a, b) => a * b, 1);
-  }
-
-  /** Pooled tail features of every row (inference mode), with the tail's current weights. */
-  async features(d: TailData, dim: number, batch = 64): Promise<Float32Array> {
-    const { model, weights, features } = tailGraph(this.tail);
-    const s = await session(this.ort, encodeModel(model), this.threads);
-    try {
-      const feeds = weightFeeds(
-        this.ort,
-        weights,
-        weights.map((w) => readWeight(w)),
-      );
-      const out = new Float32Array(d.n * dim);
-      for (let i = 0; i < d.n; i += batch) {
-        const m = Math.min(batch, d.n - i);
-        feeds.graft_cut = new this.ort.Tensor('float32', rowsOf(d, i, i + m, this.rowSize), [m, ...this.inputShape]);
-        const r = await s.run(feeds, [features]);
-        out.set(r[features].data as Float32Array, i * dim);
-      }
+export async function compileTail(tail: LayersModel, opts: OrtTrainOptions = {}): Promise<OrtTail> {
+  const ort = await loadOrt();
+  const threads = opts.threads ?? os.availableParallelism();
+  const inputShape = tail.inputs[0].shape.slice(1) as number[];
+  const probe = tailGraphs(tail, {
+    mean: new Float32Array(tail.outputs[0].shape[1] as number),
+    invStd: new Float32Array(tail.outputs[0].shape[1] as number),
+    numClasses: 2,
+  });
+  const dim = probe.dim;
+  let featureSession: Session | undefined;
+  return {
+    inputShape,
+    async features(x, n) {
+      featureSession ??= await session(ort, probe.features, threads);
+      const feeds: Feeds = weightFeeds(ort, probe.weights, probe.weights.map(readWeight));
+      feeds.graft_cut = new ort.Tensor('float32', x, [n, ...inputShape]);
+      const r = await featureSession.run(feeds, [probe.featureName]);
+      const out = r[probe.featureName].data as Float32Array;
+      if (out.length !== n * dim) throw new Error(`tail features: ${out.length} values for ${n} rows of ${dim}`);
       return out;
-    } finally {
-      await s.release();
-    }
-  }
-
-  /** Class probabilities of tail + head for every row (inference mode), with the current weights of both. */
-  async predict(head: JointHead, d: TailData): Promise<Float32Array> {
-    const r = await this.runner(head, 1);
-    try {
-      return await r.predict(d);
-    } finally {
-      await r.release();
-    }
-  }
-
-  /**
-   * A runner for one training stage: the tail's weights and the head's are copied out now, trained as arrays, and
-   * written back by finish().
-   */
-  async runner(head: JointHead, lr: number): Promise<TailRunner> {
-    const mean = head.mean.dataSync() as Float32Array;
-    const shape: HeadShape = { mean, invStd: head.invStd.dataSync() as Float32Array, numClasses: head.numClasses };
-    const g = tailGraphs(this.tail, shape);
-    const [step, predict] = await Promise.all([
-      session(this.ort, g.step, this.threads),
-      session(this.ort, g.predict, this.threads),
-    ]);
-    const ort = this.ort;
-    const params = [
-      ...g.weights.map((w) => readWeight(w)),
-      Float32Array.from(head.kernel.dataSync() as Float32Array),
-      Float32Array.from(head.bias.dataSync() as Float32Array),
-    ];
-    const shapes = [...g.weights.map((w) => w.dims), [head.dim, head.numClasses], [head.numClasses]];
-    const names = [...g.weights.map((w) => w.name), NAMES.kernel, NAMES.bias];
-    const adam = new FloatAdam(
-      params.map((p) => p.length),
-      lr,
-    );
-    const C = head.numClasses;
-    const size = this.rowSize;
-    const inputShape = this.inputShape;
-    const feedsFor = () =>
-      Object.fromEntries(names.map((nm, i) => [nm, new ort.Tensor('float32', params[i], shapes[i])])) as Record<
-        string,
-        import('onnxruntime-node').Tensor
-      >;
-    let released = false;
-    const release = async () => {
-      if (released) return;
-      released = true;
-      await Promise.all([step.release(), predict.release()]);
-    };
-    return {
-      engine: 'onnx',
-      async step(x, n, labels, mask) {
-        const feeds = feedsFor();
-        feeds.graft_cut = new ort.Tensor('float32', x, [n, ...inputShape]);
-        feeds[NAMES.labels] = new ort.Tensor('float32', labels, [n, C]);
-        feeds[NAMES.mask] = new ort.Tensor('float32', mask, [n, head.dim]);
-        const r = await step.run(feeds, [NAMES.loss, NAMES.logits, ...g.gradients]);
-        adam.update(
-          params,
-          g.gradients.map((gr) => r[gr].data as Float32Array),
-        );
-        const logits = r[NAMES.logits].data as Float32Array;
-        const pred = new Int32Array(n);
-        for (let i = 0; i < n; i++)
-          for (let c = 1; c < C; c++) if (logits[i * C + c] > logits[i * C + pred[i]]) pred[i] = c;
-        return { loss: (r[NAMES.loss].data as Float32Array)[0], pred };
-      },
-      async predict(d) {
-        const batch = 64;
-        const out = new Float32Array(d.n * C);
-        const feeds = feedsFor();
-        for (let i = 0; i < d.n; i += batch) {
-          const m = Math.min(batch, d.n - i);
-          feeds.graft_cut = new ort.Tensor('float32', rowsOf(d, i, i + m, size), [m, ...inputShape]);
+    },
+    async stage(head, training = true) {
+      const g = tailGraphs(tail, head, training);
+      const [step, predict] = await Promise.all([
+        g.step ? session(ort, g.step, threads) : undefined,
+        session(ort, g.predict, threads),
+      ]);
+      const C = head.numClasses;
+      const names = [...g.weights.map((w) => w.name), NAMES.kernel, NAMES.bias];
+      const shapes = [...g.weights.map((w) => w.dims), [dim, C], [C]];
+      const feedsFor = (params: Float32Array[]): Feeds => {
+        if (params.length !== names.length) throw new Error(`${params.length} parameters for ${names.length} inputs`);
+        return Object.fromEntries(names.map((nm, i) => [nm, new ort.Tensor('float32', params[i], shapes[i])]));
+      };
+      return {
+        weights: g.weights,
+        initial: [...g.weights.map(readWeight), head.kernel.slice(), head.bias.slice()],
+        async step(params, x, n, labels, mask) {
+          if (!step) throw new Error('this stage was compiled for prediction only');
+          const feeds = feedsFor(params);
+          feeds.graft_cut = new ort.Tensor('float32', x, [n, ...inputShape]);
+          feeds[NAMES.labels] = new ort.Tensor('float32', labels, [n, C]);
+          feeds[NAMES.mask] = new ort.Tensor('float32', mask, [n, dim]);
+          const r = await step.run(feeds, [NAMES.loss, NAMES.logits, ...g.gradients]);
+          return {
+            loss: (r[NAMES.loss].data as Float32Array)[0],
+            logits: r[NAMES.logits].data as Float32Array,
+            grads: g.gradients.map((name) => r[name].data as Float32Array),
+          };
+        },
+        async predict(params, x, n) {
+          const feeds = feedsFor(params);
+          feeds.graft_cut = new ort.Tensor('float32', x, [n, ...inputShape]);
           const r = await predict.run(feeds, [NAMES.probabilities]);
-          out.set(r[NAMES.probabilities].data as Float32Array, i * C);
-        }
-        return out;
-      },
-      save: () => params.map((p) => p.slice()),
-      discard() {},
-      restore(saved) {
-        (saved as Float32Array[]).forEach((s, i) => {
-          params[i].set(s);
-        });
-      },
-      async finish() {
-        g.weights.forEach((w, i) => {
-          writeWeight(w, params[i]);
-        });
-        const [kernel, bias] = [params[params.length - 2], params[params.length - 1]];
-        tf.tidy(() => {
-          head.kernel.assign(tf.tensor2d(kernel, [head.dim, C]));
-          head.bias.assign(tf.tensor1d(bias));
-        });
-        await release();
-      },
-      release,
-    };
-  }
+          return r[NAMES.probabilities].data as Float32Array;
+        },
+        writeBack(params) {
+          g.weights.forEach((w, i) => {
+            writeWeight(w, params[i]);
+          });
+          return { kernel: params[params.length - 2].slice(), bias: params[params.length - 1].slice() };
+        },
+        async release() {
+          await Promise.all([step?.release(), predict.release()]);
+        },
+      };
+    },
+    async release() {
+      await featureSession?.release();
+      featureSession = undefined;
+    },
+  };
 }
 
 /** A variable's current values in the graph's layout. */
@@ -324,10 +293,6 @@ function writeWeight(w: WeightInput, data: Float32Array): void {
   t.dispose();
 }
 
-function weightFeeds(
-  ort: Ort,
-  weights: WeightInput[],
-  data: Float32Array[],
-): Record<string, import('onnxruntime-node').Tensor> {
+function weightFeeds(ort: Ort, weights: WeightInput[], data: Float32Array[]): Feeds {
   return Object.fromEntries(weights.map((w, i) => [w.name, new ort.Tensor('float32', data[i], w.dims)]));
 }

@@ -5,8 +5,8 @@
  * What graft changes in TF.js's process-wide state, and when (a host application may share the same tfjs-core):
  * - the backend: only through `initTf` (the CLI, benchmarks and tests call it), or through `ensureTf` when nothing has
  *   chosen a backend yet; a backend the host has set is used as it is;
- * - kernels: graft's WASM gradient kernels (tfjs/wasm-grad.ts) and its FusedBatchNorm gradient are registered when a
- *   tail is first trained (parameter transfer, fine-tuning), not before;
+ * - kernels: graft's WASM gradient kernels (tfjs/wasm-grad.ts) and its FusedBatchNorm and AvgPool gradients are
+ *   registered when a tail is first trained (parameter transfer, fine-tuning), not before;
  * - process handlers: the WASM module's uncaughtException/unhandledRejection handlers are removed when graft itself
  *   initialises the WASM backend.
  */

@@ -334,6 +334,27 @@ describe('BatchNorm gradient', () => {
   });
 });
 
+describe('AvgPool gradient', () => {
+  test("'same' padding: the gradient of the forward pass (window sums over the pixels covered), on WASM and CPU", async () => {
+    const r = await onBoth(() => {
+      const x = rand([2, 7, 6, 3], 40);
+      const w = rand([2, 4, 3, 3], 41);
+      const pooled = (a: tf.Tensor) => tf.sum(tf.mul(tf.avgPool(a as tf.Tensor4D, 3, 2, 'same'), w));
+      // The same forward written as a sum over the window divided by the pixels it covers, in ops whose gradients
+      // TF.js has right: the reference.
+      const ones = tf.ones([3, 3, 3, 1]) as tf.Tensor4D;
+      const sum = (a: tf.Tensor) => tf.depthwiseConv2d(a as tf.Tensor4D, ones, 2, 'same');
+      const written = (a: tf.Tensor) => tf.sum(tf.mul(tf.div(sum(a), sum(tf.onesLike(a))), w));
+      return [tf.grad(pooled)(x), tf.grad(written)(x), pooled(x), written(x)];
+    });
+    for (const [backend, [got, want, y1, y2]] of Object.entries(r)) {
+      assert.ok(relError(y1, y2) <= 1e-5, `${backend}: the reference is not the same forward pass`);
+      const e = relError(got, want);
+      assert.ok(e <= 1e-5, `${backend} dx: relative error ${e.toExponential(2)}`);
+    }
+  });
+});
+
 describe('other gradients the bundled bases need, on WASM', () => {
   test('average and max pooling, zero padding, ReLU6', async () => {
     const r = await onBoth(() => {

@@ -13,6 +13,8 @@
  * Replaced gradient (all backends, same arithmetic): FusedBatchNorm, whose tfjs-core gradient materialises the
  * per-channel factor with Tile (a generic element loop on WASM, ~40% of a full-network step) and computes full-size
  * products for inputs nobody asked the gradient of.
+ * Corrected gradient (all backends): AvgPool with padding, whose kernels ignore the forward pass's border rule (see
+ * avgPoolGradient).
  * Present already (and so left alone): AvgPoolGrad, MaxPoolGrad; ReLU/ReLU6, Add, Concatenate, ZeroPadding2D and
  * Dense have gradients composed of ordinary ops in tfjs-core.
  */
@@ -262,6 +264,64 @@ const batchNormGradient: tf.GradConfig = {
   },
 };
 
+/**
+ * AvgPool's gradient as its own forward pass defines it. TF.js's 'same' average pooling divides each window by the
+ * pixels it covers inside the image, but its AvgPoolGrad kernels (CPU and WASM alike) divide by the whole window
+ * everywhere, so next to the borders TF.js's gradient is not that of its forward pass (TensorFlow's is: its kernel
+ * counts the same pixels). Each dy is first scaled by window size / pixels covered, then handed to the same kernel.
+ */
+const avgPoolGradient: tf.GradConfig = {
+  kernelName: 'AvgPool',
+  inputsToSave: ['x'],
+  gradFunc: (dy, saved, attrs) => {
+    const [x] = saved;
+    const a = attrs as unknown as {
+      filterSize: Pair;
+      strides: Pair;
+      pad: 'same' | 'valid' | number;
+      dimRoundingMode?: 'floor' | 'round' | 'ceil';
+    };
+    return {
+      x: () =>
+        tf.tidy(() => {
+          const x4 = (x.rank === 3 ? tf.expandDims(x, 0) : x) as tf.Tensor4D;
+          const dy4 = ((dy as tf.Tensor).rank === 3 ? tf.expandDims(dy as tf.Tensor, 0) : dy) as tf.Tensor4D;
+          const info = backend_util.computePool2DInfo(x4.shape, a.filterSize, a.strides, 1, a.pad, a.dimRoundingMode);
+          const { outHeight: ho, outWidth: wo, filterHeight: fh, filterWidth: fw, padInfo } = info;
+          const span = (o: number, s: number, p: number, k: number, n: number) =>
+            Math.min(n, o * s - p + k) - Math.max(0, o * s - p);
+          const scale = new Float32Array(ho * wo);
+          let partial = false;
+          for (let r = 0; r < ho; r++)
+            for (let c = 0; c < wo; c++) {
+              const covered =
+                span(r, info.strideHeight, padInfo.top, fh, info.inHeight) *
+                span(c, info.strideWidth, padInfo.left, fw, info.inWidth);
+              scale[r * wo + c] = (fh * fw) / covered;
+              if (covered !== fh * fw) partial = true;
+            }
+          const scaled = partial ? tf.mul(dy4, tf.tensor4d(scale, [1, ho, wo, 1])) : dy4;
+          const dx = tf.engine().runKernel('AvgPoolGrad', { dy: scaled, input: x4 }, {
+            filterSize: a.filterSize,
+            strides: a.strides,
+            pad: a.pad,
+            dimRoundingMode: a.dimRoundingMode,
+          } as unknown as tf.NamedAttrMap) as tf.Tensor;
+          return x.rank === 3 ? tf.squeeze(dx, [0]) : dx;
+        }),
+    };
+  },
+};
+
+/**
+ * Gradients graft replaces on every backend (same mathematics as the forward pass, see each one's comment). Called by
+ * initTf, whichever backend it sets up; idempotent.
+ */
+export function registerGradientFixes(): void {
+  if (tf.getGradient('FusedBatchNorm') !== batchNormGradient) tf.registerGradient(batchNormGradient);
+  if (tf.getGradient('AvgPool') !== avgPoolGradient) tf.registerGradient(avgPoolGradient);
+}
+
 const KERNELS: Array<[string, (args: KernelArgs) => tf.Tensor]> = [
   ['Conv2DBackpropFilter', conv2DBackpropFilter],
   ['DepthwiseConv2dNativeBackpropFilter', depthwiseBackpropFilter],
@@ -290,7 +350,7 @@ export function registerWasmGradients(): void {
     if (present) tf.unregisterKernel(kernelName, 'wasm');
     register(kernelName, fn);
   }
-  if (tf.getGradient('FusedBatchNorm') !== batchNormGradient) tf.registerGradient(batchNormGradient);
+  registerGradientFixes();
 }
 
 /** The kernels this module provides (added or replaced), for reports and tests. */

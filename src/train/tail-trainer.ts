@@ -7,7 +7,7 @@
  * the head trainer's, so batch order comes from the seeded generator and early stopping can keep the best weights.
  */
 import { tf, type tfl } from '../tfjs/tf.ts';
-import { registerWasmGradients } from '../tfjs/wasm-grad.ts';
+import { registerGradientFixes, registerWasmGradients } from '../tfjs/wasm-grad.ts';
 import { InternalError, opt, shown, UsageError, words } from '../util/errors.ts';
 import { checkAbort } from '../util/progress.ts';
 import type { EpochLog, TrainedHead } from './features.ts';
@@ -299,6 +299,8 @@ export interface TailEngine {
   predict(head: JointHead, d: TailData): Promise<Float32Array>;
   /** Starts a training stage at learning rate `lr` from the tail's and the head's current weights. */
   runner(head: JointHead, lr: number): Promise<TailRunner>;
+  /** Releases what the engine holds (compiled sessions); the tail's layers are untouched. */
+  release(): Promise<void>;
 }
 
 /** The TF.js engine: the tail's forward function, tf.train.adam, on whatever backend TF.js runs. */
@@ -307,6 +309,7 @@ export function tfjsTailEngine(tail: Tail): TailEngine {
     name: tf.getBackend(),
     features: async (d, dim) => tailFeatures(tail, d, dim),
     predict: async (head, d) => tailPredict(tail, head, d),
+    release: async () => {},
     async runner(head, lr) {
       const allWeights = tail.layers.flatMap((l) => l.weights);
       const varList = [
@@ -403,8 +406,10 @@ export async function trainTail(
 ): Promise<TailTrainResult> {
   checkData(tail, train, 'train');
   if (train.n === 0) throw new UsageError('invalid-value', 'train: no examples');
-  // Convolution gradients on WASM exist only once graft registers them: here, when a tail is first trained.
+  // Convolution gradients on WASM exist only once graft registers them: here, when a tail is first trained. The
+  // corrected BatchNorm and AvgPool gradients apply on every backend.
   if (tf.getBackend() === 'wasm') registerWasmGradients();
+  else registerGradientFixes();
   if (val) checkData(tail, val, 'val');
   const useVal = val && val.n > 0 ? val : undefined;
   const C = head.numClasses;

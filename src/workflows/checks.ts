@@ -57,6 +57,7 @@ function checkValues(o: TrainOptions): void {
   checkInteger('tailEpochs', o.tailEpochs);
   checkPositive('fineTuneLr', o.fineTuneLr);
   checkInteger('fineTuneEpochs', o.fineTuneEpochs);
+  checkInteger('threads', o.threads);
   for (const [name, v] of [
     ['val', o.val],
     ['out', o.out],

@@ -17,6 +17,7 @@
 import type { LayersBase } from '../base/base.ts';
 import { candidateCuts, layerIndex, poolIfSpatial, reapply, requireCutPoint, runSegment } from '../base/graph.ts';
 import { cutForRetrainLayers } from '../base/inspect.ts';
+import type { EngineChoice } from '../engines/engine-choice.ts';
 import { tf, tfl } from '../tfjs/tf.ts';
 import type { EpochLog, FeatureSet, TrainHeadOptions } from '../train/features.ts';
 import type { DenseHead } from '../train/heads.ts';
@@ -30,15 +31,15 @@ import {
   saveLayerWeights,
   type Tail,
   type TailData,
-  tailFeatures,
-  tailPredict,
+  type TailEngine,
   toDenseHead,
   trainTail,
 } from '../train/tail-trainer.ts';
 import { trainHead } from '../train/trainer.ts';
-import { opt, UsageError, words } from '../util/errors.ts';
+import { opt, UsageError, type Warning, words } from '../util/errors.ts';
 import type { ProgressCallback } from '../util/progress.ts';
 import { type Extracted, featureSet, trainingSet } from './extract.ts';
+import { chooseTailEngine } from './tail-engine.ts';
 
 export const PARAMETER_DEFAULTS = {
   /** One block below the head: the cheapest tail, and the one that moves the pretrained features least. */
@@ -91,6 +92,11 @@ export interface ParameterOptions extends TransferSettings {
   cut?: string;
   patience?: number;
   head: TrainHeadOptions;
+  /** What trains the tails: 'auto' (ONNX Runtime when it loads and covers the tail, else TF.js on WASM, with the
+   *  reason in `notes`), 'onnx' (an error instead of a fallback) or 'wasm'. Default 'auto'. */
+  engine?: EngineChoice;
+  /** ONNX Runtime intra-op threads; default every core. */
+  threads?: number;
   onProgress?: ProgressCallback;
   signal?: AbortSignal;
 }
@@ -202,7 +208,11 @@ export interface ParameterOutcome {
     valAccuracy?: number;
     valLoss?: number;
     seconds: number;
+    /** What ran the stage: 'onnx', 'wasm' or 'cpu'. */
+    engine: string;
   }[];
+  /** Why a stage trained on TF.js although ONNX Runtime was preferred (code 'trained-on-wasm'). */
+  notes: Warning[];
   bestEpoch: number;
   trainAccuracy: number;
   valAccuracy: number | null;
@@ -244,6 +254,14 @@ export async function trainParameter(
   for (const l of touched) l.trainable = true;
 
   let joint: JointHead | undefined;
+  const engines: TailEngine[] = [];
+  const notes: Warning[] = [];
+  const engineFor = async (t: Tail): Promise<TailEngine> => {
+    const chosen = await chooseTailEngine(t, o.engine ?? 'auto', { trainBn, threads: o.threads });
+    if (chosen.fallback && !notes.some((n) => n.message === chosen.fallback!.message)) notes.push(chosen.fallback);
+    engines.push(chosen.engine);
+    return chosen.engine;
+  };
   try {
     const history: StageLog[] = [];
     const stages: ParameterOutcome['stages'] = [];
@@ -254,6 +272,7 @@ export async function trainParameter(
       bestEpoch: number,
       seconds: number,
       start?: { valLoss: number; valAccuracy: number },
+      engine = 'wasm',
     ) => {
       history.push(...logs.map((l) => ({ ...l, stage })));
       // Best epoch 0: the stage kept the weights it started from.
@@ -266,6 +285,7 @@ export async function trainParameter(
         valAccuracy: b?.valAccuracy,
         valLoss: b?.valLoss,
         seconds,
+        engine,
       });
     };
     const progress = (phase: string) => (log: EpochLog, total: number) =>
@@ -292,9 +312,15 @@ export async function trainParameter(
     // Stage 1: the head on the tail's pooled output.
     let t = performance.now();
     const dim = (model.getLayer(plan.top).outputShape as number[]).slice(-1)[0];
-    const pooled = (d: TailData): FeatureSet => ({ x: tailFeatures(tail, d, dim), n: d.n, dim, y: d.y });
-    const headSet = pooled(train1);
-    const headVal = val1 ? pooled(val1) : undefined;
+    const engine1 = await engineFor(tail);
+    const pooled = async (d: TailData): Promise<FeatureSet> => ({
+      x: await engine1.features(d, dim),
+      n: d.n,
+      dim,
+      y: d.y,
+    });
+    const headSet = await pooled(train1);
+    const headVal = val1 ? await pooled(val1) : undefined;
     const fitted = await trainHead(headSet, headVal, C, {
       ...o.head,
       head: 'softmax',
@@ -308,13 +334,14 @@ export async function trainParameter(
       fitted.dispose();
     }
 
-    let last = { tail, cutPos: 0, val: val1 };
+    let last = { engine: engine1, cutPos: 0, val: val1 };
     const patience = (d: number) => o.patience ?? d;
     // Stage 2: tail + head.
     if (tail.layers.length > 0) {
       t = performance.now();
       const lr = o.tailLr ?? (o.reinit ? PARAMETER_DEFAULTS.tailLrReinit : PARAMETER_DEFAULTS.tailLr);
       const r = await trainTail(tail, joint, train1, val1, {
+        engine: engine1,
         lr,
         epochs: o.tailEpochs ?? PARAMETER_DEFAULTS.tailEpochs,
         patience: patience(PARAMETER_DEFAULTS.tailPatience),
@@ -323,7 +350,7 @@ export async function trainParameter(
         signal: o.signal,
         onEpoch: progress('tail'),
       });
-      record('tail', lr, r.history, r.bestEpoch, (performance.now() - t) / 1000, r.start);
+      record('tail', lr, r.history, r.bestEpoch, (performance.now() - t) / 1000, r.start, r.engine);
     }
     // Stage 3: fine-tune from the unfreeze point.
     if (plan.unfreezeFrom) {
@@ -332,7 +359,9 @@ export async function trainParameter(
       const train2 = trainingSet(data, 1);
       const val2 = data.val ? featureSet(data.val, 1, data.classes) : undefined;
       const lr = o.fineTuneLr ?? PARAMETER_DEFAULTS.fineTuneLr;
+      const engine2 = await engineFor(deep);
       const r = await trainTail(deep, joint, train2, val2, {
+        engine: engine2,
         lr,
         epochs: o.fineTuneEpochs ?? PARAMETER_DEFAULTS.fineTuneEpochs,
         patience: patience(PARAMETER_DEFAULTS.fineTunePatience),
@@ -341,18 +370,18 @@ export async function trainParameter(
         signal: o.signal,
         onEpoch: progress('fine-tune'),
       });
-      record('fine-tune', lr, r.history, r.bestEpoch, (performance.now() - t) / 1000, r.start);
-      last = { tail: deep, cutPos: 1, val: val2 };
+      record('fine-tune', lr, r.history, r.bestEpoch, (performance.now() - t) / 1000, r.start, r.engine);
+      last = { engine: engine2, cutPos: 1, val: val2 };
     }
 
     // Training accuracy on the images as they are, not on their augmentation views.
     const plain = featureSet(data.train, last.cutPos, data.classes);
-    const trainAccuracy = accuracy(tailPredict(last.tail, joint, plain), plain.y, C);
+    const trainAccuracy = accuracy(await last.engine.predict(joint, plain), plain.y, C);
     let valAccuracy: number | null = null;
     let confusion: number[][] | undefined;
     let valProbabilities: Float32Array | undefined;
     if (last.val && last.val.n > 0) {
-      valProbabilities = tailPredict(last.tail, joint, last.val);
+      valProbabilities = await last.engine.predict(joint, last.val);
       valAccuracy = accuracy(valProbabilities, last.val.y, C);
       confusion = confusionMatrix(argmaxRows(valProbabilities, last.val.n, C), last.val.y, C);
     }
@@ -369,11 +398,14 @@ export async function trainParameter(
       valAccuracy,
       confusion,
       valProbabilities,
+      notes,
       restore,
     };
   } catch (e) {
     if (joint) disposeJointHead(joint);
     restore();
     throw e;
+  } finally {
+    for (const e of engines) await e.release();
   }
 }

@@ -54,7 +54,10 @@ export interface TrainOptions extends BaseOptions, TransferSettings, HeadSetting
   mode?: TrainMode;
   /** Where to write the trained model folder. Nothing is written when omitted. */
   out?: string;
+  /** What runs the trunk and trains tails: 'auto' (ONNX Runtime when it loads, else TF.js on WASM), 'onnx', 'wasm'. */
   engine?: EngineChoice;
+  /** ONNX Runtime intra-op threads, for extraction and training; default every core. */
+  threads?: number;
   /** Activation cache folder (default: GRAFT_CACHE_DIR or the user's cache directory). */
   cacheDir?: string;
   onProgress?: ProgressCallback;
@@ -103,6 +106,8 @@ export interface TrainResult {
     reinit: boolean;
     trainBn: boolean;
     stages: ParameterOutcome['stages'];
+    /** Why a stage trained on TF.js although ONNX Runtime was preferred. */
+    notes: Warning[];
   };
   /** Validation images with the class probabilities the in-training model gave them (parameter mode and fine-tuning). */
   valPredictions?: { file: string; label: string; probabilities: number[] }[];
@@ -285,7 +290,7 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
   }
   const candidates = mode === 'auto' ? sweepCandidates(base) : [{ cut: o.cut ?? base.defaultCut, depth: 0 }];
   for (const c of candidates) base.trunk.requireCut(c.cut);
-  const { runner, engine } = await runnerFor(o.engine, base);
+  const { runner, engine } = await runnerFor(o.engine, base, { threads: o.threads });
   const data = await prepareData({ ...o, base, cuts: candidates.map((c) => c.cut), runner });
 
   const t1 = performance.now();
@@ -385,7 +390,7 @@ async function trainParameterMode(
     fineTune: o.fineTune,
     unfreezeFrom: o.unfreezeFrom,
   });
-  const { runner, engine } = await runnerFor(o.engine);
+  const { runner, engine } = await runnerFor(o.engine, base, { threads: o.threads });
   // Tails read whole spatial activations, cached apart from the pooled ones.
   const data = await prepareData({ ...o, base, cuts: plan.cuts, runner, pool: false });
   const t1 = performance.now();
@@ -402,6 +407,8 @@ async function trainParameterMode(
     fineTuneEpochs: o.fineTuneEpochs,
     trainBn: o.trainBn,
     patience: o.patience,
+    engine: o.engine,
+    threads: o.threads,
     head: { epochs: o.epochs, lr: o.lr, batchSize: o.batchSize, seed: o.seed, patience: o.patience },
     onProgress: o.onProgress,
     signal: o.signal,
@@ -431,6 +438,7 @@ async function trainParameterMode(
         reinit: o.reinit ?? false,
         trainBn: o.trainBn ?? false,
         stages: outcome.stages,
+        notes: outcome.notes,
       },
       valPredictions: outcome.valProbabilities
         ? valSamples.map((s, i) => ({

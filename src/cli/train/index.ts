@@ -8,6 +8,7 @@ import {
   printJson,
   printWarning,
   progressBars,
+  renderWarning,
   say,
 } from '../output.ts';
 import { baseOptions, number, parseBaseOptions, printSkipped } from '../shared-options.ts';
@@ -26,6 +27,7 @@ interface TrainFlags extends GlobalOptions {
   patience?: string;
   out?: string;
   engine?: string;
+  threads?: string;
   mode?: string;
   retrainLayers?: string;
   reinit?: boolean;
@@ -88,7 +90,12 @@ export function trainCommand(): Command {
     .option('--batch-size <n>', 'mini-batch size')
     .option('--seed <n>', 'random seed (same seed, same data, same result)')
     .option('--patience <n>', 'epochs without validation-loss improvement before stopping')
-    .option('--engine <engine>', 'trunk engine: auto, onnx or wasm', 'auto')
+    .option(
+      '--engine <engine>',
+      'what runs the trunk and trains tails: auto (ONNX Runtime, else TF.js WASM with the reason), onnx or wasm',
+      'auto',
+    )
+    .option('--threads <n>', 'ONNX Runtime threads for extraction and training (default: every core)')
     .option('-o, --out <dir>', 'write the trained model folder here')
     .option('--json', 'print one JSON object on the last line');
   baseOptions(cmd, { withBase: true });
@@ -118,17 +125,20 @@ export function trainCommand(): Command {
       seed: number('seed', f.seed),
       patience: number('patience', f.patience),
       engine: f.engine as 'auto' | 'onnx' | 'wasm',
+      threads: number('threads', f.threads),
       out: f.out,
       onProgress: progressBars(f),
       signal: interruptSignal(),
       onWarning: printWarning,
     });
     if (result.baseFallback) say(f, `note: ${fallbackLine(result.baseFallback)}; using ${result.base}`);
+    for (const note of result.parameter?.notes ?? []) say(f, `note: ${renderWarning(note)}`);
     printSkipped(f, result.skipped);
     if (f.json) {
       const { history, valPredictions, warnings, ...rest } = result;
       return printJson({
         ...rest,
+        ...(rest.parameter ? { parameter: { ...rest.parameter, notes: jsonWarnings(rest.parameter.notes) } } : {}),
         warnings: jsonWarnings(warnings),
         epochsRun: history.length,
       });
@@ -158,7 +168,7 @@ export function trainCommand(): Command {
         const v = s.valAccuracy !== undefined ? ` val_acc ${s.valAccuracy.toFixed(3)}` : '';
         say(
           f,
-          `  stage ${s.stage.padEnd(9)} lr ${s.lr} best epoch ${s.bestEpoch} of ${s.epochs}${v} (${s.seconds.toFixed(1)} s)`,
+          `  stage ${s.stage.padEnd(9)} lr ${s.lr} best epoch ${s.bestEpoch} of ${s.epochs}${v} (${s.seconds.toFixed(1)} s, ${s.engine})`,
         );
       }
     }
