@@ -254,3 +254,95 @@ test('CLI: --mode parameter --retrain-layers --reinit --json', () => {
   assert.equal((r.json!.parameter as { reinit: boolean }).reinit, true);
   assert.equal(r.json?.cut, 'block_1_add');
 });
+
+test('ONNX Runtime trains tails and fine-tunes: export predicts like training, base restored, same seed same result, within 0.01 of WASM', async () => {
+  await initTf('wasm');
+  const base = await loadLayersBase(basePath);
+  const before = base.model.getLayer('block_1_conv').getWeights()[0].dataSync().slice();
+  const cacheDir = path.join(dir, 'cache-ort');
+  const opts = {
+    data,
+    base,
+    mode: 'parameter' as const,
+    retrainLayers: 2,
+    fineTune: true,
+    unfreezeFrom: 'stem_relu',
+    cacheDir,
+    valSplit: 0.3,
+    epochs: 20,
+    tailEpochs: 3,
+    fineTuneEpochs: 3,
+    fineTuneLr: 1e-3,
+    threads: 1,
+  };
+  const out = path.join(tmpDir(), 'model');
+  const tensors = tf.memory().numTensors;
+  const ort = await train({ ...opts, out });
+  assert.equal(tf.memory().numTensors, tensors, 'an ONNX Runtime run leaves tensors behind');
+  assert.deepEqual(
+    ort.parameter?.stages.map((s) => [s.stage, s.engine]),
+    [
+      ['head', 'wasm'],
+      ['tail', 'onnx'],
+      ['fine-tune', 'onnx'],
+    ],
+  );
+  assert.deepEqual(ort.parameter?.notes, []);
+  // The trained weights were written back into the base's layers before stitching: the Layers export on TF.js
+  // predicts what ONNX Runtime predicted while training.
+  await assertExportMatches(out, ort);
+  assert.deepEqual(base.model.getLayer('block_1_conv').getWeights()[0].dataSync(), before, 'base restored');
+  const again = await train(opts);
+  assert.deepEqual(
+    again.history,
+    ort.history.map((h, i) => ({ ...h, seconds: again.history[i].seconds })),
+  );
+
+  // The same run on TF.js: same data order, dropout masks, early stopping and best-weights rule, so the same path up
+  // to float32 rounding.
+  const wasm = await train({ ...opts, engine: 'wasm' });
+  assert.deepEqual(
+    wasm.parameter?.stages.map((s) => [s.stage, s.engine, s.epochs, s.bestEpoch]),
+    ort.parameter?.stages.map((s) => [s.stage, s.engine === 'onnx' ? 'wasm' : s.engine, s.epochs, s.bestEpoch]),
+  );
+  assert.ok(
+    Math.abs((wasm.valAccuracy ?? 0) - (ort.valAccuracy ?? 1)) <= 0.01,
+    `validation accuracy ${wasm.valAccuracy} on WASM, ${ort.valAccuracy} on ONNX Runtime`,
+  );
+  wasm.history.forEach((h, i) => {
+    const o = ort.history[i];
+    assert.ok(
+      Math.abs(h.loss - o.loss) <= 1e-3 * Math.abs(h.loss) + 1e-5,
+      `epoch ${i + 1}: loss ${h.loss} vs ${o.loss}`,
+    );
+  });
+  base.model.dispose();
+});
+
+test('--train-bn and layers ONNX Runtime cannot differentiate fall back to WASM, named; --engine onnx refuses instead', async () => {
+  await initTf('wasm');
+  const common = {
+    data,
+    base: basePath,
+    fineTune: true,
+    unfreezeFrom: 'block_1_add',
+    trainBn: true,
+    cacheDir: path.join(dir, 'cache-ort-bn'),
+    valSplit: 0.3,
+    epochs: 5,
+    fineTuneEpochs: 1,
+  };
+  const r = await train(common);
+  assert.equal(r.parameter?.stages.at(-1)?.engine, 'wasm');
+  assert.equal(r.parameter?.notes.length, 1);
+  assert.match(r.parameter!.notes[0], /trained on WASM: --train-bn/);
+  await assert.rejects(train({ ...common, engine: 'onnx' }), /--engine onnx: --train-bn/);
+
+  const cli = runCli(
+    ['train', data, '--base', basePath, '--fine-tune', '--unfreeze-from', 'block_1_add', '--train-bn', '--epochs', '3'],
+    { GRAFT_CACHE_DIR: path.join(dir, 'cache-ort-bn') },
+  );
+  assert.equal(cli.status, 0, cli.stderr);
+  assert.match(cli.stdout, /note: trained on WASM: --train-bn \(BatchNorm with batch statistics\)/);
+  assert.match(cli.stdout, /stage fine-tune .*, wasm\)/);
+});
