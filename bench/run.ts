@@ -3,7 +3,7 @@
  * figures are quoted as ratios (these machines are shared and noisy). Each section's results are stored in
  * docs/benchmarks.json with the date and machine they were measured on, and docs/BENCHMARKS.md is rendered from every
  * stored section: running one section never erases another. With --json the last line of stdout is one JSON object
- * (keys date, machine, trunk, peer, peerTrain, trainStep, train, accuracy, transfer).
+ * (keys date, machine, trunk, peer, peerTrain, trainStep, train, accuracy, transfer, fineTune).
  *
  *   npm run bench                          # trunk, train-step, end-to-end and accuracy sections
  *   npm run bench -- --quick               # trunk timings only
@@ -11,6 +11,7 @@
  *   npm run bench -- --sections=train-step,accuracy
  *   npm run bench -- --sections=decode     # decoding + resizing hymenoptera: graft's resampler against sharp's resize
  *   npm run bench -- --sections=serve     # graft serve: 2,000 images through the page, memory of page and server
+ *   npm run bench -- --sections=train-step,fine-tune   # the training engines (ONNX Runtime against WASM, PyTorch)
  *   npm run bench -- --sections=          # measures nothing: renders BENCHMARKS.md from docs/benchmarks.json
  *   npm run bench -- --json
  */
@@ -20,16 +21,19 @@ import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_BASE, loadLayersBase } from '../src/base/base.ts';
 import { onnxAvailable, onnxTrunkRunner } from '../src/engines/onnx.ts';
+import { compileTail } from '../src/engines/ort-train.ts';
 import { buildTrunkModel, type TrunkRunner, tfjsTrunkRunner } from '../src/engines/trunk.ts';
 import { initTf, tf } from '../src/tfjs/tf.ts';
 import { registerWasmGradients } from '../src/tfjs/wasm-grad.ts';
+import { ortTailEngine } from '../src/train/ort-tail.ts';
+import { type JointHead, type TailEngine, tfjsTailEngine } from '../src/train/tail-trainer.ts';
 import { buildTail } from '../src/workflows/parameter.ts';
 import { MEMORY_BUDGET, type ServeMemoryRow, serveMemoryBench } from './serve-memory.ts';
 
 const argv = process.argv.slice(2);
 const args = new Set(argv);
 const json = args.has('--json');
-const SECTIONS = ['trunk', 'train-step', 'train', 'accuracy', 'transfer', 'decode', 'serve'] as const;
+const SECTIONS = ['trunk', 'train-step', 'train', 'accuracy', 'transfer', 'decode', 'serve', 'fine-tune'] as const;
 type Section = (typeof SECTIONS)[number];
 const listed = argv
   .find((a) => a.startsWith('--sections='))
@@ -49,6 +53,7 @@ const wanted = new Set<Section>(
 const log = (s: string) => (json ? process.stderr : process.stdout).write(`${s}\n`);
 const HYM = path.resolve('../shared/data/hymenoptera');
 const PEER = path.resolve('../shared/bench/peer_torch.py');
+const PEER_TUTORIAL = path.resolve('../shared/bench/peer_torch_tutorial.py');
 const V1 = path.resolve('../shared/models/mobilenet_v1_1.0_224_imagenet_trunc/model.json');
 const STORE = 'docs/benchmarks.json';
 
@@ -81,9 +86,34 @@ interface StepRow {
   arch: string;
   trains: string;
   from: string;
+  /** 'wasm' or 'onnx'; rows stored before both engines trained are WASM's. */
+  engine?: string;
   batch: number;
   msPerImage: number;
   note?: string;
+}
+interface FineTuneRow {
+  what: string;
+  base: string;
+  args: string;
+  engine: string;
+  seconds: number;
+  trainSeconds: number;
+  valAccuracy: number | null;
+  /** Epochs of the last stage, and its seconds per epoch. */
+  epochs: number;
+  secondsPerEpoch: number;
+  stages?: string;
+  note?: string;
+}
+interface TutorialRow {
+  mode: string;
+  epochs: number;
+  seconds: number;
+  secondsPerEpoch: number;
+  trainImages: number;
+  valImages: number;
+  version?: string;
 }
 interface TransferRow {
   base: string;
@@ -98,6 +128,8 @@ interface TransferRow {
 interface Stored<T> {
   date: string;
   machine: string;
+  /** Load averages (1, 5, 15 min) when the section started and ended: these machines are shared. */
+  load?: string;
   rows: T;
 }
 interface Store {
@@ -109,6 +141,7 @@ interface Store {
   transfer?: Stored<TransferRow[]>;
   decode?: Stored<DecodeRow[]>;
   serve?: Stored<ServeMemoryRow[]>;
+  'fine-tune'?: Stored<{ rows: FineTuneRow[]; tutorial: TutorialRow[] }>;
 }
 
 interface DecodeRow {
@@ -244,14 +277,17 @@ function peerBench(): PeerRow[] {
 }
 
 /**
- * One optimiser step (forward, backward, update) of the bundled MobileNetV2 on WASM, from a split up to the head
- * input, with a 2-class dense head; random inputs, as the peer's. 'full' starts at the image: what the peer's
- * train_step does (its BatchNorm in training mode, graft's in inference mode, the fine-tuning rule; the kernels are the same).
+ * One training step (forward, backward, Adam update) of the bundled MobileNetV2 from a split up to the head input,
+ * with graft's 2-class head, through the trainer's own runner on each engine (tail-trainer's TF.js runner on WASM,
+ * the compiled graphs of engines/ort-train.ts on ONNX Runtime); random inputs, as the peer's. 'full' starts at the
+ * image: what the peer's train_step does (its BatchNorm in training mode, graft's in inference mode, the fine-tuning
+ * rule; the kernels are the same).
  */
 async function trainStepBench(): Promise<StepRow[]> {
   await initTf('wasm');
   registerWasmGradients();
   const base = await loadLayersBase('nsfw-mobilenet-v2');
+  const haveOnnx = await onnxAvailable();
   const rows: StepRow[] = [];
   // The full network at batch 16 exceeds the WASM heap (activations kept for backprop: ~150 MB per 224 px image).
   const splits: [string, string, number][] = [
@@ -259,47 +295,62 @@ async function trainStepBench(): Promise<StepRow[]> {
     ['block_15_add', 'block 16 + Conv_1', 16],
     ['block_13_expand_relu', 'block 13 from its depthwise conv, 14-16, Conv_1', 16],
     ['block_10_project_BN', 'blocks 11-16 + Conv_1', 16],
-    [base.model.layers[0].name, 'full network', 8],
+    [base.model.layers[0].name, 'full network', 16],
   ];
+  const dim = (base.model.getLayer(base.defaultCut).outputShape as number[]).slice(-1)[0];
+  const C = 2;
   try {
     for (const [from, trains, batch] of splits) {
       const tail = buildTail(base, from, base.defaultCut, false);
       for (const l of tail.layers) l.trainable = true;
-      const vars = tail.layers.flatMap((l) => l.trainableWeights.map((v) => v.read() as tf.Variable));
-      const dim = (base.model.getLayer(base.defaultCut).outputShape as number[]).slice(-1)[0];
-      const head = tf.variable(tf.randomNormal([dim, 2], 0, 0.01, 'float32', 1));
-      const optimizer = tf.train.sgd(1e-6);
-      const x =
-        from === base.model.layers[0].name
-          ? tf.randomUniform([batch, ...tail.inputShape], 0, 1, 'float32', 2)
-          : tf.relu(tf.randomNormal([batch, ...tail.inputShape], 0, 1, 'float32', 2));
-      const y = tf.oneHot(
-        tf.tensor1d(
-          Array.from({ length: batch }, (_, i) => i % 2),
-          'int32',
-        ),
-        2,
-      );
-      const step = () =>
-        tf.tidy(() => {
-          optimizer.minimize(
-            () => tf.losses.softmaxCrossEntropy(y, tf.matMul(tail.forward(x, true), head)) as tf.Scalar,
-            false,
-            [...vars, head],
-          );
-        });
-      step(); // warm-up: XNNPACK plans and buffers are made on first use
-      const times: number[] = [];
-      for (let r = 0; r < 3; r++) {
-        const t = performance.now();
-        step();
-        times.push(performance.now() - t);
+      const size = tail.inputShape.reduce((a, b) => a * b, 1);
+      for (const engine of haveOnnx ? ['wasm', 'onnx'] : ['wasm']) {
+        const n = engine === 'wasm' && from === base.model.layers[0].name ? 8 : batch;
+        const x = tf.tidy(() =>
+          (from === base.model.layers[0].name
+            ? tf.randomUniform([n, ...tail.inputShape], -1, 1, 'float32', 2)
+            : tf.relu(tf.randomNormal([n, ...tail.inputShape], 0, 1, 'float32', 2))
+          ).dataSync(),
+        ) as Float32Array;
+        const labels = new Float32Array(n * C);
+        for (let r = 0; r < n; r++) labels[r * C + (r % C)] = 1 / n;
+        const mask = new Float32Array(n * dim).fill(1 / 0.8);
+        const head: JointHead = {
+          kernel: tf.variable(tf.randomNormal([dim, C], 0, 0.01, 'float32', 1)),
+          bias: tf.variable(tf.zeros([C])),
+          mean: tf.zeros([dim]),
+          invStd: tf.ones([dim]),
+          dim,
+          numClasses: C,
+        };
+        const eng: TailEngine =
+          engine === 'onnx' ? ortTailEngine(await compileTail(tail.toModel!())) : tfjsTailEngine(tail);
+        const runner = await eng.runner(head, 1e-9);
+        try {
+          await runner.step(x.slice(0, n * size), n, labels, mask); // warm-up: plans, buffers, kernels
+          const times: number[] = [];
+          for (let r = 0; r < 3; r++) {
+            const t = performance.now();
+            await runner.step(x.slice(0, n * size), n, labels, mask);
+            times.push(performance.now() - t);
+          }
+          times.sort((a, b) => a - b);
+          rows.push({
+            base: 'nsfw-mobilenet-v2',
+            arch: 'mobilenet_v2',
+            trains,
+            from,
+            engine,
+            batch: n,
+            msPerImage: times[1] / n,
+          });
+          log(`train step ${engine} ${trains} (batch ${n}): ${rows[rows.length - 1].msPerImage.toFixed(1)} ms/image`);
+        } finally {
+          await runner.release();
+          await eng.release();
+          tf.dispose([head.kernel, head.bias, head.mean, head.invStd]);
+        }
       }
-      times.sort((a, b) => a - b);
-      rows.push({ base: 'nsfw-mobilenet-v2', arch: 'mobilenet_v2', trains, from, batch, msPerImage: times[1] / batch });
-      log(`train step wasm ${trains} (batch ${batch}): ${rows[rows.length - 1].msPerImage.toFixed(1)} ms/image`);
-      tf.dispose([head, x, y]);
-      optimizer.dispose();
     }
   } finally {
     base.model.dispose();
@@ -483,6 +534,113 @@ function transferSection(): TransferRow[] {
   return rows;
 }
 
+const load = () =>
+  `load average ${os
+    .loadavg()
+    .map((l) => l.toFixed(1))
+    .join(', ')} on ${os.availableParallelism()} cores`;
+
+/**
+ * Parameter transfer and fine-tuning end to end on hymenoptera, ONNX Runtime against WASM with the same seed, both on
+ * an activation cache warmed first (so both time training, not extraction); then the whole default base fine-tuned on
+ * ONNX Runtime beside the PyTorch tutorial's fine-tuning of ResNet-18 (seconds per epoch; the tutorial's epoch is
+ * 245 training images with random crops plus 153 validation images, graft's the 245 images and their mirrors plus the
+ * 153 validation images).
+ */
+function fineTuneSection(): { rows: FineTuneRow[]; tutorial: TutorialRow[] } {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'graft-bench-fine-tune-'));
+  const rows: FineTuneRow[] = [];
+  const runs: [string, string, string[], string[]][] = [
+    [
+      'parameter, 3 blocks',
+      'nsfw-mobilenet-v2',
+      ['--mode', 'parameter', '--cut', 'block_13_project_BN'],
+      ['onnx', 'wasm'],
+    ],
+    [
+      'fine-tune from block_11_add',
+      'nsfw-mobilenet-v2',
+      ['--cut', 'block_13_expand_relu', '--fine-tune', '--unfreeze-from', 'block_11_add'],
+      ['onnx', 'wasm'],
+    ],
+    // The default base: from graft's model cache or GRAFT_MODEL_MIRROR (e.g. ../shared/models/mirror served locally).
+    ['fine-tune of the whole network', DEFAULT_BASE, ['--fine-tune', '--unfreeze-from', 'all'], ['onnx']],
+  ];
+  try {
+    for (const [what, base, args, engines] of runs) {
+      // Warm the activation cache (spatial activations at the stages' cuts) with one cheap run.
+      try {
+        const quick = [
+          '--epochs',
+          '1',
+          ...(args.includes('parameter') ? ['--tail-epochs', '1'] : []),
+          ...(args.includes('--fine-tune') ? ['--fine-tune-epochs', '1'] : []),
+        ];
+        trainRun('onnx', base, [...args, ...quick], dir);
+      } catch (e) {
+        log(`fine-tune ${what}: skipped (${(e as Error).message})`);
+        continue;
+      }
+      for (const engine of engines) {
+        const { raw, ...row } = trainRun(engine, base, args, dir);
+        const stages = (raw.parameter?.stages ?? []) as {
+          stage: string;
+          epochs: number;
+          bestEpoch: number;
+          valAccuracy?: number;
+          seconds: number;
+          engine?: string;
+        }[];
+        const last = stages[stages.length - 1];
+        const { baseFallback: fallback, base: used } = raw as { baseFallback?: { reason: string }; base?: string };
+        rows.push({
+          what,
+          base: baseLabel(used ?? base),
+          args: args.join(' '),
+          engine,
+          seconds: row.seconds,
+          trainSeconds: raw.seconds?.train ?? 0,
+          valAccuracy: row.valAccuracy,
+          epochs: last?.epochs ?? 0,
+          secondsPerEpoch: last ? last.seconds / Math.max(1, last.epochs) : 0,
+          stages: stages
+            .map(
+              (s) =>
+                `${s.stage} ${s.bestEpoch}/${s.epochs} ep ${s.valAccuracy?.toFixed(3) ?? ''} ${s.seconds.toFixed(0)} s ${s.engine ?? ''}`,
+            )
+            .join('; '),
+          note: fallback ? `default base unavailable (${fallback.reason})` : undefined,
+        });
+        log(`fine-tune ${what} ${engine}: ${row.seconds.toFixed(1)} s, val ${row.valAccuracy?.toFixed(3)}`);
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const tutorial: TutorialRow[] = [];
+  if (existsSync('/usr/bin/python3') && existsSync(PEER_TUTORIAL)) {
+    const epochs = 3;
+    const r = spawnSync('/usr/bin/python3', [PEER_TUTORIAL, HYM, '--mode', 'finetune', '--epochs', String(epochs)], {
+      encoding: 'utf8',
+      timeout: 3_600_000,
+    });
+    if (r.status === 0) {
+      const o = JSON.parse(r.stdout.trim().split('\n').pop()!);
+      tutorial.push({
+        mode: o.mode,
+        epochs: o.epochs,
+        seconds: o.seconds,
+        secondsPerEpoch: o.seconds / o.epochs,
+        trainImages: o.train_images,
+        valImages: o.val_images,
+        version: o.version,
+      });
+      log(`peer tutorial fine-tune: ${(o.seconds / o.epochs).toFixed(1)} s per epoch`);
+    } else log(`peer tutorial: not run (${(r.stderr || '').trim().split('\n').pop()})`);
+  }
+  return { rows, tutorial };
+}
+
 function readStore(): Store {
   try {
     return JSON.parse(readFileSync(STORE, 'utf8')) as Store;
@@ -496,8 +654,10 @@ async function main() {
   const machine = `${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.availableParallelism()} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.versions.node}`;
   log(`graft bench on ${machine}: ${[...wanted].join(', ')}`);
   const store = readStore();
+  let started = load();
   const put = <K extends keyof Store>(k: K, rows: NonNullable<Store[K]>['rows']) => {
-    store[k] = { date, machine, rows } as Store[K];
+    store[k] = { date, machine, load: `${started} at the start, ${load()} at the end`, rows } as Store[K];
+    started = load();
     // Written after every section, so an interrupted run keeps what it measured.
     writeFileSync(STORE, `${JSON.stringify(store, null, 1)}\n`);
     writeFileSync('docs/BENCHMARKS.md', render(store));
@@ -517,6 +677,7 @@ async function main() {
   if (haveData && wanted.has('transfer')) put('transfer', transferSection());
   if (haveData && wanted.has('decode')) put('decode', await decodeBench());
   if (wanted.has('serve')) put('serve', await serveMemoryBench(log));
+  if (haveData && wanted.has('fine-tune')) put('fine-tune', fineTuneSection());
   if (wanted.size === 0) writeFileSync('docs/BENCHMARKS.md', render(store));
   log('wrote docs/BENCHMARKS.md and docs/benchmarks.json');
   const peer = store.peer?.rows ?? [];
@@ -531,12 +692,14 @@ async function main() {
     train: store.train?.rows ?? [],
     accuracy: store.accuracy?.rows ?? [],
     transfer: store.transfer?.rows ?? [],
+    fineTune: store['fine-tune']?.rows ?? { rows: [], tutorial: [] },
   };
   if (json) process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
 function render(s: Store): string {
-  const when = (x: Stored<unknown> | undefined) => (x ? `Measured ${x.date.slice(0, 10)} on ${x.machine}.` : '');
+  const when = (x: Stored<unknown> | undefined) =>
+    x ? `Measured ${x.date.slice(0, 10)} on ${x.machine}${x.load ? `; load average ${x.load}` : ''}.` : '';
   const lines = [
     '# graft benchmarks',
     '',
@@ -561,29 +724,36 @@ function render(s: Store): string {
   }
   if (s['train-step']) {
     const p = peer.find((x) => x.arch === 'mobilenet_v2' && x.what === 'train_step');
+    const rows = s['train-step'].rows;
     lines.push(
       '',
-      '## Train step: forward + backward + update of the bundled MobileNetV2 on WASM (ms per image, lower is better)',
+      '## Train step: forward + backward + Adam update of the bundled MobileNetV2, ONNX Runtime and WASM (ms per image, lower is better)',
       '',
       when(s['train-step']),
       '',
     );
     lines.push(
-      "From the split up to `out_relu`, with a 2-class head. PyTorch's `train_step` (peer_torch.py, same run, 2 threads) trains the whole",
-      'torchvision MobileNetV2; the ratio is against it for every row, so below 1.00 a row is faster than PyTorch training the full network.',
+      "From the split up to `out_relu`, with graft's 2-class head, through the trainer's own runner on each engine",
+      "(`npm run bench -- --sections=train-step`). PyTorch's `train_step` (peer_torch.py, same run, 2 threads) trains the whole",
+      'torchvision MobileNetV2; the ratio is against it for every row, so below 1.00 a row is faster than PyTorch training the',
+      'full network. ONNX Runtime uses every core; WASM is single-threaded, and its full-network step runs at batch 8 (16 exceeds its heap).',
       '',
     );
     lines.push(
-      '| what trains | split | batch | ms/image | vs PyTorch full network |',
-      '| --- | --- | --- | --- | --- |',
+      '| what trains | split | engine | batch | ms/image | ONNX Runtime / WASM | vs PyTorch full network |',
+      '| --- | --- | --- | --- | --- | --- | --- |',
     );
-    for (const r of s['train-step'].rows)
+    for (const r of rows) {
+      const engine = r.engine ?? 'wasm';
+      const wasm = rows.find((x) => x.from === r.from && (x.engine ?? 'wasm') === 'wasm');
+      const ratio = engine === 'onnx' && wasm ? (r.msPerImage / wasm.msPerImage).toFixed(2) : '';
       lines.push(
-        `| ${r.trains} | ${r.from} | ${r.batch} | ${r.msPerImage.toFixed(1)} | ${p ? (r.msPerImage / p.msPerImage).toFixed(2) : 'peer not run'} |`,
+        `| ${r.trains} | ${r.from} | ${engine} | ${r.batch} | ${r.msPerImage.toFixed(1)} | ${ratio} | ${p ? (r.msPerImage / p.msPerImage).toFixed(2) : 'peer not run'} |`,
       );
+    }
     if (p)
       lines.push(
-        `| PyTorch ${p.version ?? ''} full network (peer) | image | ${p.batch} | ${p.msPerImage.toFixed(1)} | 1.00 |`,
+        `| PyTorch ${p.version ?? ''} full network (peer) | image | torch | ${p.batch} | ${p.msPerImage.toFixed(1)} | | 1.00 |`,
       );
   }
   if (s.train) {
@@ -694,6 +864,33 @@ function render(s: Store): string {
       '',
       `The documented figure (the section fails above it): server and training process together under ${MEMORY_BUDGET.serverMiB} MiB, the page's JavaScript heap under ${MEMORY_BUDGET.pageHeapMiB} MiB. Resident sets are sampled every 250 ms (and each process's own high-water mark is read); the page's heap and DOM size come from the DevTools protocol.`,
     );
+  }
+  const ft = s['fine-tune'];
+  if (ft) {
+    lines.push(
+      '',
+      '## Parameter transfer and fine-tuning end to end: ONNX Runtime against WASM (hymenoptera, 245 train + 153 val images)',
+      '',
+      when(ft),
+      '',
+      'Each row is `graft train ../shared/data/hymenoptera/train --val ../shared/data/hymenoptera/val --base BASE ARGS --engine ENGINE`',
+      'on an activation cache warmed by a one-epoch run, so both engines time training, not extraction; same seed on both.',
+      '`npm run bench -- --sections=fine-tune`. Seconds are wall time including process start; per epoch: the last stage.',
+      '',
+      '| what | base | args | engine | seconds | train seconds | ONNX Runtime / WASM | val accuracy | last stage: epochs, s/epoch | stages |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    );
+    for (const r of ft.rows.rows) {
+      const wasm = ft.rows.rows.find((x) => x.what === r.what && x.engine === 'wasm');
+      const ratio = r.engine === 'onnx' && wasm ? (r.seconds / wasm.seconds).toFixed(2) : '';
+      lines.push(
+        `| ${r.what} | ${r.base} | \`${r.args}\` | ${r.engine} | ${r.seconds.toFixed(1)} | ${r.trainSeconds.toFixed(1)} | ${ratio} | ${r.valAccuracy?.toFixed(3) ?? ''} | ${r.epochs}, ${r.secondsPerEpoch.toFixed(1)} | ${r.stages ?? ''}${r.note ? ` (${r.note})` : ''} |`,
+      );
+    }
+    for (const t of ft.rows.tutorial)
+      lines.push(
+        `| PyTorch tutorial (peer_torch_tutorial.py), ResNet-18 fine-tuned | random init | \`--mode ${t.mode} --epochs ${t.epochs}\` | torch ${t.version ?? ''} | ${t.seconds.toFixed(1)} | ${t.seconds.toFixed(1)} | | (not pretrained) | ${t.epochs}, ${t.secondsPerEpoch.toFixed(1)} | batch 4, ${t.trainImages} train + ${t.valImages} val images per epoch |`,
+      );
   }
   return `${lines.join('\n')}\n`;
 }

@@ -5,10 +5,10 @@
  * such as ConvGrad or ReluGrad) runs a whole training step in one `session.run`.
  *
  * Each operator's backward rule is written with standard operators only, chosen for what ONNX Runtime's CPU kernels
- * do fast (measured; see the rules): a convolution's input gradient is a ConvTranspose with the same weight and
- * attributes (a 1x1 one is a Conv with the weight transposed), its filter gradient a convolution in which the
- * batch becomes the channel axis and the output gradient the filter, dilated by the forward stride. Only values that
- * lie on a path from a requested input to the loss are differentiated.
+ * do fast (measured; see the comment above the convolution rule): a convolution's input gradient is a ConvTranspose
+ * with the same weight and attributes, or a plain Conv where that is faster (1x1, depthwise at stride 1); its filter
+ * gradient a convolution with the batch as the contracted axis, or matrix products. Only values that lie on a path
+ * from a requested input to the loss are differentiated, so the first layer of a tail gets no input gradient.
  *
  * Rules follow the definitions ONNX Runtime training and TF.js give their gradients; where they differ at a single
  * point (Relu6's gradient at exactly 6), this follows the continuous definition, which both agree on elsewhere.
