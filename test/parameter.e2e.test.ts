@@ -335,8 +335,8 @@ test('--train-bn and layers ONNX Runtime cannot differentiate fall back to WASM,
   const r = await train(common);
   assert.equal(r.parameter?.stages.at(-1)?.engine, 'wasm');
   assert.equal(r.parameter?.notes.length, 1);
-  assert.match(r.parameter!.notes[0], /trained on WASM: --train-bn/);
-  await assert.rejects(train({ ...common, engine: 'onnx' }), /--engine onnx: --train-bn/);
+  assert.match(r.parameter!.notes[0].message, /trained on WASM: trainBn \(BatchNorm with batch statistics\)/);
+  await assert.rejects(train({ ...common, engine: 'onnx' }), /engine onnx: trainBn \(BatchNorm/);
 
   const cli = runCli(
     ['train', data, '--base', basePath, '--fine-tune', '--unfreeze-from', 'block_1_add', '--train-bn', '--epochs', '3'],

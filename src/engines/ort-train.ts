@@ -18,6 +18,7 @@ import { addGradients } from '../onnx/gradient.ts';
 import { AttrType, DataType, encodeModel, type GraphMsg, type ModelMsg, type NodeMsg } from '../onnx/proto.ts';
 import { loadOrt, type Ort } from '../onnx/runtime.ts';
 import { tf } from '../tfjs/tf.ts';
+import { InternalError } from '../util/errors.ts';
 
 type Session = import('onnxruntime-node').InferenceSession;
 
@@ -109,7 +110,7 @@ function appendHead(n: Nodes, features: string, head: HeadShape, withMask: boole
 /** The tail's forward graph with its trainable weights as inputs; its one output is the pooled feature vector. */
 function tailGraph(tail: LayersModel): { model: ModelMsg; weights: WeightInput[]; features: string } {
   if (tail.outputs.length !== 1 || tail.outputs[0].shape.length !== 2)
-    throw new Error('a tail for ONNX Runtime must have one output of pooled features (batch × features)');
+    throw new InternalError('a tail for ONNX Runtime must have one output of pooled features (batch × features)');
   const { model, weightInputs } = convertLayers(tail, { trainableAsInputs: true, inputName: 'graft_cut' });
   return { model, weights: weightInputs, features: model.graph.output[0].name };
 }
@@ -226,7 +227,8 @@ export async function compileTail(tail: LayersModel, opts: OrtTrainOptions = {})
       feeds.graft_cut = new ort.Tensor('float32', x, [n, ...inputShape]);
       const r = await featureSession.run(feeds, [probe.featureName]);
       const out = r[probe.featureName].data as Float32Array;
-      if (out.length !== n * dim) throw new Error(`tail features: ${out.length} values for ${n} rows of ${dim}`);
+      if (out.length !== n * dim)
+        throw new InternalError(`tail features: ${out.length} values for ${n} rows of ${dim}`);
       return out;
     },
     async stage(head, training = true) {
@@ -239,14 +241,15 @@ export async function compileTail(tail: LayersModel, opts: OrtTrainOptions = {})
       const names = [...g.weights.map((w) => w.name), NAMES.kernel, NAMES.bias];
       const shapes = [...g.weights.map((w) => w.dims), [dim, C], [C]];
       const feedsFor = (params: Float32Array[]): Feeds => {
-        if (params.length !== names.length) throw new Error(`${params.length} parameters for ${names.length} inputs`);
+        if (params.length !== names.length)
+          throw new InternalError(`${params.length} parameters for ${names.length} inputs`);
         return Object.fromEntries(names.map((nm, i) => [nm, new ort.Tensor('float32', params[i], shapes[i])]));
       };
       return {
         weights: g.weights,
         initial: [...g.weights.map(readWeight), head.kernel.slice(), head.bias.slice()],
         async step(params, x, n, labels, mask) {
-          if (!step) throw new Error('this stage was compiled for prediction only');
+          if (!step) throw new InternalError('this stage was compiled for prediction only');
           const feeds = feedsFor(params);
           feeds.graft_cut = new ort.Tensor('float32', x, [n, ...inputShape]);
           feeds[NAMES.labels] = new ort.Tensor('float32', labels, [n, C]);

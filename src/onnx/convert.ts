@@ -461,7 +461,7 @@ class Converter {
         input = { name: this.g.fresh(v.name), variable: v, shape, perm: order, dims: graphDims };
         this.weightInputs.push(input);
       } else if (input.perm.join() !== order.join() || input.dims.join() !== graphDims.join()) {
-        throw new Error(`layer ${layer.name}: weight ${v.name} is read in two layouts`);
+        throw new InternalError(`layer ${layer.name}: weight ${v.name} is read in two layouts`);
       }
       return { name: input.name, dims: graphDims };
     }
@@ -475,7 +475,7 @@ class Converter {
   }
 
   reshape(p: Param, dims: number[], hint: string): Param {
-    if (count(dims) !== count(p.dims)) throw new Error(`${hint}: cannot reshape [${p.dims}] to [${dims}]`);
+    if (count(dims) !== count(p.dims)) throw new InternalError(`${hint}: cannot reshape [${p.dims}] to [${dims}]`);
     if (p.data) return { dims, data: p.data };
     return { dims, name: this.g.node('Reshape', [p.name, this.g.int64s(`${hint}_shape`, dims)], hint) };
   }
@@ -503,7 +503,11 @@ class Converter {
     const mean = this.weight(layer, k++);
     const variance = this.weight(layer, k++);
     if (!mean.data || !variance.data)
-      throw new Error(`layer ${layer.name}: trainable moving statistics are not supported by the ONNX converter`);
+      throw new BaseError(
+        'unsupported-layer',
+        `layer ${layer.name}`,
+        'trainable moving statistics are not supported by the ONNX converter',
+      );
     const eps = config.epsilon ?? 1e-3;
     const invStd: Param = { dims: variance.dims, data: variance.data.map((v) => 1 / Math.sqrt(v + eps)) };
     const scale = gamma ? this.combine('Mul', gamma, invStd, `${layer.name}_scale`) : invStd;

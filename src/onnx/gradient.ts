@@ -13,17 +13,23 @@
  * Rules follow the definitions ONNX Runtime training and TF.js give their gradients; where they differ at a single
  * point (Relu6's gradient at exactly 6), this follows the continuous definition, which both agree on elsewhere.
  */
+
+import { GraftError, InternalError } from '../util/errors.ts';
 import { type Attribute, AttrType, DataType, type GraphMsg, type NodeMsg, type TensorMsg } from './proto.ts';
 import { floatAttr, type GraphFacts, inferShapes, intAttr, intsAttr, type Shape } from './shapes.ts';
 
-/** An operator (or an attribute of one) that the gradient builder has no rule for. */
-export class GradientError extends Error {
+/**
+ * An operator (or an attribute of one) that the gradient builder has no rule for: a network that cannot train this
+ * way, not a bug (kind 'base', code 'no-gradient').
+ */
+export class GradientError extends GraftError {
+  readonly kind = 'base';
   constructor(
     readonly op: string,
     readonly node: string,
     reason: string,
   ) {
-    super(`cannot differentiate ${op} node '${node}': ${reason}`);
+    super(`cannot differentiate ${op} node '${node}': ${reason}`, 'no-gradient');
     this.name = 'GradientError';
   }
 }
@@ -642,7 +648,7 @@ export function addGradients(graph: GraphMsg, request: GradientRequest): Gradien
   const facts = inferShapes(g);
   const b = new Backward(g, facts);
   const lossShape = facts.shapes.get(request.loss);
-  if (lossShape?.length !== 0) throw new Error(`loss '${request.loss}' is not a scalar of known shape`);
+  if (lossShape?.length !== 0) throw new InternalError(`loss '${request.loss}' is not a scalar of known shape`);
 
   // Values that depend on a requested input, and nodes that lead to the loss: only their intersection is walked.
   const dependent = new Set(request.wrt);
@@ -686,7 +692,7 @@ export function addGradients(graph: GraphMsg, request: GradientRequest): Gradien
 
   const gradients = request.wrt.map((w) => {
     const gw = total(w);
-    if (!gw) throw new Error(`the loss does not depend on '${w}'`);
+    if (!gw) throw new InternalError(`the loss does not depend on '${w}'`);
     const name = gradientName(w);
     b.nodes.push({ op_type: 'Identity', input: [gw], output: [name], name, attribute: [] });
     const s = facts.shapes.get(w) ?? [];

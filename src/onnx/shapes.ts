@@ -3,6 +3,8 @@
  * backward rule knows the shapes of the values it differentiates (which axes a broadcast added, how large a padded
  * map was). A dimension that depends on the batch is `null`; everything else is a number.
  */
+
+import { InternalError } from '../util/errors.ts';
 import type { Attribute, GraphMsg, NodeMsg, TensorMsg } from './proto.ts';
 import { DataType } from './proto.ts';
 
@@ -74,7 +76,7 @@ function window(node: NodeMsg, x: Shape, out: number | null, kernel: number[]): 
   const pads = intsAttr(node, 'pads', [0, 0, 0, 0]);
   const auto = attribute(node, 'auto_pad');
   if (auto?.s && new TextDecoder().decode(auto.s) !== 'NOTSET')
-    throw new Error(`${node.name}: auto_pad is not supported`);
+    throw new InternalError(`${node.name}: auto_pad is not supported`);
   return [
     x[0],
     out,
@@ -142,7 +144,7 @@ const RULES: Record<string, Rule> = {
   },
   Reshape: (node, [x], facts) => {
     const target = facts.ints.get(node.input[1]);
-    if (!target) throw new Error(`${node.name}: Reshape to a shape that is not a constant`);
+    if (!target) throw new InternalError(`${node.name}: Reshape to a shape that is not a constant`);
     const out: Shape = target.map((d, i) => (d === 0 ? x[i] : d === -1 ? null : d));
     const known = size(x);
     const rest = out.filter((d) => d !== null) as number[];
@@ -157,12 +159,12 @@ const RULES: Record<string, Rule> = {
   },
   Pad: (node, [x], facts) => {
     const pads = facts.ints.get(node.input[1]);
-    if (!pads) throw new Error(`${node.name}: Pad with pads that are not a constant`);
+    if (!pads) throw new InternalError(`${node.name}: Pad with pads that are not a constant`);
     return [x.map((d, i) => (d === null ? null : d + pads[i] + pads[i + x.length]))];
   },
   Slice: (node, [x], facts) => {
     const [starts, ends, axes, steps] = node.input.slice(1).map((n) => facts.ints.get(n));
-    if (!starts || !ends) throw new Error(`${node.name}: Slice bounds that are not constants`);
+    if (!starts || !ends) throw new InternalError(`${node.name}: Slice bounds that are not constants`);
     const out = [...x];
     starts.forEach((s0, k) => {
       const a = axes ? (axes[k] < 0 ? axes[k] + x.length : axes[k]) : k;
@@ -187,7 +189,7 @@ const RULES: Record<string, Rule> = {
   Split: (node, [x], facts) => {
     const axis = (intAttr(node, 'axis', 0) + x.length) % x.length;
     const parts = facts.ints.get(node.input[1]);
-    if (!parts) throw new Error(`${node.name}: Split sizes that are not constants`);
+    if (!parts) throw new InternalError(`${node.name}: Split sizes that are not constants`);
     return parts.map((p) => x.map((d, i) => (i === axis ? p : d)));
   },
   Gemm: (node, [a, b]) => {

@@ -3,6 +3,8 @@
  * corrections applied to the moments), for weights that live outside TF.js: a step computed by ONNX Runtime returns
  * its gradients as arrays, and the update is a few flops per weight, far below the step itself.
  */
+import { InternalError } from '../util/errors.ts';
+
 export class FloatAdam {
   private readonly m: Float32Array[];
   private readonly v: Float32Array[];
@@ -25,7 +27,9 @@ export class FloatAdam {
   /** params[i] -= lr · m̂ / (√v̂ + ε), in place. */
   update(params: Float32Array[], grads: Float32Array[]): void {
     if (params.length !== this.m.length || grads.length !== this.m.length)
-      throw new Error(`Adam: ${params.length} weights and ${grads.length} gradients for ${this.m.length} slots`);
+      throw new InternalError(
+        `Adam: ${params.length} weights and ${grads.length} gradients for ${this.m.length} slots`,
+      );
     const { beta1: b1, beta2: b2, epsilon, lr } = this;
     const c1 = 1 - this.accBeta1;
     const c2 = 1 - this.accBeta2;
@@ -34,7 +38,8 @@ export class FloatAdam {
       const g = grads[k];
       const m = this.m[k];
       const v = this.v[k];
-      if (g.length !== p.length) throw new Error(`Adam: gradient ${k} has ${g.length} values for ${p.length} weights`);
+      if (g.length !== p.length)
+        throw new InternalError(`Adam: gradient ${k} has ${g.length} values for ${p.length} weights`);
       for (let i = 0; i < p.length; i++) {
         const gi = g[i];
         const mi = b1 * m[i] + (1 - b1) * gi;

@@ -36,7 +36,7 @@ import {
   trainTail,
 } from '../train/tail-trainer.ts';
 import { trainHead } from '../train/trainer.ts';
-import { opt, UsageError, type Warning, words } from '../util/errors.ts';
+import { InternalError, opt, UsageError, type Warning, words } from '../util/errors.ts';
 import type { ProgressCallback } from '../util/progress.ts';
 import { type Extracted, featureSet, trainingSet } from './extract.ts';
 import { chooseTailEngine } from './tail-engine.ts';
@@ -180,7 +180,8 @@ export function buildTail(base: LayersBase, from: string, top: string, trainBn: 
       const input = tfl.input({ shape: inputShape, name: 'graft_cut' });
       const top = reapply(model, fromIdx, topIdx, input);
       const pooled = top.shape.length === 4 ? poolIfSpatial(top, 'graft_tail_pool') : top;
-      if (pooled.shape.length !== 2) throw new Error(`the tail's output ${top.name} has rank ${top.shape.length}`);
+      if (pooled.shape.length !== 2)
+        throw new InternalError(`the tail's output ${top.name} has rank ${top.shape.length}`);
       return tfl.model({ inputs: input, outputs: pooled, name: 'graft_tail' });
     },
     forward(x, training) {

@@ -36,10 +36,10 @@ test('a layer without a backward rule falls back to WASM, named; onnx refuses', 
   const r = await chooseTailEngine(tailOf(m), 'auto');
   assert.equal(r.engine.name, 'wasm');
   assert.match(
-    r.fallback ?? '',
+    r.fallback?.message ?? '',
     /^trained on WASM: ONNX Runtime cannot train this tail \(cannot differentiate Elu node 'act_a'/,
   );
-  await assert.rejects(chooseTailEngine(tailOf(m), 'onnx'), /--engine onnx: ONNX Runtime cannot train this tail/);
+  await assert.rejects(chooseTailEngine(tailOf(m), 'onnx'), /engine onnx: ONNX Runtime cannot train this tail/);
   m.dispose();
 });
 
@@ -48,8 +48,8 @@ test('trainBn keeps BatchNorm tails on WASM and says why', async () => {
   const r = await chooseTailEngine(tailOf(m), 'auto', { trainBn: true });
   assert.equal(r.engine.name, 'wasm');
   assert.match(
-    r.fallback ?? '',
-    /--train-bn \(BatchNorm with batch statistics\) is not supported by the ONNX Runtime trainer/,
+    r.fallback?.message ?? '',
+    /trainBn \(BatchNorm with batch statistics\) is not supported by the ONNX Runtime trainer/,
   );
   m.dispose();
 });
