@@ -11,6 +11,7 @@
  *   npm run bench -- --sections=train-step,accuracy
  *   npm run bench -- --sections=decode     # decoding + resizing hymenoptera: graft's resampler against sharp's resize
  *   npm run bench -- --sections=serve     # graft serve: 2,000 images through the page, memory of page and server
+ *   npm run bench -- --sections=scale           # 1k-100k generated images: memory and time per image (bench/scale.ts)
  *   npm run bench -- --sections=          # measures nothing: renders BENCHMARKS.md from docs/benchmarks.json
  *   npm run bench -- --json
  */
@@ -24,12 +25,13 @@ import { buildTrunkModel, type TrunkRunner, tfjsTrunkRunner } from '../src/engin
 import { initTf, tf } from '../src/tfjs/tf.ts';
 import { registerWasmGradients } from '../src/tfjs/wasm-grad.ts';
 import { buildTail } from '../src/workflows/parameter.ts';
+import { renderScale, type ScaleRow, scaleSection } from './scale.ts';
 import { MEMORY_BUDGET, type ServeMemoryRow, serveMemoryBench } from './serve-memory.ts';
 
 const argv = process.argv.slice(2);
 const args = new Set(argv);
 const json = args.has('--json');
-const SECTIONS = ['trunk', 'train-step', 'train', 'accuracy', 'transfer', 'decode', 'serve'] as const;
+const SECTIONS = ['trunk', 'train-step', 'train', 'accuracy', 'transfer', 'decode', 'serve', 'scale'] as const;
 type Section = (typeof SECTIONS)[number];
 const listed = argv
   .find((a) => a.startsWith('--sections='))
@@ -109,6 +111,7 @@ interface Store {
   transfer?: Stored<TransferRow[]>;
   decode?: Stored<DecodeRow[]>;
   serve?: Stored<ServeMemoryRow[]>;
+  scale?: Stored<ScaleRow[]>;
 }
 
 interface DecodeRow {
@@ -517,6 +520,7 @@ async function main() {
   if (haveData && wanted.has('transfer')) put('transfer', transferSection());
   if (haveData && wanted.has('decode')) put('decode', await decodeBench());
   if (wanted.has('serve')) put('serve', await serveMemoryBench(log));
+  if (wanted.has('scale')) put('scale', await scaleSection(store.scale?.rows ?? [], log));
   if (wanted.size === 0) writeFileSync('docs/BENCHMARKS.md', render(store));
   log('wrote docs/BENCHMARKS.md and docs/benchmarks.json');
   const peer = store.peer?.rows ?? [];
@@ -695,6 +699,7 @@ function render(s: Store): string {
       `The documented figure (the section fails above it): server and training process together under ${MEMORY_BUDGET.serverMiB} MiB, the page's JavaScript heap under ${MEMORY_BUDGET.pageHeapMiB} MiB. Resident sets are sampled every 250 ms (and each process's own high-water mark is read); the page's heap and DOM size come from the DevTools protocol.`,
     );
   }
+  if (s.scale) lines.push(...renderScale(s.scale.rows));
   return `${lines.join('\n')}\n`;
 }
 
