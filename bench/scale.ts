@@ -10,6 +10,7 @@
  *
  *   npm run bench -- --sections=scale                      # 1k, 10k, 100k feature; 1k, 10k parameter
  *   npm run bench -- --sections=scale --scale=1000,10000   # only these sizes (other rows are kept)
+ *   npm run bench -- --sections=scale --scale=feature:100000
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -154,12 +155,12 @@ function run(args: string[], env: Record<string, string>): Promise<{ code: numbe
   });
 }
 
-/** The sizes asked for with --scale=N,N (all of them by default). */
+/** The rows asked for with --scale=N,mode:N,... (all of them by default). */
 function wantedRows(): typeof DEFAULTS {
   const arg = process.argv.find((a) => a.startsWith('--scale='));
   if (!arg) return DEFAULTS;
-  const sizes = arg.slice('--scale='.length).split(',').map(Number);
-  return DEFAULTS.filter((d) => sizes.includes(d.images));
+  const asked = arg.slice('--scale='.length).split(',');
+  return DEFAULTS.filter((d) => asked.includes(String(d.images)) || asked.includes(`${d.mode}:${d.images}`));
 }
 
 export async function scaleSection(previous: ScaleRow[], log: (s: string) => void): Promise<ScaleRow[]> {

@@ -81,6 +81,8 @@ export interface TrainResult {
   baseId: string;
   /** Why the default base was not used, when graft fell back to another one. */
   baseFallback?: Fallback;
+  /** Files of a zoo base found damaged in the download cache and downloaded again (reported once: then whole). */
+  baseRepaired?: string[];
   cut: string;
   head: HeadKind;
   engine: string;
@@ -240,6 +242,7 @@ function runFacts(base: Base, data: PreparedData, engine: string, trainSeconds: 
     base: base.name,
     baseId: base.id,
     baseFallback: base.fallback,
+    baseRepaired: base.repaired,
     engine: data.train.engine ?? engine,
     seconds: { total: 0, extract: data.extractSeconds, train: trainSeconds, export: 0 },
     cache: { hits: data.train.hits, misses: data.train.misses, damaged: data.train.damaged },

@@ -124,6 +124,11 @@ export function trainCommand(): Command {
       onWarning: printWarning,
     });
     if (result.baseFallback) say(f, `note: ${fallbackLine(result.baseFallback)}; using ${result.base}`);
+    if (result.baseRepaired)
+      say(
+        f,
+        `note: ${result.base}: cached ${result.baseRepaired.join(', ')} failed the SHA-256 check; downloaded again`,
+      );
     printSkipped(f, result.skipped);
     if (f.json) {
       const { history, valPredictions, warnings, ...rest } = result;
