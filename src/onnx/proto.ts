@@ -47,7 +47,7 @@ export const ElemType = { FLOAT: 1, UINT8: 2, INT8: 3, INT32: 6, INT64: 7 } as c
 export function scalarValue(t: TensorMsg): number | undefined {
   if ((t.dims ?? []).reduce((a, b) => a * Number(b), 1) !== 1) return undefined;
   const raw = t.raw_data;
-  if (raw && raw.length) {
+  if (raw?.length) {
     const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
     switch (t.data_type as number) {
       case ElemType.FLOAT:
