@@ -86,7 +86,7 @@ function pixels(cls: number, i: number): Buffer {
 }
 
 /** Makes sure the first `n / CLASSES` images of every class exist and returns the CSV that lists exactly those. */
-async function dataset(n: number, log: (s: string) => void): Promise<string> {
+export async function scaleDataset(n: number, log: (s: string) => void): Promise<string> {
   const dir = scaleDataDir();
   const per = Math.ceil(n / CLASSES);
   const csv = path.join(dir, `list-${n}.csv`);
@@ -176,7 +176,7 @@ export async function scaleSection(previous: ScaleRow[], log: (s: string) => voi
   const { url, server } = await mirrorServer();
   try {
     for (const want of wantedRows()) {
-      const csv = await dataset(want.images, log);
+      const csv = await scaleDataset(want.images, log);
       const cache = mkdtempSync(path.join(os.tmpdir(), 'graft-bench-scale-'));
       const extra =
         want.mode === 'parameter'

@@ -104,7 +104,15 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
   const hashes: string[] = new Array(n);
   const skipped: Skipped[] = [];
   // File bytes are not kept for the misses (100,000 images would hold them all): decodeBatch reads them again.
-  const pending: { i: number; image: string; keys: ActivationKeyParts[] }[] = [];
+  // Keys are rebuilt when a miss is stored rather than kept per pending sample: at 100,000 images that adds up.
+  const pending: { i: number; image: string }[] = [];
+  const keyOf = (i: number, image: string, c: number): ActivationKeyParts => ({
+    image,
+    base: base.id,
+    cut: pool ? cuts[c] : `${cuts[c]}:spatial`,
+    preprocessing: pre,
+    view: views[i],
+  });
   const damagedBefore = cache.damaged.length;
   cache.describeBase(base.id, { name: base.name, source: base.source });
   // A file listed under several views is reported once when it cannot be read or decoded.
@@ -145,16 +153,7 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
       last = { file, image };
     }
     hashes[i] = image;
-    const keys = cuts.map(
-      (cut): ActivationKeyParts => ({
-        image,
-        base: base.id,
-        cut: pool ? cut : `${cut}:spatial`,
-        preprocessing: pre,
-        view: views[i],
-      }),
-    );
-    const found = keys.map((k, c) => cache.get(k, sizes[c]));
+    const found = cuts.map((_, c) => cache.get(keyOf(i, image, c), sizes[c]));
     if (found.every((f) => f !== undefined)) {
       found.forEach((row, c) => {
         put(i, c, row as Float32Array);
@@ -163,7 +162,7 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
       hits++;
       done++;
     } else {
-      pending.push({ i, image, keys });
+      pending.push({ i, image });
       misses++;
     }
   }
@@ -230,7 +229,7 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
         ok.forEach((item, r) => {
           outs.forEach((out, c) => {
             const row = out.subarray(r * sizes[c], (r + 1) * sizes[c]);
-            cache.put(item.keys[c], row);
+            cache.put(keyOf(item.i, item.image, c), row);
             put(item.i, c, row);
           });
           filled[item.i] = 1;
