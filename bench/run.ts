@@ -12,6 +12,7 @@
  *   npm run bench -- --sections=decode     # decoding + resizing hymenoptera: graft's resampler against sharp's resize
  *   npm run bench -- --sections=serve     # graft serve: 2,000 images through the page, memory of page and server
  *   npm run bench -- --sections=train-step,fine-tune   # the training engines (ONNX Runtime against WASM, PyTorch)
+ *   npm run bench -- --sections=scale           # 1k-100k generated images: memory and time per image (bench/scale.ts)
  *   npm run bench -- --sections=          # measures nothing: renders BENCHMARKS.md from docs/benchmarks.json
  *   npm run bench -- --json
  */
@@ -28,12 +29,13 @@ import { registerWasmGradients } from '../src/tfjs/wasm-grad.ts';
 import { ortTailEngine } from '../src/train/ort-tail.ts';
 import { type JointHead, type TailEngine, tfjsTailEngine } from '../src/train/tail-trainer.ts';
 import { buildTail } from '../src/workflows/parameter.ts';
+import { renderScale, type ScaleRow, scaleSection } from './scale.ts';
 import { MEMORY_BUDGET, type ServeMemoryRow, serveMemoryBench } from './serve-memory.ts';
 
 const argv = process.argv.slice(2);
 const args = new Set(argv);
 const json = args.has('--json');
-const SECTIONS = ['trunk', 'train-step', 'train', 'accuracy', 'transfer', 'decode', 'serve', 'fine-tune'] as const;
+const SECTIONS = ['trunk', 'train-step', 'train', 'accuracy', 'transfer', 'decode', 'serve', 'fine-tune', 'scale'] as const;
 type Section = (typeof SECTIONS)[number];
 const listed = argv
   .find((a) => a.startsWith('--sections='))
@@ -142,6 +144,7 @@ interface Store {
   decode?: Stored<DecodeRow[]>;
   serve?: Stored<ServeMemoryRow[]>;
   'fine-tune'?: Stored<{ rows: FineTuneRow[]; tutorial: TutorialRow[] }>;
+  scale?: Stored<ScaleRow[]>;
 }
 
 interface DecodeRow {
@@ -678,6 +681,7 @@ async function main() {
   if (haveData && wanted.has('decode')) put('decode', await decodeBench());
   if (wanted.has('serve')) put('serve', await serveMemoryBench(log));
   if (haveData && wanted.has('fine-tune')) put('fine-tune', fineTuneSection());
+  if (wanted.has('scale')) put('scale', await scaleSection(store.scale?.rows ?? [], log));
   if (wanted.size === 0) writeFileSync('docs/BENCHMARKS.md', render(store));
   log('wrote docs/BENCHMARKS.md and docs/benchmarks.json');
   const peer = store.peer?.rows ?? [];
@@ -892,6 +896,7 @@ function render(s: Store): string {
         `| PyTorch tutorial (peer_torch_tutorial.py), ResNet-18 fine-tuned | random init | \`--mode ${t.mode} --epochs ${t.epochs}\` | torch ${t.version ?? ''} | ${t.seconds.toFixed(1)} | ${t.seconds.toFixed(1)} | | (not pretrained) | ${t.epochs}, ${t.secondsPerEpoch.toFixed(1)} | batch 4, ${t.trainImages} train + ${t.valImages} val images per epoch |`,
       );
   }
+  if (s.scale) lines.push(...renderScale(s.scale.rows));
   return `${lines.join('\n')}\n`;
 }
 

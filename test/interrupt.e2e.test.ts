@@ -36,6 +36,8 @@ function files(dir: string, keep: (name: string) => boolean): string[] {
 const isEntry = (n: string) => n.endsWith('.act');
 const isTemp = (n: string) => /\.tmp|\.old|\.partial|\.lock/.test(n);
 
+const LINE_TIMEOUT_MS = 180_000;
+
 interface Run {
   child: ChildProcess;
   stderr: () => string;
@@ -68,8 +70,22 @@ function start(args: string[], env: Record<string, string>): Run {
       re.test(err)
         ? Promise.resolve()
         : new Promise<void>((resolve, reject) => {
-            waiters.push({ re, resolve });
-            exit.then(() => reject(new Error(`exited before ${re}:\n${err}`)));
+            // A run that never gets there (a hang, or a graft without this phase) fails instead of waiting forever.
+            const timer = setTimeout(() => {
+              child.kill('SIGKILL');
+              reject(new Error(`no ${re} within ${LINE_TIMEOUT_MS / 1000} s:\n${err}`));
+            }, LINE_TIMEOUT_MS);
+            waiters.push({
+              re,
+              resolve: () => {
+                clearTimeout(timer);
+                resolve();
+              },
+            });
+            exit.then(() => {
+              clearTimeout(timer);
+              reject(new Error(`exited before ${re}:\n${err}`));
+            });
           }),
     exit,
   };
@@ -92,7 +108,14 @@ test('SIGINT during extraction: exit 130 at once, no model, no temporaries; the 
   const run = start(args, { GRAFT_CACHE_DIR: cache });
   await run.line(/progress extract/);
   // Wait for the first stored batch, then interrupt.
-  while (files(cache, isEntry).length === 0) await new Promise((r) => setTimeout(r, 10));
+  let exited = false;
+  run.exit.then(() => {
+    exited = true;
+  });
+  const deadline = performance.now() + LINE_TIMEOUT_MS;
+  while (files(cache, isEntry).length === 0 && !exited && performance.now() < deadline)
+    await new Promise((r) => setTimeout(r, 10));
+  assert.ok(!exited, `the run ended before storing its first batch:\n${run.stderr()}`);
   const sent = performance.now();
   run.child.kill('SIGINT');
   const { code, at } = await run.exit;

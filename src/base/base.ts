@@ -41,6 +41,8 @@ interface BaseInfo {
   defaultCut: string;
   /** Set when no base was named and the default zoo base could not be had, so a bundled one stands in. */
   fallback?: Fallback;
+  /** Zoo bases: cached files that failed their size or SHA-256 check on this load, deleted and downloaded again. */
+  repaired?: string[];
   /** Cut points and feature sizes: all that feature transfer asks of a base. */
   trunk: TrunkSource;
 }
@@ -242,7 +244,7 @@ async function loadAny(spec: string | undefined, options: BaseOptions): Promise<
 }
 
 async function loadZoo(entry: ZooEntry, options: BaseOptions): Promise<LayersBase> {
-  const { modelJsonPath } = await ensureModelFiles(entry.url, {
+  const { modelJsonPath, repaired } = await ensureModelFiles(entry.url, {
     mirror: options.mirror,
     offline: options.offline,
     onProgress: options.onProgress,
@@ -255,6 +257,7 @@ async function loadZoo(entry: ZooEntry, options: BaseOptions): Promise<LayersBas
   const base = await finish(entry.name, 'zoo', entry.url, artifacts, options.inputRange ?? entry.inputRange, meta);
   if (entry.preprocessing && !options.inputRange)
     base.preprocessing = { ...base.preprocessing, ...entry.preprocessing };
+  if (repaired.length) base.repaired = repaired;
   return base;
 }
 

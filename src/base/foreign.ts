@@ -30,8 +30,13 @@ export interface ForeignNode {
 export interface ForeignTrunk extends TrunkSource {
   /** Every node in topological order (for `graft inspect --all`). */
   nodes: ForeignNode[];
-  /** The activation's shape at a cut (without batch) and, for rank 4, its layout. */
-  cutInfo(cut: string): { shape: number[]; layout: 'nchw' | 'nhwc' };
+  /** The activation's shape at a cut (without batch), for rank 4 its layout, and its quantisation when it holds
+   *  quantised values (ONNX QOperator files). */
+  cutInfo(cut: string): {
+    shape: number[];
+    layout: 'nchw' | 'nhwc';
+    quant?: { scale: number; zeroPoint: number; scaleName: string; zeroPointName: string };
+  };
   /** Files a trained model folder keeps so the predictor can rebuild the trunk, and what to record in graft.json. */
   modelFiles(): { files: Record<string, Uint8Array | string>; record: Record<string, unknown> };
   /** Releases the network (graph models); sessions belong to the runners that open them. */

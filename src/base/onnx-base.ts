@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { decodeModel, type ModelMsg } from '../onnx/proto.ts';
+import { decodeModel, type ModelMsg, scalarValue, type TensorMsg } from '../onnx/proto.ts';
 import { requireOrt } from '../onnx/runtime.ts';
 import { withOutputs } from '../onnx/wire.ts';
 import { BaseError, errnoOf, oneLine, opt, shown, UsageError, words } from '../util/errors.ts';
@@ -97,6 +97,66 @@ export interface OnnxTrunkSpec {
   fixedBatch: number;
   /** Tensors the graph already outputs (need not be added). */
   outputs: string[];
+  /** Cut tensors that hold quantised values (uint8/int8), read as (q - zeroPoint) * scale. */
+  quantized?: Record<string, Quantization>;
+}
+
+/** Per-tensor linear quantisation of an activation, and the initializers that hold it (for exports). */
+export interface Quantization {
+  scale: number;
+  zeroPoint: number;
+  scaleName: string;
+  zeroPointName: string;
+}
+
+/**
+ * Where the output's scale and zero point sit among a quantised op's inputs (ONNX and com.microsoft QLinear ops).
+ * Quantised-operator files (QOperator format, e.g. the ONNX model zoo's int8 networks) pass uint8 tensors from op to
+ * op: their activations are read by undoing that quantisation, exactly what a DequantizeLinear node would compute.
+ */
+const QUANT_OUTPUT: Record<string, [number, number]> = {
+  QuantizeLinear: [1, 2],
+  QLinearConv: [6, 7],
+  QLinearMatMul: [6, 7],
+  QLinearAdd: [6, 7],
+  QLinearMul: [6, 7],
+  QLinearGlobalAveragePool: [3, 4],
+  QLinearAveragePool: [3, 4],
+  QLinearLeakyRelu: [3, 4],
+  QLinearSigmoid: [3, 4],
+  QLinearConcat: [0, 1],
+};
+/** Ops that move quantised values without changing them: their output keeps the input's quantisation. */
+const QUANT_PASS = new Set(['Reshape', 'Flatten', 'Transpose', 'Identity', 'MaxPool', 'Squeeze', 'Unsqueeze']);
+
+/** The quantisation of every tensor written by a quantising op with constant, per-tensor scale and zero point. */
+export function quantizations(model: ModelMsg): Map<string, Quantization> {
+  const g = model.graph;
+  const consts = new Map((g.initializer ?? []).map((t) => [t.name, t]));
+  for (const n of g.node) {
+    if (n.op_type !== 'Constant') continue;
+    const value = (n.attribute ?? []).find((a) => a.name === 'value') as { t?: TensorMsg } | undefined;
+    if (value?.t && n.output?.[0]) consts.set(n.output[0], value.t);
+  }
+  const out = new Map<string, Quantization>();
+  for (const n of g.node) {
+    const y = n.output?.[0];
+    if (!y) continue;
+    const at = QUANT_OUTPUT[n.op_type];
+    if (at) {
+      const [scaleName, zeroPointName] = [n.input?.[at[0]], n.input?.[at[1]]];
+      const scale = scaleName ? consts.get(scaleName) : undefined;
+      // A missing zero point means 0 (ONNX); it must then be absent, not merely unreadable.
+      const zp = zeroPointName ? consts.get(zeroPointName) : undefined;
+      const s = scale && scalarValue(scale);
+      const z = zeroPointName ? zp && scalarValue(zp) : 0;
+      if (s !== undefined && s !== 0 && z !== undefined && scaleName)
+        out.set(y, { scale: s, zeroPoint: z, scaleName, zeroPointName: zeroPointName ?? '' });
+    } else if (QUANT_PASS.has(n.op_type) && n.input?.[0] && out.has(n.input[0])) {
+      out.set(y, out.get(n.input[0])!);
+    }
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -234,17 +294,23 @@ export async function loadOnnxBase(file: string, o: BaseOptions = {}, name?: str
   const probe = await probeShapes(spec, cutNames, file);
   const consumers = new Map<string, string[]>();
   for (const n of info.seq) for (const t of n.inputs) consumers.set(t, [...(consumers.get(t) ?? []), n.op]);
-  const usable = new Map<string, { index: number; shape: number[]; op: string }>();
+  const usable = new Map<string, { index: number; shape: number[]; op: string; quant?: Quantization }>();
+  const quant = quantizations(info.model);
   positions.forEach((i, k) => {
     const p = probe.get(cutNames[k]);
-    if (p && p.type === 'float32' && (p.dims.length === 2 || p.dims.length === 4))
-      usable.set(cutNames[k], { index: i, shape: p.dims.slice(1), op: info.seq[i].op });
+    if (!p || (p.dims.length !== 2 && p.dims.length !== 4)) return;
+    const q = (p.type === 'uint8' || p.type === 'int8') && quant.get(cutNames[k]);
+    if (p.type === 'float32' || q)
+      usable.set(cutNames[k], { index: i, shape: p.dims.slice(1), op: info.seq[i].op, ...(q ? { quant: q } : {}) });
   });
+  spec.quantized = Object.fromEntries(
+    [...usable.entries()].filter(([, u]) => u.quant).map(([t, u]) => [t, u.quant as Quantization]),
+  );
   if (usable.size === 0)
     throw new BaseError(
       'no-cut-point',
       file,
-      'no tensor in the graph splits it cleanly with a float rank-2 or rank-4 activation',
+      'no tensor in the graph splits it cleanly with a float (or dequantisable) rank-2 or rank-4 activation',
     );
   const metaCut = info.metadata['graft.cut'];
   const defaultCut = [metaCut, ...info.outputs].find((t) => t && usable.has(t)) ?? [...usable.keys()].at(-1)!;
@@ -281,7 +347,7 @@ export async function loadOnnxBase(file: string, o: BaseOptions = {}, name?: str
     if (cutSet.has(cut))
       throw new UsageError(
         'not-a-cut-point',
-        words`${opt('cut')} ${shown(cut)} is not a float activation of rank 2 or 4: graft cannot read features there`,
+        words`${opt('cut')} ${shown(cut)} is not a float (or dequantisable) activation of rank 2 or 4: graft cannot read features there`,
       );
     throw new UsageError(
       'not-a-cut-point',
@@ -295,8 +361,8 @@ export async function loadOnnxBase(file: string, o: BaseOptions = {}, name?: str
     requireCut,
     cutInfo: (cut) => {
       requireCut(cut);
-      const s = usable.get(cut)!.shape;
-      return { shape: s, layout: s.length === 3 ? guessLayout(s, layout) : layout };
+      const { shape: s, quant: q } = usable.get(cut)!;
+      return { shape: s, layout: s.length === 3 ? guessLayout(s, layout) : layout, ...(q ? { quant: q } : {}) };
     },
     featureSizes: (cuts) => {
       cuts.forEach(requireCut);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -137,6 +137,19 @@ describe('zoo bases through loadBase and the CLI', { skip }, () => {
     assert.equal(again.id, base.id);
     const ranged = await loadBase('mobilenet_v2_0.35', { offline: true, inputRange: [0, 1] });
     assert.equal(ranged.preprocessing.offset, 0, '--input-range still overrides the zoo preprocessing');
+  });
+
+  test('a cached weights file overwritten with same-size garbage is reported, downloaded again, never loaded', async () => {
+    const cache = useCache('damaged');
+    const good = await loadLayersBase('mobilenet_v2_0.35', { mirror: srv.base });
+    assert.equal(good.repaired, undefined);
+    const weights = path.join(cache, 'models', 'storage.googleapis.com', REL, 'weights.bin');
+    writeFileSync(weights, Buffer.alloc(statSync(weights).size, 7));
+    const again = await loadBase('mobilenet_v2_0.35', { mirror: srv.base });
+    assert.deepEqual(again.repaired, ['weights.bin']);
+    assert.equal(again.id, good.id, 'the weights loaded are the published ones');
+    const third = await loadBase('mobilenet_v2_0.35', { offline: true });
+    assert.equal(third.repaired, undefined, 'reported once');
   });
 
   test('no spec: the default zoo base when it can be had', async () => {

@@ -37,13 +37,17 @@ export async function onnxBaseRunner(
     const res = await session.run({ [spec.inputName]: new o.Tensor('float32', x, dims) }, cuts);
     return cuts.map((c) => {
       const t = res[c];
-      if (t.type !== 'float32')
+      const q = spec.quantized?.[c];
+      let data: Float32Array;
+      if (t.type === 'float32') data = t.data as Float32Array;
+      else if (q && (t.type === 'uint8' || t.type === 'int8')) data = dequantize(t.data as Uint8Array | Int8Array, q);
+      else
         throw new UsageError(
           'not-a-cut-point',
-          words`${opt('cut')} ${shown(c)} is a ${t.type} tensor; graft reads float32 activations`,
+          words`${opt('cut')} ${shown(c)} is a ${t.type} tensor; graft reads float32 (or dequantisable) activations`,
         );
       const d = [...t.dims];
-      return poolRows(t.data as Float32Array, d, d.length === 4 ? guessLayout(d.slice(1), inputLayout) : inputLayout);
+      return poolRows(data, d, d.length === 4 ? guessLayout(d.slice(1), inputLayout) : inputLayout);
     });
   };
   let sizes = featureSizes;
@@ -87,4 +91,11 @@ export async function onnxBaseRunner(
     },
   };
   return runner;
+}
+
+/** (q - zeroPoint) * scale in float32: what an ONNX DequantizeLinear node computes. */
+export function dequantize(q: Uint8Array | Int8Array, p: { scale: number; zeroPoint: number }): Float32Array {
+  const out = new Float32Array(q.length);
+  for (let i = 0; i < q.length; i++) out[i] = (q[i] - p.zeroPoint) * p.scale;
+  return out;
 }

@@ -40,6 +40,8 @@ export interface ForeignRecord {
   /** The cut activation's shape without batch, and its layout when rank 4 (what the exported graph pools). */
   cutShape?: number[];
   cutLayout?: 'nchw' | 'nhwc';
+  /** A cut holding quantised values (ONNX QOperator files): how to read them as floats. */
+  cutQuant?: { scale: number; zeroPoint: number; scaleName: string; zeroPointName: string };
 }
 
 export async function saveForeignModel(
@@ -52,7 +54,12 @@ export async function saveForeignModel(
   const cutInfo = base.trunk.cutInfo(metadata.cut);
   const full: ModelMetadata = {
     ...metadata,
-    foreign: { ...record, cutShape: cutInfo.shape, cutLayout: cutInfo.layout },
+    foreign: {
+      ...record,
+      cutShape: cutInfo.shape,
+      cutLayout: cutInfo.layout,
+      ...(cutInfo.quant ? { cutQuant: cutInfo.quant } : {}),
+    },
   };
   writeModelFolder(
     out,
@@ -85,6 +92,7 @@ export async function openForeignRunner(
         preprocessing: p,
         fixedBatch: rec.fixedBatch ?? 0,
         outputs: rec.outputs ?? [],
+        ...(rec.cutQuant ? { quantized: { [m.cut]: rec.cutQuant } } : {}),
       },
       [m.cut],
     );
@@ -177,6 +185,13 @@ export async function exportForeignOnnx(dir: string, m: ModelMetadata, out: stri
   // The cut activation → pooled features → standardisation → Dense layers → softmax.
   const post: NodeMsg[] = [];
   let x = m.cut;
+  if (rec.cutQuant) {
+    const q = rec.cutQuant;
+    post.push(
+      node('DequantizeLinear', [x, q.scaleName, ...(q.zeroPointName ? [q.zeroPointName] : [])], 'graft_cut_float'),
+    );
+    x = 'graft_cut_float';
+  }
   if (rec.cutShape.length === 3) {
     if (rec.cutLayout === 'nhwc') {
       post.push(node('Transpose', [x], 'graft_pool_nchw', [ints('perm', [0, 3, 1, 2])]));

@@ -98,6 +98,7 @@ message TensorProto {
   repeated int64 dims = 1;
   optional int32 data_type = 2;
   repeated float float_data = 4 [packed = true];
+  repeated int32 int32_data = 5 [packed = true];
   repeated int64 int64_data = 7 [packed = true];
   optional string name = 8;
   optional bytes raw_data = 9;

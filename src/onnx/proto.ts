@@ -34,6 +34,35 @@ export interface TensorMsg {
   dims: number[];
   data_type: DataType;
   raw_data: Uint8Array;
+  /** Values of files that do not use raw_data (read only: graft writes raw_data). */
+  float_data?: number[];
+  int32_data?: number[];
+  int64_data?: number[];
+}
+
+/** ONNX TensorProto.DataType codes of the element types graft reads from files. */
+export const ElemType = { FLOAT: 1, UINT8: 2, INT8: 3, INT32: 6, INT64: 7 } as const;
+
+/** The single value of a scalar (or one-element) initializer, or undefined for any other tensor. */
+export function scalarValue(t: TensorMsg): number | undefined {
+  if ((t.dims ?? []).reduce((a, b) => a * Number(b), 1) !== 1) return undefined;
+  const raw = t.raw_data;
+  if (raw?.length) {
+    const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+    switch (t.data_type as number) {
+      case ElemType.FLOAT:
+        return raw.length >= 4 ? v.getFloat32(0, true) : undefined;
+      case ElemType.UINT8:
+        return v.getUint8(0);
+      case ElemType.INT8:
+        return v.getInt8(0);
+      case ElemType.INT32:
+        return raw.length >= 4 ? v.getInt32(0, true) : undefined;
+      default:
+        return undefined;
+    }
+  }
+  return t.float_data?.[0] ?? t.int32_data?.[0] ?? t.int64_data?.[0];
 }
 
 export interface ValueInfoMsg {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { selectRows, stratifiedFolds } from './folds.ts';
+import { concatRows, selectRows, stratifiedFolds } from './folds.ts';
 
 test('folds are stratified: each fold holds each class in proportion', () => {
   const y = Int32Array.from([...Array(50).fill(0), ...Array(20).fill(1), ...Array(7).fill(2)]);
@@ -22,4 +22,17 @@ test('folds are deterministic for a seed and change with it', () => {
 test('k below 2 is refused; selectRows picks rows', () => {
   assert.throws(() => stratifiedFolds(new Int32Array(4), 1, 0), /k >= 2/);
   assert.deepEqual(selectRows(Float32Array.from([1, 2, 3, 4, 5, 6]), 2, [2, 0]), Float32Array.from([5, 6, 1, 2]));
+});
+
+test('concatRows joins sets lying one after another in one buffer without copying, and copies others', () => {
+  const buf = Float32Array.from({ length: 12 }, (_, i) => i);
+  const a = { x: buf.subarray(0, 4), n: 2, y: Int32Array.from([0, 1]) };
+  const b = { x: buf.subarray(4, 10), n: 3, y: Int32Array.from([1, 1, 0]) };
+  const joined = concatRows([a, b], 2);
+  assert.equal(joined.x.buffer, buf.buffer, 'no copy');
+  assert.deepEqual(Array.from(joined.x), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.deepEqual(Array.from(joined.y), [0, 1, 1, 1, 0]);
+  const apart = concatRows([b, a], 2);
+  assert.notEqual(apart.x.buffer, buf.buffer);
+  assert.deepEqual(Array.from(apart.x), [4, 5, 6, 7, 8, 9, 0, 1, 2, 3]);
 });

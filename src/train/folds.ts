@@ -41,13 +41,24 @@ export function concatRows<T extends { x: Float32Array; n: number; y: Int32Array
 ): { x: Float32Array; n: number; y: Int32Array } {
   if (sets.length === 1) return sets[0];
   const n = sets.reduce((a, s) => a + s.n, 0);
-  const x = new Float32Array(n * dim);
-  const y = new Int32Array(n);
-  let r = 0;
   for (const s of sets) {
     if (s.x.length !== s.n * dim)
       throw new InternalError(`concatRows: a set of ${s.n} rows holds ${s.x.length} values, expected ${s.n * dim}`);
-    x.set(s.x, r * dim);
+  }
+  const y = new Int32Array(n);
+  // Sets that already lie one after another in one buffer (extraction lays them out so) are joined without a copy:
+  // with many images the rows are most of the memory a run uses.
+  const first = sets[0].x;
+  let end = first.byteOffset;
+  const adjacent = sets.every((s) => {
+    const ok = s.x.buffer === first.buffer && s.x.byteOffset === end;
+    end += s.x.byteLength;
+    return ok;
+  });
+  const x = adjacent ? new Float32Array(first.buffer, first.byteOffset, n * dim) : new Float32Array(n * dim);
+  let r = 0;
+  for (const s of sets) {
+    if (!adjacent) x.set(s.x, r * dim);
     y.set(s.y, r);
     r += s.n;
   }

@@ -128,6 +128,24 @@ export function denseEvaluate(params: tf.Tensor[], x: tf.Tensor2D, oneHot: tf.Te
   });
 }
 
+/** [sum of weighted cross-entropies, sum of weights, correct rows] of a dense head on a chunk of standardised rows. */
+export function denseEvaluateSums(
+  params: tf.Tensor[],
+  x: tf.Tensor2D,
+  oneHot: tf.Tensor2D,
+  w: tf.Tensor1D,
+): tf.Tensor1D {
+  return tf.tidy(() => {
+    const logits = denseLogits(x, params);
+    const ce = tf.neg(tf.sum(tf.mul(oneHot, tf.logSoftmax(logits)), 1));
+    const right = tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), tf.argMax(oneHot, 1)), 'float32'));
+    return tf.stack([tf.sum(tf.mul(ce, w)), tf.sum(w), right]) as tf.Tensor1D;
+  });
+}
+
+/** Rows per call when predicting, so that a large set never becomes one tensor of its own size. */
+const PREDICT_CHUNK_ROWS = 4096;
+
 function toBase64(a: Float32Array): string {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
 }
@@ -187,15 +205,25 @@ export class DenseHead extends BaseHead implements TrainedHead {
     this.alive();
     checkInput(x, n, this.dim);
     if (n === 0) return new Float32Array(0);
-    const p = tf.tidy(() => {
-      const xs = tf.mul(tf.sub(tf.tensor2d(x, [n, this.dim]), this.meanT), this.invStdT) as tf.Tensor2D;
-      return tf.softmax(denseLogits(xs, this.params));
-    });
-    try {
-      return p.dataSync() as Float32Array;
-    } finally {
-      p.dispose();
+    const chunk = (from: number, to: number) => {
+      const p = tf.tidy(() => {
+        const rows = tf.tensor2d(x.subarray(from * this.dim, to * this.dim), [to - from, this.dim]);
+        const xs = tf.mul(tf.sub(rows, this.meanT), this.invStdT) as tf.Tensor2D;
+        return tf.softmax(denseLogits(xs, this.params));
+      });
+      try {
+        return p.dataSync() as Float32Array;
+      } finally {
+        p.dispose();
+      }
+    };
+    if (n <= PREDICT_CHUNK_ROWS) return chunk(0, n);
+    const out = new Float32Array(n * this.numClasses);
+    for (let from = 0; from < n; from += PREDICT_CHUNK_ROWS) {
+      const to = Math.min(n, from + PREDICT_CHUNK_ROWS);
+      out.set(chunk(from, to), from * this.numClasses);
     }
+    return out;
   }
 
   /** Layer weights as plain arrays with the standardisation folded into the first layer. */

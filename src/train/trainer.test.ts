@@ -2,9 +2,10 @@ import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
 import { initTf, tf } from '../tfjs/tf.ts';
 import type { EpochLog, FeatureSet } from './features.ts';
+import { computeStandardisation } from './heads.ts';
 import { accuracy, argmaxRows, logLoss } from './metrics.ts';
 import { gaussian, mulberry32, shuffleInPlace } from './random.ts';
-import { trainHead } from './trainer.ts';
+import { setScorer, trainHead } from './trainer.ts';
 
 before(async () => {
   await initTf();
@@ -191,4 +192,47 @@ test('rejects malformed input', async () => {
   await assert.rejects(trainHead(train, undefined, 1), /label 1/);
   await assert.rejects(trainHead({ ...train, n: 11 }, undefined, 2), /expected/);
   await assert.rejects(trainHead(train, separable(5, 3, 2, 9), 2), /dim/);
+});
+
+test('large sets are scored in chunks with the numbers of one resident copy, and predicted in chunks alike', async () => {
+  const fs = separable(9000, 24, 3, 5); // 9000 rows: three scoring chunks and three prediction chunks
+  const std = computeStandardisation(fs.x, fs.n, fs.dim);
+  const oneHot = (y: Int32Array) => {
+    const o = new Float32Array(y.length * 3);
+    y.forEach((c, i) => {
+      o[i * 3 + c] = 1;
+    });
+    return o;
+  };
+  const weights = (y: Int32Array) => Float32Array.from(y, (c) => 1 + c * 0.5);
+  const rng = mulberry32(3);
+  const params = [
+    tf.tensor2d(
+      Float32Array.from({ length: 24 * 3 }, () => gaussian(rng) * 0.3),
+      [24, 3],
+    ),
+    tf.zeros([3]),
+  ];
+  const resident = setScorer(fs, std, oneHot, weights, 3);
+  const chunked = setScorer(fs, std, oneHot, weights, 3, 1000);
+  const before = tf.memory().numTensors;
+  const [l1, a1] = resident.score(params);
+  const [l2, a2] = chunked.score(params);
+  assert.equal(tf.memory().numTensors, before, 'scoring leaks nothing');
+  assert.ok(Math.abs(l1 - l2) < 1e-5 * Math.abs(l1), `${l1} vs ${l2}`);
+  assert.ok(Math.abs(a2 - a1) < 1e-6, `${a1} vs ${a2}`); // float32 mean vs an exact count
+  resident.dispose();
+  chunked.dispose();
+  tf.dispose(params);
+
+  const h = await trainHead(fs, undefined, 3, { epochs: 2 });
+  try {
+    const all = h.predictProba(fs.x, fs.n);
+    const firstRows = h.predictProba(fs.x.subarray(0, 10 * 24), 10);
+    const lastRows = h.predictProba(fs.x.subarray((fs.n - 10) * 24), 10);
+    assert.deepEqual(all.subarray(0, 30), firstRows);
+    assert.deepEqual(all.subarray(all.length - 30), lastRows);
+  } finally {
+    h.dispose();
+  }
 });

@@ -8,7 +8,14 @@ import { tf } from '../tfjs/tf.ts';
 import { opt, shown, UsageError, words } from '../util/errors.ts';
 import { checkAbort } from '../util/progress.ts';
 import type { EpochLog, FeatureSet, TrainedHead, TrainHeadOptions } from './features.ts';
-import { computeStandardisation, DenseHead, denseEvaluate, denseGradients, KnnHead } from './heads.ts';
+import {
+  computeStandardisation,
+  DenseHead,
+  denseEvaluate,
+  denseEvaluateSums,
+  denseGradients,
+  KnnHead,
+} from './heads.ts';
 import { accuracy, logLoss } from './metrics.ts';
 import { glorotUniform, mulberry32, shuffleInPlace } from './random.ts';
 
@@ -170,12 +177,90 @@ class Adam {
   }
 }
 
-function standardised(fs: FeatureSet, mean: Float32Array, invStd: Float32Array): Float32Array {
-  const out = new Float32Array(fs.x.length);
-  for (let i = 0; i < fs.n; i++) {
-    for (let d = 0, o = i * fs.dim; d < fs.dim; d++) out[o + d] = (fs.x[o + d] - mean[d]) * invStd[d];
+/** Rows [from, to) of a set, standardised, into `out` (or a new array). */
+function standardised(
+  fs: FeatureSet,
+  mean: Float32Array,
+  invStd: Float32Array,
+  from = 0,
+  to = fs.n,
+  out = new Float32Array((to - from) * fs.dim),
+): Float32Array {
+  for (let i = from; i < to; i++) {
+    for (let d = 0, o = i * fs.dim, p = (i - from) * fs.dim; d < fs.dim; d++)
+      out[p + d] = (fs.x[o + d] - mean[d]) * invStd[d];
   }
   return out;
+}
+
+/**
+ * Sets up to this many values (128 MB) are scored each epoch from one device-resident standardised copy; larger ones
+ * (tens of thousands of images) are scored in chunks of EVAL_CHUNK_ROWS, so that nothing of the size of the data set
+ * is held a second time, in JS or on the device.
+ */
+const RESIDENT_VALUES = 32 * 1024 * 1024;
+const EVAL_CHUNK_ROWS = 4096;
+
+/** Scores a dense head on a whole set each epoch: [class-weighted mean cross-entropy, accuracy]. */
+interface SetScorer {
+  score(headParams: tf.Tensor[]): [number, number];
+  dispose(): void;
+}
+
+/** Exported for tests, which pass a small `residentValues` to exercise the chunked path. */
+export function setScorer(
+  fs: FeatureSet,
+  std: { mean: Float32Array; invStd: Float32Array },
+  oneHotOf: (y: Int32Array) => Float32Array,
+  weightsOf: (y: Int32Array) => Float32Array,
+  C: number,
+  residentValues = RESIDENT_VALUES,
+): SetScorer {
+  const { n, dim } = fs;
+  if (n * dim <= residentValues) {
+    const x = tf.tensor2d(standardised(fs, std.mean, std.invStd), [n, dim]);
+    const y = tf.tensor2d(oneHotOf(fs.y), [n, C]);
+    const w = tf.tensor1d(weightsOf(fs.y));
+    return {
+      score: (headParams) => {
+        const t = denseEvaluate(headParams, x, y, w);
+        const v = t.dataSync();
+        t.dispose();
+        return [v[0], v[1]];
+      },
+      dispose: () => tf.dispose([x, y, w]),
+    };
+  }
+  const buf = new Float32Array(EVAL_CHUNK_ROWS * dim);
+  return {
+    score: (headParams) => {
+      let loss = 0;
+      let wsum = 0;
+      let right = 0;
+      for (let from = 0; from < n; from += EVAL_CHUNK_ROWS) {
+        const to = Math.min(n, from + EVAL_CHUNK_ROWS);
+        const ys = fs.y.subarray(from, to);
+        const t = tf.tidy(() =>
+          denseEvaluateSums(
+            headParams,
+            tf.tensor2d(standardised(fs, std.mean, std.invStd, from, to, buf).slice(0, (to - from) * dim), [
+              to - from,
+              dim,
+            ]),
+            tf.tensor2d(oneHotOf(ys), [to - from, C]),
+            tf.tensor1d(weightsOf(ys)),
+          ),
+        );
+        const v = t.dataSync();
+        t.dispose();
+        loss += v[0];
+        wsum += v[1];
+        right += v[2];
+      }
+      return [loss / Math.max(wsum, 1e-12), right / n];
+    },
+    dispose: () => {},
+  };
 }
 
 function oneHot(y: Int32Array, numClasses: number): Float32Array {
@@ -242,23 +327,11 @@ async function trainDense(
   });
   const headLayout = (): tf.Tensor[] => (transposed ? [tf.transpose(params[0]), ...params.slice(1)] : params);
 
-  const owned: tf.Tensor[] = [];
-  const own = <T extends tf.Tensor>(t: T): T => {
-    owned.push(t);
-    return t;
-  };
-  const xs = standardised(train, std.mean, std.invStd);
   const trainW = sampleW(train.y);
-  const sets = [
-    { x: own(tf.tensor2d(xs, [n, dim])), y: own(tf.tensor2d(oneHot(train.y, C), [n, C])), w: own(tf.tensor1d(trainW)) },
-  ];
-  if (val) {
-    sets.push({
-      x: own(tf.tensor2d(standardised(val, std.mean, std.invStd), [val.n, dim])),
-      y: own(tf.tensor2d(oneHot(val.y, C), [val.n, C])),
-      w: own(tf.tensor1d(sampleW(val.y))),
-    });
-  }
+  const toOneHot = (y: Int32Array) => oneHot(y, C);
+  const scorers = [setScorer(train, std, toOneHot, sampleW, C)];
+  if (val) scorers.push(setScorer(val, std, toOneHot, sampleW, C));
+  const { mean, invStd } = std;
   const optimizer = new Adam(params, lr);
   let best: tf.Tensor[] | undefined;
 
@@ -278,11 +351,15 @@ async function trainDense(
     const xbT = new Float32Array(dim * b);
     const yw = new Float32Array(b * C);
     const wb = new Float32Array(b);
+    // Standardised here, row by row, rather than holding a standardised copy of the whole set.
     for (let r = 0; r < b; r++) {
       const i = idx[r];
-      const row = xs.subarray(i * dim, (i + 1) * dim);
-      xb.set(row, r * dim);
-      for (let d = 0; d < dim; d++) xbT[d * b + r] = row[d];
+      const o = i * dim;
+      for (let d = 0; d < dim; d++) {
+        const v = (train.x[o + d] - mean[d]) * invStd[d];
+        xb[r * dim + d] = v;
+        xbT[d * b + r] = v;
+      }
       wb[r] = trainW[i] / b;
       yw[r * C + train.y[i]] = wb[r];
     }
@@ -323,12 +400,9 @@ async function trainDense(
       }
       // Scored once per epoch on whole sets with dropout off: one read-back, and numbers that do not depend on the
       // batch order.
-      const packed = tf.tidy(() => {
-        const headParams = headLayout();
-        return tf.concat(sets.map((d) => denseEvaluate(headParams, d.x, d.y, d.w)));
-      });
-      const nums = packed.dataSync();
-      packed.dispose();
+      const headParams = headLayout();
+      const nums = scorers.flatMap((sc) => sc.score(headParams));
+      if (transposed) tf.dispose(headParams[0]);
       const log: EpochLog = { epoch, loss: nums[0], accuracy: nums[1], seconds: 0 };
       if (val) {
         log.valLoss = nums[2];
@@ -362,7 +436,7 @@ async function trainDense(
     tf.dispose(params);
     throw e;
   } finally {
-    tf.dispose(owned);
+    for (const sc of scorers) sc.dispose();
     if (best) tf.dispose(best);
     optimizer.dispose();
   }

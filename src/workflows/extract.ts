@@ -13,7 +13,7 @@ import { applyView, type View } from '../dataset/views.ts';
 import type { RunnerFactory } from '../engines/engine-choice.ts';
 import type { FeatureSet } from '../train/features.ts';
 import { concatRows } from '../train/folds.ts';
-import { UsageError } from '../util/errors.ts';
+import { InternalError, UsageError } from '../util/errors.ts';
 import { checkAbort, type ProgressCallback } from '../util/progress.ts';
 
 export { type RunnerFactory, tfjsRunner } from '../engines/engine-choice.ts';
@@ -51,15 +51,23 @@ export interface ExtractOptions {
   pool?: boolean;
   /** The view of each sample (parallel to `samples`; default all 'orig'). A sample may appear once per view. */
   views?: View[];
+  /**
+   * The row of the result each sample goes to (a permutation of 0..n-1; default the input order). Samples are read in
+   * input order (views of one image side by side share one decode) while rows land where the caller wants them, e.g.
+   * all training rows, then all mirrored rows, then validation rows, so each part is a slice, never a copy.
+   */
+  layout?: Int32Array;
 }
 
 export interface Extracted {
-  /** Samples that produced activations, in input order. */
+  /** Samples that produced activations, in row order (the layout's, without the skipped ones). */
   samples: Sample[];
   /** The view of each row (parallel to `samples`). */
   views: View[];
   /** SHA-256 of each row's image file (parallel to `samples`): finds the same image under two names. */
   hashes: string[];
+  /** The layout row each row was meant for (skipped samples leave gaps here). */
+  rows: Int32Array;
   /** Per cut (same order as `cuts`): samples.length × featureSize, row-major. */
   features: Float32Array[];
   featureSizes: number[];
@@ -76,18 +84,35 @@ export interface Extracted {
 
 export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
   const { base, cuts, samples } = o;
+  const n = samples.length;
   const cache = o.cache ?? new ActivationCache();
   const phase = o.phase ?? 'extract';
   const pre = preprocessingKey(base.preprocessing);
   const pool = o.pool ?? true;
   const sizes = featureSizesOf(base, cuts, pool);
-  const rows: (Float32Array[] | undefined)[] = new Array(samples.length);
-  const hashes: string[] = new Array(samples.length);
-  const skipped: Skipped[] = [];
   const views = o.views ?? samples.map((): View => 'orig');
-  if (views.length !== samples.length)
-    throw new UsageError('invalid-value', `extractFeatures: ${views.length} views for ${samples.length} samples`);
-  const pending: { i: number; bytes: Uint8Array; keys: ActivationKeyParts[] }[] = [];
+  if (views.length !== n)
+    throw new UsageError('invalid-value', `extractFeatures: ${views.length} views for ${n} samples`);
+  const layout = o.layout ?? Int32Array.from({ length: n }, (_, i) => i);
+  checkLayout(layout, n);
+  // One matrix per cut, written in place as activations arrive (cache or trunk): the activations are held once.
+  const matrices = sizes.map((size) => new Float32Array(n * size));
+  const filled = new Uint8Array(n);
+  const put = (i: number, c: number, row: Float32Array) => {
+    matrices[c].set(row, layout[i] * sizes[c]);
+  };
+  const hashes: string[] = new Array(n);
+  const skipped: Skipped[] = [];
+  // File bytes are not kept for the misses (100,000 images would hold them all): decodeBatch reads them again.
+  // Keys are rebuilt when a miss is stored rather than kept per pending sample: at 100,000 images that adds up.
+  const pending: { i: number; image: string }[] = [];
+  const keyOf = (i: number, image: string, c: number): ActivationKeyParts => ({
+    image,
+    base: base.id,
+    cut: pool ? cuts[c] : `${cuts[c]}:spatial`,
+    preprocessing: pre,
+    view: views[i],
+  });
   const damagedBefore = cache.damaged.length;
   cache.describeBase(base.id, { name: base.name, source: base.source });
   // A file listed under several views is reported once when it cannot be read or decoded.
@@ -100,46 +125,44 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
   let hits = 0;
   let misses = 0;
   let done = 0;
-  const report = () =>
-    o.onProgress?.({ phase, done, total: samples.length, metrics: { cacheHits: hits, cacheMisses: misses } });
+  const report = () => o.onProgress?.({ phase, done, total: n, metrics: { cacheHits: hits, cacheMisses: misses } });
 
   // The views of one image are listed next to each other: its bytes are read and hashed once for all of them.
-  let last: { file: string; bytes: Uint8Array; image: string } | undefined;
-  for (let i = 0; i < samples.length; i++) {
+  let last: { file: string; image: string } | undefined;
+  for (let i = 0; i < n; i++) {
     checkAbort(o.signal);
-    let bytes: Uint8Array;
     const file = samples[i].file;
-    try {
-      bytes = last?.file === file ? last.bytes : await readFile(file);
-    } catch (e) {
-      skip(samples[i].file, `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-      done++;
-      continue;
+    let image: string;
+    if (last?.file === file) {
+      image = last.image;
+    } else {
+      let bytes: Uint8Array;
+      try {
+        bytes = await readFile(file);
+      } catch (e) {
+        skip(file, `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+        done++;
+        continue;
+      }
+      if (bytes.length === 0) {
+        skip(file, 'empty file');
+        done++;
+        continue;
+      }
+      image = hashBytes(bytes);
+      last = { file, image };
     }
-    if (bytes.length === 0) {
-      skip(samples[i].file, 'empty file');
-      done++;
-      continue;
-    }
-    const image = last?.file === file ? last.image : hashBytes(bytes);
-    last = { file, bytes, image };
     hashes[i] = image;
-    const keys = cuts.map(
-      (cut): ActivationKeyParts => ({
-        image,
-        base: base.id,
-        cut: pool ? cut : `${cut}:spatial`,
-        preprocessing: pre,
-        view: views[i],
-      }),
-    );
-    const found = keys.map((k, c) => cache.get(k, sizes[c]));
+    const found = cuts.map((_, c) => cache.get(keyOf(i, image, c), sizes[c]));
     if (found.every((f) => f !== undefined)) {
-      rows[i] = found as Float32Array[];
+      found.forEach((row, c) => {
+        put(i, c, row as Float32Array);
+      });
+      filled[i] = 1;
       hits++;
       done++;
     } else {
-      pending.push({ i, bytes, keys });
+      pending.push({ i, image });
       misses++;
     }
   }
@@ -161,7 +184,11 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
           const file = samples[item.i].file;
           let p = once.get(file);
           if (!p) {
-            p = decodeImage(item.bytes, file, base.preprocessing);
+            p = readFile(file).then((bytes) => {
+              // The activation is stored under the hash read earlier: bytes that changed since would poison it.
+              if (hashBytes(bytes) !== item.image) throw new ImageDecodeError(file, 'changed while being read');
+              return decodeImage(bytes, file, base.preprocessing);
+            });
             once.set(file, p);
           }
           return p;
@@ -170,7 +197,10 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
           try {
             return applyView(await decodeOnce(item), base.preprocessing.size, views[item.i]);
           } catch (e) {
-            const reason = e instanceof ImageDecodeError ? e.reason : (e as Error).message;
+            const reason =
+              e instanceof ImageDecodeError
+                ? e.reason
+                : `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`;
             skip(samples[item.i].file, reason);
             done++;
             return undefined;
@@ -197,11 +227,12 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
         const outs = await runner.run(pixels, ok.length);
         trunkCalls++;
         ok.forEach((item, r) => {
-          rows[item.i] = outs.map((o2, c) => {
-            const row = o2.slice(r * sizes[c], (r + 1) * sizes[c]);
-            cache.put(item.keys[c], row);
-            return row;
+          outs.forEach((out, c) => {
+            const row = out.subarray(r * sizes[c], (r + 1) * sizes[c]);
+            cache.put(keyOf(item.i, item.image, c), row);
+            put(item.i, c, row);
           });
+          filled[item.i] = 1;
         });
         done += ok.length;
         report();
@@ -211,22 +242,27 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
     }
   }
 
-  const kept: number[] = [];
-  rows.forEach((r, i) => {
-    r && kept.push(i);
+  // Close the gaps of skipped samples in place, keeping the layout's order.
+  const sampleAt = new Int32Array(n);
+  layout.forEach((row, i) => {
+    sampleAt[row] = i;
   });
-  const features = sizes.map((size, c) => {
-    const m = new Float32Array(kept.length * size);
-    kept.forEach((i, r) => {
-      m.set(rows[i]![c], r * size);
-    });
-    return m;
-  });
+  const rows: number[] = [];
+  for (let row = 0; row < n; row++) {
+    if (!filled[sampleAt[row]]) continue;
+    const k = rows.length;
+    if (k !== row)
+      matrices.forEach((m, c) => {
+        m.copyWithin(k * sizes[c], row * sizes[c], (row + 1) * sizes[c]);
+      });
+    rows.push(row);
+  }
   return {
-    samples: kept.map((i) => samples[i]),
-    views: kept.map((i) => views[i]),
-    hashes: kept.map((i) => hashes[i]),
-    features,
+    samples: rows.map((row) => samples[sampleAt[row]]),
+    views: rows.map((row) => views[sampleAt[row]]),
+    hashes: rows.map((row) => hashes[sampleAt[row]]),
+    rows: Int32Array.from(rows),
+    features: matrices.map((m, c) => m.subarray(0, rows.length * sizes[c])),
     featureSizes: sizes,
     skipped,
     hits,
@@ -235,6 +271,16 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
     trunkCalls,
     engine,
   };
+}
+
+function checkLayout(layout: Int32Array, n: number): void {
+  if (layout.length !== n)
+    throw new InternalError(`extractFeatures: layout has ${layout.length} rows for ${n} samples`);
+  const seen = new Uint8Array(n);
+  for (const row of layout) {
+    if (!(row >= 0 && row < n) || seen[row]) throw new InternalError('extractFeatures: layout is not a permutation');
+    seen[row] = 1;
+  }
 }
 
 /** The rows of one cut as a labelled set (class index = position of the label in `classes`). */

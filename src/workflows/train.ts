@@ -84,6 +84,8 @@ export interface TrainResult {
   baseId: string;
   /** Why the default base was not used, when graft fell back to another one. */
   baseFallback?: Fallback;
+  /** Files of a zoo base found damaged in the download cache and downloaded again (reported once: then whole). */
+  baseRepaired?: string[];
   cut: string;
   head: HeadKind;
   engine: string;
@@ -165,16 +167,22 @@ export async function prepareData(
     pool: o.pool,
   };
   const extra = augmentViews(o.augment);
-  // One pass over train + val (+ the training images' extra views) so the trunk runs in full batches; split afterwards.
-  // Each training image is followed by its views, so they share one decode.
-  const items: { sample: Sample; view: View }[] = [
-    ...trainSamples.flatMap((sample) => (['orig', ...extra] as View[]).map((view) => ({ sample, view }))),
-    ...valSamples.map((sample) => ({ sample, view: 'orig' as View })),
+  // One pass over train + val (+ the training images' extra views) so the trunk runs in full batches. Each training
+  // image is read next to its views, so they share one decode; the layout puts the rows in blocks (training images,
+  // then each view of them in the same order, then validation images), so every part below is a slice, not a copy.
+  const nT = trainSamples.length;
+  const blocks = 1 + extra.length;
+  const items: { sample: Sample; view: View; row: number }[] = [
+    ...trainSamples.flatMap((sample, r) =>
+      (['orig', ...extra] as View[]).map((view, v) => ({ sample, view, row: v * nT + r })),
+    ),
+    ...valSamples.map((sample, j) => ({ sample, view: 'orig' as View, row: blocks * nT + j })),
   ];
   const all = await extractFeatures({
     ...common,
     samples: items.map((i) => i.sample),
     views: items.map((i) => i.view),
+    layout: Int32Array.from(items, (i) => i.row),
   });
   skipped.push(...all.skipped);
   const origRows = (wanted: Sample[]) => {
@@ -188,34 +196,29 @@ export async function prepareData(
     o.valOverlapReported ?? false,
   ))
     o.onWarning?.(w);
-  const rowOf = new Map<string, number>();
-  all.samples.forEach((s, i) => {
-    rowOf.set(`${all.views[i]}\0${s.file}`, i);
-  });
-  // Rows of `wanted` samples in `view`, in the order given; samples that produced no activation are left out.
-  const pick = (wanted: Sample[], view: View): Extracted => {
-    const idx = wanted.map((s) => rowOf.get(`${view}\0${s.file}`)).filter((i): i is number => i !== undefined);
+  // Where each block starts among the rows that produced activations.
+  const starts = new Array<number>(blocks + 2).fill(all.rows.length);
+  for (let b = blocks; b >= 0; b--) {
+    const first = all.rows.findIndex((row) => row >= b * nT);
+    starts[b] = first < 0 ? all.rows.length : first;
+  }
+  const slice = (b: number): Extracted => {
+    const [from, to] = [starts[b], starts[b + 1]];
     return {
       ...all,
-      samples: idx.map((i) => all.samples[i]),
-      views: idx.map(() => view),
-      hashes: idx.map((i) => all.hashes[i]),
-      features: all.features.map((f, c) => {
-        const size = all.featureSizes[c];
-        const m = new Float32Array(idx.length * size);
-        idx.forEach((i, r) => {
-          m.set(f.subarray(i * size, (i + 1) * size), r * size);
-        });
-        return m;
-      }),
+      samples: all.samples.slice(from, to),
+      views: all.views.slice(from, to),
+      hashes: all.hashes.slice(from, to),
+      rows: all.rows.subarray(from, to),
+      features: all.features.map((f, c) => f.subarray(from * all.featureSizes[c], to * all.featureSizes[c])),
     };
   };
-  const train = pick(trainSamples, 'orig');
-  const val = valSamples.length ? pick(valSamples, 'orig') : undefined;
+  const train = slice(0);
+  const val = valSamples.length ? slice(blocks) : undefined;
   // Extra views of exactly the training rows, row r of each being a view of train.samples[r].
-  const augmented = extra.map((view) => pick(train.samples, view));
+  const augmented = extra.map((_, v) => slice(v + 1));
   for (const a of augmented) {
-    if (a.samples.length !== train.samples.length)
+    if (a.samples.length !== train.samples.length || a.samples.some((s, r) => s !== train.samples[r]))
       throw new InternalError(
         `${a.views[0]} view: ${a.samples.length} of ${train.samples.length} training images produced activations`,
       );
@@ -244,6 +247,7 @@ function runFacts(base: Base, data: PreparedData, engine: string, trainSeconds: 
     base: base.name,
     baseId: base.id,
     baseFallback: base.fallback,
+    baseRepaired: base.repaired,
     engine: data.train.engine ?? engine,
     seconds: { total: 0, extract: data.extractSeconds, train: trainSeconds, export: 0 },
     cache: { hits: data.train.hits, misses: data.train.misses, damaged: data.train.damaged },

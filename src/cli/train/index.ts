@@ -133,6 +133,11 @@ export function trainCommand(): Command {
     });
     if (result.baseFallback) say(f, `note: ${fallbackLine(result.baseFallback)}; using ${result.base}`);
     for (const note of result.parameter?.notes ?? []) say(f, `note: ${renderWarning(note)}`);
+    if (result.baseRepaired)
+      say(
+        f,
+        `note: ${result.base}: cached ${result.baseRepaired.join(', ')} failed the SHA-256 check; downloaded again`,
+      );
     printSkipped(f, result.skipped);
     if (f.json) {
       const { history, valPredictions, warnings, ...rest } = result;
