@@ -35,7 +35,17 @@ import { MEMORY_BUDGET, type ServeMemoryRow, serveMemoryBench } from './serve-me
 const argv = process.argv.slice(2);
 const args = new Set(argv);
 const json = args.has('--json');
-const SECTIONS = ['trunk', 'train-step', 'train', 'accuracy', 'transfer', 'decode', 'serve', 'fine-tune', 'scale'] as const;
+const SECTIONS = [
+  'trunk',
+  'train-step',
+  'train',
+  'accuracy',
+  'transfer',
+  'decode',
+  'serve',
+  'fine-tune',
+  'scale',
+] as const;
 type Section = (typeof SECTIONS)[number];
 const listed = argv
   .find((a) => a.startsWith('--sections='))
