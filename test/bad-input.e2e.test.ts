@@ -139,16 +139,20 @@ odd('cats/a cat with spaces.png', 'name with spaces', { used: true });
 odd('dogs/café 犬 ü.png', 'Unicode name', { used: true });
 odd(`cats/it's "quoted".png`, 'name with quotes', { used: true });
 odd('dogs/-rf.png', 'name with a leading dash', { used: true });
-odd('cats/.hidden.png', 'hidden image (read like any file)', { used: true });
-odd('dogs/.hidden-notes', 'hidden non-image (listed, not silently dropped)', {
-  skipped: /^not a decodable image \(looks like a text file\)$/,
-});
+odd('cats/.hidden.png', 'hidden image (a leading dot: ignored) (issue 15)', { ignored: true });
+odd('dogs/.hidden-notes', 'hidden non-image (ignored, not listed) (issue 15)', { ignored: true });
+odd('dogs/.#lock.png', 'editor lock file (a dangling hidden link: ignored) (issue 15)', { ignored: true });
+odd('.gitignore', 'hidden file beside the class folders (ignored) (issue 15)', { ignored: true });
+odd('Thumbs.db', 'Windows litter beside the class folders', { ignored: true });
 odd('cats/.DS_Store', 'macOS litter', { ignored: true });
 odd('dogs/Thumbs.db', 'Windows litter', { ignored: true });
+odd('cats/THUMBS.DB', 'Windows litter, upper case', { ignored: true });
 odd('cats/._a cat with spaces.png', 'AppleDouble fork', { ignored: true });
+odd('dogs/._deep.png', 'AppleDouble fork holding PNG bytes (ignored, not read)', { ignored: true });
 odd('dogs/desktop.ini', 'Windows folder settings', { ignored: true });
 odd('cats/.ipynb_checkpoints/copy.png', 'hidden folder (tool state)', { ignored: true });
 odd('__MACOSX/cats/x.png', 'macOS archive debris', { ignored: true });
+odd('dogs/__MACOSX/._x.png', 'macOS archive debris inside a class', { ignored: true });
 odd('stray.png', 'an image outside any class folder', { skipped: /^not inside a class folder$/ });
 odd('old-model', "an earlier run's model folder inside the data (issue 15)", { skipped: /^a graft model folder/ });
 odd('kitties', 'a link to a class folder (not a second class)', { skipped: /^the same folder as class 'cats'/ });
@@ -212,13 +216,19 @@ describe('one data folder with every odd file', () => {
     symlinkSync('..', path.join(data, 'dogs/sub/back'));
     await w('cats/folder.jpg/inside.png', solid(20, 20, [220, 40, 40]).png().toBuffer());
     const image = solid(20, 20, [220, 40, 40]).png().toBuffer();
-    for (const name of ['cats/a cat with spaces.png', `cats/it's "quoted".png`, 'cats/.hidden.png'])
+    for (const name of ['cats/a cat with spaces.png', `cats/it's "quoted".png`, 'cats/.hidden.png', 'dogs/._deep.png'])
       await w(name, image);
     for (const name of ['dogs/café 犬 ü.png', 'dogs/-rf.png'])
       await w(name, solid(20, 20, [40, 200, 60]).png().toBuffer());
     await w('dogs/.hidden-notes', 'notes\n');
     await w('cats/.DS_Store', seededBytes(100, 4));
     await w('dogs/Thumbs.db', seededBytes(100, 5));
+    await w('cats/THUMBS.DB', seededBytes(100, 8));
+    await w('Thumbs.db', seededBytes(100, 9));
+    await w('.gitignore', '*.tmp\n');
+    await w('dogs/__MACOSX/._x.png', seededBytes(100, 10));
+    // Emacs marks a file being edited with a dangling symbolic link '.#name'.
+    symlinkSync('user@host.1234:1700000000', path.join(data, 'dogs/.#lock.png'));
     await w('cats/._a cat with spaces.png', seededBytes(100, 6));
     await w('dogs/desktop.ini', '[.ShellClassInfo]\n');
     await w('cats/.ipynb_checkpoints/copy.png', image);
@@ -267,12 +277,12 @@ describe('one data folder with every odd file', () => {
   });
 
   test('no silent drops: every file on disk is used, listed as skipped, litter, or inside a skipped folder', () => {
-    const litter = /^(\.DS_Store|Thumbs\.db|desktop\.ini|\._.*)$/;
+    const litter = /^(\..*|Thumbs\.db|desktop\.ini|__MACOSX)$/i;
     const unaccounted: string[] = [];
     const walk = (d: string) => {
       for (const name of readdirSync(d)) {
         const p = path.join(d, name);
-        if (odds.skipped.has(p) || litter.test(name) || name.startsWith('.ipynb') || name === '__MACOSX') continue;
+        if (odds.skipped.has(p) || litter.test(name)) continue;
         const st = lstatSync(p);
         if (st.isDirectory()) walk(p);
         else if (!odds.listed.has(p)) unaccounted.push(p);

@@ -39,7 +39,7 @@ function errorLine(re: RegExp, source: string) {
 }
 
 describe('listDataset: folders', () => {
-  test('classes, nested files, system files ignored, stray root file skipped', async () => {
+  test('classes, nested files, hidden files and system files ignored, stray root file skipped', async () => {
     const root = tree(path.join(tmp, 'folder'), {
       'cats/a.png': png,
       'cats/sub/b.png': png,
@@ -50,6 +50,7 @@ describe('listDataset: folders', () => {
       'dogs/not-an-image.jpg': 'this is text',
       'stray.jpg': png,
       '.DS_Store': 'x',
+      '.gitignore': 'x',
       '.ipynb_checkpoints/c.png': png,
     });
     mkdirSync(path.join(root, 'empty'));
@@ -57,7 +58,6 @@ describe('listDataset: folders', () => {
     assert.equal(l.root, root);
     assert.deepEqual(l.classes, ['cats', 'dogs', 'empty']);
     assert.deepEqual(l.samples, [
-      { file: path.join(root, 'cats/.hidden.png'), label: 'cats' },
       { file: path.join(root, 'cats/a.png'), label: 'cats' },
       { file: path.join(root, 'cats/sub/b.png'), label: 'cats' },
       { file: path.join(root, 'dogs/not-an-image.jpg'), label: 'dogs' },

@@ -32,22 +32,20 @@ export interface DatasetListing {
   skipped: Skipped[];
 }
 
-// Files that operating systems and tools drop into folders; they are never meant as data, so listing them as skipped
-// would only be noise. Every other file, hidden or not, is listed so that decoding can report it if it is not an image.
+// Files that operating systems and tools drop into folders are never meant as data, so listing them as skipped would
+// only be noise: hidden files (a leading '.': .DS_Store, '._x' AppleDouble forks that macOS writes next to every file
+// copied to a non-Mac volume, editor lock files such as '.#x', .gitignore) and the Windows litter below are ignored
+// silently (fastai's get_files skips names with a leading '.' too). A CSV that names such a file still reads it.
 const SYSTEM_FILES = new Set([
-  '.ds_store',
   'thumbs.db',
   'ehthumbs.db',
   'desktop.ini',
-  '.localized',
-  '.directory',
   'icon\r',
   // A `graft serve` project's settings file sits beside its class folders.
   'graft-project.json',
 ]);
 function isSystemFile(name: string): boolean {
-  // '._x' files are macOS AppleDouble resource forks that appear next to every file copied to a non-Mac volume.
-  return SYSTEM_FILES.has(name.toLowerCase()) || name.startsWith('._');
+  return name.startsWith('.') || SYSTEM_FILES.has(name.toLowerCase());
 }
 
 // Hidden folders (.git, .ipynb_checkpoints, …) and macOS archive debris are tool state, not classes or class content;

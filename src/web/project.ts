@@ -132,7 +132,7 @@ export interface Listing {
   problems: Problem[];
 }
 
-const IGNORED_FILES = new Set(['.ds_store', 'thumbs.db', 'desktop.ini']);
+const IGNORED_FILES = new Set(['thumbs.db', 'ehthumbs.db', 'desktop.ini']);
 
 export class Project {
   readonly dir: string;
@@ -269,11 +269,12 @@ export class Project {
     const dirRel = sub ? `${cls}/${sub}` : cls;
     for (const entry of await fs.readdir(path.join(this.dir, ...dirRel.split('/')), { withFileTypes: true })) {
       const name = entry.name;
-      if (IGNORED_FILES.has(name.toLowerCase()) || name.startsWith('._')) continue;
+      // As the trainer's listing (dataset.ts): hidden files and folders, OS litter and __MACOSX are not images.
+      if (IGNORED_FILES.has(name.toLowerCase()) || name.startsWith('.') || name === '__MACOSX') continue;
       const rel = sub ? `${sub}/${name}` : name;
       const kind = await this.kindOf(`${cls}/${rel}`, problems);
       if (kind === 'dir') {
-        if (!name.startsWith('.')) await this.walk(cls, rel, out, problems);
+        await this.walk(cls, rel, out, problems);
       } else if (kind === 'file') {
         const st = await fs.stat(path.join(this.dir, cls, ...rel.split('/')));
         out.push({ name: rel, bytes: st.size, mtimeMs: Math.round(st.mtimeMs) });
