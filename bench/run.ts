@@ -17,7 +17,7 @@
  *   npm run bench -- --json
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_BASE, loadLayersBase } from '../src/base/base.ts';
@@ -671,9 +671,12 @@ async function main() {
   const put = <K extends keyof Store>(k: K, rows: NonNullable<Store[K]>['rows']) => {
     store[k] = { date, machine, load: `${started} at the start, ${load()} at the end`, rows } as Store[K];
     started = load();
-    // Written after every section, so an interrupted run keeps what it measured.
-    writeFileSync(STORE, `${JSON.stringify(store, null, 1)}\n`);
-    writeFileSync('docs/BENCHMARKS.md', render(store));
+    // Written after every section, so an interrupted run keeps what it measured. The store is read again first and
+    // only this section replaced, so that two bench runs of different sections at once do not undo each other.
+    const now = { ...readStore(), [k]: store[k] };
+    writeFileSync(`${STORE}.tmp`, `${JSON.stringify(now, null, 1)}\n`);
+    renameSync(`${STORE}.tmp`, STORE);
+    writeFileSync('docs/BENCHMARKS.md', render(now));
   };
   if (wanted.has('trunk')) put('trunk', await trunkBench());
   if (wanted.has('trunk') || wanted.has('train-step')) {
