@@ -694,7 +694,7 @@ async function main() {
   if (haveData && wanted.has('decode')) put('decode', await decodeBench());
   if (wanted.has('serve')) put('serve', await serveMemoryBench(log));
   if (haveData && wanted.has('fine-tune')) put('fine-tune', fineTuneSection());
-  if (wanted.has('scale')) put('scale', await scaleSection(store.scale?.rows ?? [], log));
+  if (wanted.has('scale')) put('scale', await scaleSection(() => readStore().scale?.rows ?? [], log));
   if (wanted.size === 0) writeFileSync('docs/BENCHMARKS.md', render(store));
   log('wrote docs/BENCHMARKS.md and docs/benchmarks.json');
   const peer = store.peer?.rows ?? [];

@@ -167,16 +167,20 @@ function wantedRows(): typeof DEFAULTS {
   return DEFAULTS.filter((d) => asked.includes(String(d.images)) || asked.includes(`${d.mode}:${d.images}`));
 }
 
-export async function scaleSection(previous: ScaleRow[], log: (s: string) => void): Promise<ScaleRow[]> {
+/**
+ * Measures the rows asked for and returns them merged into `previous()`, which is called at the end: a 100,000-image
+ * row takes hours, and rows stored meanwhile by another bench run must survive it.
+ */
+export async function scaleSection(previous: () => ScaleRow[], log: (s: string) => void): Promise<ScaleRow[]> {
   if (!existsSync('/usr/bin/time')) {
     log('scale: skipped (needs GNU time at /usr/bin/time for peak RSS)');
-    return previous;
+    return previous();
   }
   if (!existsSync(MIRROR)) {
     log(`scale: skipped (${MIRROR} not found: the default base's mirror)`);
-    return previous;
+    return previous();
   }
-  const rows = [...previous];
+  const measured: ScaleRow[] = [];
   const { url, server } = await mirrorServer();
   try {
     for (const want of wantedRows()) {
@@ -235,12 +239,16 @@ export async function scaleSection(previous: ScaleRow[], log: (s: string) => voi
       log(
         `scale: ${row.mode} ${images} images: ${seconds.toFixed(0)} s, ${row.msPerImage.toFixed(1)} ms/image, CPU ${row.cpuSeconds?.toFixed(0)} s (${row.cpuMsPerImage?.toFixed(1)} ms/image), peak RSS ${row.peakRssMB?.toFixed(0)} MB, cache ${row.cacheMB.toFixed(0)} MB`,
       );
-      const at = rows.findIndex((x) => x.mode === row.mode && x.images === row.images);
-      if (at >= 0) rows[at] = row;
-      else rows.push(row);
+      measured.push(row);
     }
   } finally {
     server.close();
+  }
+  const rows = [...previous()];
+  for (const row of measured) {
+    const at = rows.findIndex((x) => x.mode === row.mode && x.images === row.images);
+    if (at >= 0) rows[at] = row;
+    else rows.push(row);
   }
   return rows.sort((a, b) => (a.mode === b.mode ? a.images - b.images : a.mode === 'feature' ? -1 : 1));
 }
