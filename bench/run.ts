@@ -92,6 +92,10 @@ interface TrainRow {
   seconds: number;
   valAccuracy: number | null;
   cut: string;
+  /** Process CPU time (user + sys, GNU time) where /usr/bin/time exists: less disturbed by a shared machine than wall. */
+  cpuSeconds?: number;
+  /** 1-minute load average before and after the run. */
+  load?: [number, number];
 }
 interface StepRow {
   base: string;
@@ -117,6 +121,8 @@ interface FineTuneRow {
   secondsPerEpoch: number;
   stages?: string;
   note?: string;
+  cpuSeconds?: number;
+  load?: [number, number];
 }
 interface TutorialRow {
   mode: string;
@@ -378,10 +384,13 @@ interface TrainJson {
 }
 
 function trainRun(engine: string, base: string, extra: string[], cacheDir: string): TrainRow & { raw: TrainJson } {
+  const timed = existsSync('/usr/bin/time');
+  const load0 = os.loadavg()[0];
   const t = performance.now();
   const r = spawnSync(
-    process.execPath,
+    timed ? '/usr/bin/time' : process.execPath,
     [
+      ...(timed ? ['-f', 'graft-bench-cpu-s %U %S', process.execPath] : []),
       '--import',
       'tsx',
       'src/cli/main.ts',
@@ -399,10 +408,24 @@ function trainRun(engine: string, base: string, extra: string[], cacheDir: strin
     { encoding: 'utf8', env: { ...process.env, GRAFT_CACHE_DIR: cacheDir }, maxBuffer: 1 << 26 },
   );
   const seconds = (performance.now() - t) / 1000;
-  if (r.status !== 0) throw new Error(`train failed: ${r.stderr.trim().split('\n').pop()}`);
+  const load: [number, number] = [load0, os.loadavg()[0]];
+  const cpu = /graft-bench-cpu-s ([\d.]+) ([\d.]+)\s*$/.exec(r.stderr);
+  const stderr = cpu ? r.stderr.slice(0, cpu.index) : r.stderr;
+  if (r.status !== 0) throw new Error(`train failed: ${stderr.trim().split('\n').pop()}`);
   const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
   const cache = out.cache.misses === 0 ? 'warm' : 'cold';
-  return { engine: out.engine, base, cache, seconds, valAccuracy: out.valAccuracy, cut: out.cut, raw: out };
+  const cpuSeconds = cpu ? Number(cpu[1]) + Number(cpu[2]) : undefined;
+  return {
+    engine: out.engine,
+    base,
+    cache,
+    seconds,
+    cpuSeconds,
+    load,
+    valAccuracy: out.valAccuracy,
+    cut: out.cut,
+    raw: out,
+  };
 }
 
 async function trainSection(): Promise<TrainRow[]> {
@@ -623,8 +646,12 @@ function fineTuneSection(): { rows: FineTuneRow[]; tutorial: TutorialRow[] } {
             )
             .join('; '),
           note: fallback ? `default base unavailable (${fallback.reason})` : undefined,
+          cpuSeconds: row.cpuSeconds,
+          load: row.load,
         });
-        log(`fine-tune ${what} ${engine}: ${row.seconds.toFixed(1)} s, val ${row.valAccuracy?.toFixed(3)}`);
+        log(
+          `fine-tune ${what} ${engine}: ${row.seconds.toFixed(1)} s, CPU ${row.cpuSeconds?.toFixed(1)} s, val ${row.valAccuracy?.toFixed(3)}, load ${row.load?.map((l) => l.toFixed(1)).join(' / ')}`,
+        );
       }
     }
   } finally {
@@ -893,20 +920,22 @@ function render(s: Store): string {
       'Each row is `graft train ../shared/data/hymenoptera/train --val ../shared/data/hymenoptera/val --base BASE ARGS --engine ENGINE`',
       'on an activation cache warmed by a one-epoch run, so both engines time training, not extraction; same seed on both.',
       '`npm run bench -- --sections=fine-tune`. Seconds are wall time including process start; per epoch: the last stage.',
+      'CPU s is the process user + sys time (ONNX Runtime spends it on every core, WASM on one); load is the 1-minute load',
+      'average before / after the row: on a loaded shared machine ONNX Runtime gets fewer of the cores it spreads over.',
       '',
-      '| what | base | args | engine | seconds | train seconds | ONNX Runtime / WASM | val accuracy | last stage: epochs, s/epoch | stages |',
-      '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+      '| what | base | args | engine | seconds | train seconds | ONNX Runtime / WASM | CPU s | load | val accuracy | last stage: epochs, s/epoch | stages |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     );
     for (const r of ft.rows.rows) {
       const wasm = ft.rows.rows.find((x) => x.what === r.what && x.engine === 'wasm');
       const ratio = r.engine === 'onnx' && wasm ? (r.seconds / wasm.seconds).toFixed(2) : '';
       lines.push(
-        `| ${r.what} | ${r.base} | \`${r.args}\` | ${r.engine} | ${r.seconds.toFixed(1)} | ${r.trainSeconds.toFixed(1)} | ${ratio} | ${r.valAccuracy?.toFixed(3) ?? ''} | ${r.epochs}, ${r.secondsPerEpoch.toFixed(1)} | ${r.stages ?? ''}${r.note ? ` (${r.note})` : ''} |`,
+        `| ${r.what} | ${r.base} | \`${r.args}\` | ${r.engine} | ${r.seconds.toFixed(1)} | ${r.trainSeconds.toFixed(1)} | ${ratio} | ${r.cpuSeconds?.toFixed(1) ?? ''} | ${r.load?.map((l) => l.toFixed(1)).join(' / ') ?? ''} | ${r.valAccuracy?.toFixed(3) ?? ''} | ${r.epochs}, ${r.secondsPerEpoch.toFixed(1)} | ${r.stages ?? ''}${r.note ? ` (${r.note})` : ''} |`,
       );
     }
     for (const t of ft.rows.tutorial)
       lines.push(
-        `| PyTorch tutorial (peer_torch_tutorial.py), ResNet-18 fine-tuned | random init | \`--mode ${t.mode} --epochs ${t.epochs}\` | torch ${t.version ?? ''} | ${t.seconds.toFixed(1)} | ${t.seconds.toFixed(1)} | | (not pretrained) | ${t.epochs}, ${t.secondsPerEpoch.toFixed(1)} | batch 4, ${t.trainImages} train + ${t.valImages} val images per epoch |`,
+        `| PyTorch tutorial (peer_torch_tutorial.py), ResNet-18 fine-tuned | random init | \`--mode ${t.mode} --epochs ${t.epochs}\` | torch ${t.version ?? ''} | ${t.seconds.toFixed(1)} | ${t.seconds.toFixed(1)} | | | | (not pretrained) | ${t.epochs}, ${t.secondsPerEpoch.toFixed(1)} | batch 4, ${t.trainImages} train + ${t.valImages} val images per epoch |`,
       );
   }
   if (s.scale) lines.push(...renderScale(s.scale.rows));
