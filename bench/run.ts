@@ -9,6 +9,7 @@
  *   npm run bench -- --quick               # trunk timings only
  *   npm run bench -- --transfer            # the transfer-learning table on hymenoptera only (about an hour)
  *   npm run bench -- --sections=train-step,accuracy
+ *   npm run bench -- --sections=accuracy --accuracy-rows=int8   # only the accuracy rows whose mode or base has 'int8'
  *   npm run bench -- --sections=decode     # decoding + resizing hymenoptera: graft's resampler against sharp's resize
  *   npm run bench -- --sections=serve     # graft serve: 2,000 images through the page, memory of page and server
  *   npm run bench -- --sections=train-step,fine-tune   # the training engines (ONNX Runtime against WASM, PyTorch)
@@ -67,6 +68,10 @@ const HYM = path.resolve('../shared/data/hymenoptera');
 const PEER = path.resolve('../shared/bench/peer_torch.py');
 const PEER_TUTORIAL = path.resolve('../shared/bench/peer_torch_tutorial.py');
 const V1 = path.resolve('../shared/models/mobilenet_v1_1.0_224_imagenet_trunc/model.json');
+/** The ONNX model zoo's quantised MobileNetV2 1.0 (issue 15: a base found in the wild). */
+const INT8 = path.resolve('../shared/models/onnx/mobilenetv2-12-int8.onnx');
+/** --accuracy-rows=TEXT: measure only the accuracy rows whose mode or base contains TEXT; the other stored rows stay. */
+const accuracyRows = argv.find((a) => a.startsWith('--accuracy-rows='))?.slice('--accuracy-rows='.length);
 const STORE = 'docs/benchmarks.json';
 
 interface TrunkRow {
@@ -155,7 +160,7 @@ interface Store {
   peer?: Stored<PeerRow[]>;
   'train-step'?: Stored<StepRow[]>;
   train?: Stored<TrainRow[]>;
-  accuracy?: Stored<(TrainRow & { mode: string })[]>;
+  accuracy?: Stored<(TrainRow & { mode: string; date?: string })[]>;
   transfer?: Stored<TransferRow[]>;
   decode?: Stored<DecodeRow[]>;
   serve?: Stored<ServeMemoryRow[]>;
@@ -220,7 +225,8 @@ async function decodeBench(): Promise<DecodeRow[]> {
 }
 
 /** Bundled bases are names, others are paths to a model.json: the folder names those. */
-const baseLabel = (base: string) => (base.includes('/') ? path.basename(path.dirname(base)) : base);
+const baseLabel = (base: string) =>
+  base.endsWith('.onnx') ? path.basename(base) : base.includes('/') ? path.basename(path.dirname(base)) : base;
 
 async function timeRunner(runner: TrunkRunner, size: number, batch: number, reps: number): Promise<number> {
   const px = new Float32Array(batch * size * size * 3);
@@ -442,8 +448,9 @@ async function trainSection(): Promise<TrainRow[]> {
   return train;
 }
 
-async function accuracySection(): Promise<(TrainRow & { mode: string })[]> {
-  const accuracy: (TrainRow & { mode: string })[] = [];
+type AccuracyRow = TrainRow & { mode: string; date?: string };
+async function accuracySection(previous: AccuracyRow[]): Promise<AccuracyRow[]> {
+  const accuracy: AccuracyRow[] = [];
   const dir = mkdtempSync(path.join(os.tmpdir(), 'graft-bench-acc-'));
   const runs: [string, string, string[]][] = [
     ['feature (default cut)', 'nsfw-mobilenet-v2', []],
@@ -460,8 +467,17 @@ async function accuracySection(): Promise<(TrainRow & { mode: string })[]> {
     // The default base: from graft's model cache or GRAFT_MODEL_MIRROR (e.g. ../shared/models/mirror served locally).
     ['feature (default cut)', DEFAULT_BASE, []],
     ['feature (default cut), --augment none', DEFAULT_BASE, ['--augment', 'none']],
+    // Quantised: every float tensor has a quantised twin; the cut is the pooled 1280 features below the logits.
+    [
+      'feature, int8 ONNX, pooled features',
+      INT8,
+      ['--mean', '0.485,0.456,0.406', '--std', '0.229,0.224,0.225', '--cut', '472_quantized'],
+    ],
   ];
-  for (const [mode, base, extra] of runs) {
+  const chosen = accuracyRows
+    ? runs.filter(([mode, base]) => mode.includes(accuracyRows) || baseLabel(base).includes(accuracyRows))
+    : runs;
+  for (const [mode, base, extra] of chosen) {
     if (!existsSync(base) && base.includes('/')) continue;
     let row: TrainRow;
     try {
@@ -477,7 +493,15 @@ async function accuracySection(): Promise<(TrainRow & { mode: string })[]> {
     );
   }
   rmSync(dir, { recursive: true, force: true });
-  return accuracy;
+  if (!accuracyRows) return accuracy;
+  const rows = [...previous];
+  // Dated: the section's date (the table's header) is this partial run's, the other rows keep theirs.
+  for (const row of accuracy.map((r) => ({ ...r, date: new Date().toISOString().slice(0, 10) }))) {
+    const at = rows.findIndex((x) => x.mode === row.mode && x.base === row.base);
+    if (at >= 0) rows[at] = row;
+    else rows.push(row);
+  }
+  return rows;
 }
 
 /**
@@ -716,7 +740,7 @@ async function main() {
   if (!haveData && (wanted.has('train') || wanted.has('accuracy') || wanted.has('transfer')))
     log(`skipping training sections: ${HYM} not found`);
   if (haveData && wanted.has('train')) put('train', await trainSection());
-  if (haveData && wanted.has('accuracy')) put('accuracy', await accuracySection());
+  if (haveData && wanted.has('accuracy')) put('accuracy', await accuracySection(store.accuracy?.rows ?? []));
   if (haveData && wanted.has('transfer')) put('transfer', transferSection());
   if (haveData && wanted.has('decode')) put('decode', await decodeBench());
   if (wanted.has('serve')) put('serve', await serveMemoryBench(log));
@@ -820,7 +844,7 @@ function render(s: Store): string {
     );
     for (const a of s.accuracy.rows)
       lines.push(
-        `| ${baseLabel(a.base)} | ${a.mode} | ${a.cut} | ${a.valAccuracy?.toFixed(3)} | ${a.seconds.toFixed(1)} |`,
+        `| ${baseLabel(a.base)} | ${a.mode} | ${a.cut} | ${a.valAccuracy?.toFixed(3)} | ${a.seconds.toFixed(1)}${a.date ? ` (measured ${a.date}${a.load ? `, load ${a.load.map((l) => l.toFixed(1)).join(' / ')}` : ''})` : ''} |`,
       );
   }
   if (s.decode) {
