@@ -48,6 +48,10 @@ export interface TrainHeadOptions {
   dropout?: number;
   /** L2 penalty weightDecay/2 * sum(kernel^2) added to the mean loss (biases are not penalised); default 1e-4. */
   weightDecay?: number;
+  /** Default true: stop after `patience` epochs without improvement and keep the best epoch's weights. false: run
+   *  exactly `epochs` epochs and keep the last weights (the epoch count was chosen elsewhere, e.g. by cross-validation,
+   *  so `val` only measures); `bestEpoch` is then the last epoch. */
+  earlyStopping?: boolean;
   /** knn neighbours; default 5. */
   k?: number;
   /** Default 'balanced': sample weight n / (numClasses * count_c). */

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { accuracy, argmaxRows, confusionMatrix, logLoss, perClassMetrics } from './metrics.ts';
+import { accuracy, argmaxRows, confusionMatrix, logLoss, perClassMetrics, wilsonInterval } from './metrics.ts';
 
 test('argmaxRows, accuracy and logLoss on hand-made probabilities', () => {
   const p = Float32Array.from([0.7, 0.2, 0.1, 0.1, 0.1, 0.8, 0.3, 0.6, 0.1, 0.5, 0.5, 0]);
@@ -46,4 +46,22 @@ test('confusion matrix is [true][pred] and per-class precision/recall/f1 follow 
   assert.equal(z[2].f1, 0);
   close(z[0].precision, 0.5);
   close(z[0].f1, 2 / 3);
+});
+
+test('Wilson interval: known values, bounds inside [0, 1], narrower with more data', () => {
+  const close = (a: number, b: number) => assert.ok(Math.abs(a - b) < 5e-4, `${a} != ${b}`);
+  // 140 of 153 (hymenoptera val at 0.915): 0.860 to 0.950, Wilson's formula worked out separately in float64.
+  const a = wilsonInterval(140, 153);
+  close(a.low, 0.86);
+  close(a.high, 0.9496);
+  // 0 of 10: the lower bound is 0 and the upper one is not (1.96² / (10 + 1.96²) = 0.2775).
+  const b = wilsonInterval(0, 10);
+  assert.equal(b.low, 0);
+  close(b.high, 0.2775);
+  const c = wilsonInterval(10, 10);
+  close(c.low, 0.7225);
+  assert.equal(c.high, 1);
+  const big = wilsonInterval(1400, 1530);
+  assert.ok(big.high - big.low < (a.high - a.low) / 3);
+  assert.deepEqual(wilsonInterval(0, 0), { low: 0, high: 1 });
 });

@@ -67,3 +67,17 @@ export function perClassMetrics(
     return { label: classes[c] ?? String(c), precision, recall, f1, support };
   });
 }
+
+/**
+ * Wilson score interval for a proportion of `successes` out of `n` (95% by default). Unlike p ± 1.96·SE it stays inside
+ * [0, 1] and is not zero-width at 0% or 100%, which matters for the small validation sets graft is meant for.
+ */
+export function wilsonInterval(successes: number, n: number, z = 1.959964): { low: number; high: number } {
+  if (!(n > 0)) return { low: 0, high: 1 };
+  const p = successes / n;
+  const z2 = z * z;
+  const centre = (p + z2 / (2 * n)) / (1 + z2 / n);
+  const half = (z / (1 + z2 / n)) * Math.sqrt((p * (1 - p)) / n + z2 / (4 * n * n));
+  // At 0 or n the bound is exactly 0 or 1; the formula reaches it only up to rounding.
+  return { low: successes <= 0 ? 0 : centre - half, high: successes >= n ? 1 : centre + half };
+}

@@ -297,6 +297,7 @@ async function trainDense(
   if (!(weightDecay >= 0))
     throw new UsageError('invalid-value', words`${opt('weightDecay')} must be >= 0 (got ${shown(weightDecay)})`);
   const { signal, onEpoch } = opts;
+  const stopEarly = opts.earlyStopping ?? true;
   const rng = mulberry32(opts.seed ?? HEAD_DEFAULTS.seed);
   const { n, dim } = train;
   const C = numClasses;
@@ -409,7 +410,9 @@ async function trainDense(
         log.valAccuracy = nums[3];
       }
       const watched = val ? nums[2] : nums[0];
-      if (watched < bestLoss) {
+      if (!stopEarly) {
+        bestEpoch = epoch;
+      } else if (watched < bestLoss) {
         bestLoss = watched;
         bestEpoch = epoch;
         if (best) tf.dispose(best);
@@ -418,12 +421,12 @@ async function trainDense(
       log.seconds = (performance.now() - t0) / 1000;
       history.push(log);
       onEpoch?.(log, epochs);
-      if (!Number.isFinite(watched) && bestEpoch === 0)
+      if (!Number.isFinite(watched) && (bestEpoch === 0 || !stopEarly))
         throw new UsageError(
           'diverged',
           words`training diverged at epoch ${epoch} (loss ${watched}); lower ${opt('lr')}`,
         );
-      if (epoch - bestEpoch >= patience) break;
+      if (stopEarly && epoch - bestEpoch >= patience) break;
       await tick();
       lastYield = performance.now();
     }

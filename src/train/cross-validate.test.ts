@@ -1,0 +1,71 @@
+import assert from 'node:assert/strict';
+import { before, test } from 'node:test';
+import { initTf, tf } from '../engines/tf.ts';
+import { crossValidate } from './cross-validate.ts';
+import type { FeatureSet } from './features.ts';
+import { findLabelIssues } from './label-issues.ts';
+import { gaussian, mulberry32 } from './random.ts';
+import { trainHead } from './trainer.ts';
+
+before(async () => {
+  await initTf();
+});
+
+function blobs(n: number, dim: number, classes: number, seed: number): FeatureSet {
+  const rng = mulberry32(seed);
+  const centres = Array.from({ length: classes }, () => Array.from({ length: dim }, () => 2 * gaussian(rng)));
+  const x = new Float32Array(n * dim);
+  const y = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    y[i] = i % classes;
+    for (let d = 0; d < dim; d++) x[i * dim + d] = centres[y[i]][d] + gaussian(rng);
+  }
+  return { x, y, n, dim };
+}
+
+test('out-of-fold probabilities cover every row; the score is the mean fold accuracy; no tensors leak', async () => {
+  const set = blobs(90, 12, 3, 1);
+  const before = tf.memory().numTensors;
+  const cv = await crossValidate(set, [], 3, { epochs: 30 });
+  assert.equal(tf.memory().numTensors, before);
+  assert.equal(cv.folds, 5);
+  assert.equal(cv.oof.length, 90 * 3);
+  for (let i = 0; i < 90; i++) {
+    const s = cv.oof[i * 3] + cv.oof[i * 3 + 1] + cv.oof[i * 3 + 2];
+    assert.ok(Math.abs(s - 1) < 1e-4, `row ${i} sums to ${s}`);
+  }
+  assert.ok(cv.score > 0.9, `score ${cv.score}`);
+  assert.ok(Math.abs(cv.score - cv.scores.reduce((a, b) => a + b) / 5) < 1e-12);
+  assert.equal(cv.bestEpochs.length, 5);
+  assert.ok(cv.epochs >= 1 && cv.epochs <= 30);
+  // fewer rows than folds: one fold per row
+  const tiny = await crossValidate({ ...set, n: 3, x: set.x.slice(0, 36), y: set.y.slice(0, 3) }, [], 3, { epochs: 2 });
+  assert.equal(tiny.folds, 3);
+});
+
+test('labels flipped on purpose come out on top of the label issues', async () => {
+  const set = blobs(150, 16, 3, 2);
+  const flipped = [3, 17, 40, 58, 77, 91, 110, 128, 133, 149];
+  for (const i of flipped) set.y[i] = (set.y[i] + 1) % 3;
+  const cv = await crossValidate(set, [], 3, { epochs: 40, seed: 1 });
+  const issues = findLabelIssues(cv.oof, set.y, 3);
+  const top = new Set(issues.slice(0, 15).map((i) => i.index));
+  const hits = flipped.filter((i) => top.has(i)).length;
+  assert.ok(hits >= 9, `${hits} of 10 flipped labels in the top 15 (${[...top].join(',')})`);
+  for (const i of issues.filter((i) => flipped.includes(i.index))) assert.notEqual(i.suggested, set.y[i.index]);
+});
+
+test('earlyStopping false runs every epoch and keeps the last weights', async () => {
+  const set = blobs(60, 8, 2, 3);
+  const h = await trainHead(set, set, 2, { epochs: 7, patience: 1, earlyStopping: false });
+  try {
+    assert.equal(h.history.length, 7);
+    assert.equal(h.bestEpoch, 7);
+    assert.ok(
+      h.history.every((l) => l.valLoss !== undefined),
+      'validation is still measured',
+    );
+  } finally {
+    h.dispose();
+  }
+});

@@ -1,0 +1,165 @@
+/**
+ * @file Near-duplicate search on cached feature rows. Two images are near duplicates when the cosine similarity of their
+ * centred feature vectors (each row minus the mean row) reaches a threshold. Centring matters: pooled ReLU activations
+ * are all positive, so raw cosines between unrelated photos are already high; after centring, unrelated images sit near
+ * 0 and re-encoded or resized copies of one photo stay close to 1 (see DUPLICATE_THRESHOLD).
+ *
+ * Small sets are searched exactly with blocked matrix products. Large ones use locality-sensitive hashing by random
+ * hyperplanes (Charikar 2002): each row gets TABLES codes of BITS sign bits; rows sharing a code in any table become
+ * candidates, and only candidates have their cosine computed. Two rows at cosine s agree on one bit with probability
+ * 1 − arccos(s)/π, so a pair at 0.95 shares at least one of 16 codes of 16 bits with probability 0.96, a pair at 0.98
+ * with probability 0.999, while unrelated rows almost never share a code.
+ */
+import { tf } from '../engines/tf.ts';
+import { gaussian, mulberry32 } from './random.ts';
+
+/**
+ * Default cosine threshold on centred features. Chosen on hymenoptera with the default base: a photo and its copy
+ * re-encoded as PNG or resized to 80% score 0.97 to 1.00, while the closest pairs of different photos stay below
+ * 0.9 (docs/BENCHMARKS.md, "Near duplicates").
+ */
+export const DUPLICATE_THRESHOLD = 0.95;
+/** Up to this many rows the search is exact. */
+export const EXACT_MAX_ROWS = 4096;
+const TABLES = 16;
+const BITS = 16;
+const BLOCK = 1024;
+
+export interface DuplicatePair {
+  /** Row indices, a < b. */
+  a: number;
+  b: number;
+  /** Cosine similarity of the centred rows. */
+  similarity: number;
+}
+
+export interface DuplicateOptions {
+  /** Default DUPLICATE_THRESHOLD. */
+  threshold?: number;
+  /** Force the exact search (true) or hashing (false); default: exact up to EXACT_MAX_ROWS rows. */
+  exact?: boolean;
+  /** Seed of the random hyperplanes. */
+  seed?: number;
+}
+
+/** Rows minus the mean row, scaled to unit length (an all-zero row stays zero and matches nothing). */
+export function centredUnitRows(x: Float32Array, n: number, dim: number): Float32Array {
+  const mean = new Float64Array(dim);
+  for (let i = 0; i < n; i++) for (let d = 0; d < dim; d++) mean[d] += x[i * dim + d];
+  for (let d = 0; d < dim; d++) mean[d] /= Math.max(1, n);
+  const u = new Float32Array(n * dim);
+  for (let i = 0; i < n; i++) {
+    let norm = 0;
+    for (let d = 0; d < dim; d++) {
+      const v = x[i * dim + d] - mean[d];
+      u[i * dim + d] = v;
+      norm += v * v;
+    }
+    const inv = norm > 0 ? 1 / Math.sqrt(norm) : 0;
+    for (let d = 0; d < dim; d++) u[i * dim + d] *= inv;
+  }
+  return u;
+}
+
+/**
+ * Pairs of rows (n × dim, row-major) whose centred cosine similarity is at least the threshold, most similar first.
+ * Needs a TF.js backend (initTf) for the matrix products.
+ */
+export async function findDuplicates(
+  x: Float32Array,
+  n: number,
+  dim: number,
+  o: DuplicateOptions = {},
+): Promise<DuplicatePair[]> {
+  if (x.length !== n * dim) throw new Error(`findDuplicates: ${x.length} values for ${n} rows of ${dim}`);
+  const threshold = o.threshold ?? DUPLICATE_THRESHOLD;
+  if (n < 2) return [];
+  const u = centredUnitRows(x, n, dim);
+  const pairs =
+    (o.exact ?? n <= EXACT_MAX_ROWS)
+      ? await exactPairs(u, n, dim, threshold)
+      : hashedPairs(u, n, dim, threshold, o.seed ?? 7);
+  return pairs.sort((p, q) => q.similarity - p.similarity || p.a - q.a || p.b - q.b);
+}
+
+const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** Every pair, one BLOCK × BLOCK matrix product at a time (the upper triangle only). */
+async function exactPairs(u: Float32Array, n: number, dim: number, threshold: number): Promise<DuplicatePair[]> {
+  const out: DuplicatePair[] = [];
+  for (let i0 = 0; i0 < n; i0 += BLOCK) {
+    const i1 = Math.min(n, i0 + BLOCK);
+    const a = tf.tensor2d(u.subarray(i0 * dim, i1 * dim), [i1 - i0, dim]);
+    try {
+      for (let j0 = i0; j0 < n; j0 += BLOCK) {
+        const j1 = Math.min(n, j0 + BLOCK);
+        const sims = tf.tidy(() =>
+          tf.matMul(a, tf.tensor2d(u.subarray(j0 * dim, j1 * dim), [j1 - j0, dim]), false, true),
+        );
+        const s = (await sims.data()) as Float32Array;
+        sims.dispose();
+        const w = j1 - j0;
+        for (let i = i0; i < i1; i++) {
+          for (let j = Math.max(j0, i + 1); j < j1; j++) {
+            const v = s[(i - i0) * w + (j - j0)];
+            if (v >= threshold) out.push({ a: i, b: j, similarity: Math.min(1, v) });
+          }
+        }
+        await tick();
+      }
+    } finally {
+      a.dispose();
+    }
+  }
+  return out;
+}
+
+function hashedPairs(u: Float32Array, n: number, dim: number, threshold: number, seed: number): DuplicatePair[] {
+  const rng = mulberry32(seed);
+  const planes = Float32Array.from({ length: dim * TABLES * BITS }, () => gaussian(rng));
+  const codes = new Uint32Array(n * TABLES);
+  const r = tf.tensor2d(planes, [dim, TABLES * BITS]);
+  try {
+    for (let i0 = 0; i0 < n; i0 += BLOCK) {
+      const i1 = Math.min(n, i0 + BLOCK);
+      const proj = tf.tidy(() => tf.matMul(tf.tensor2d(u.subarray(i0 * dim, i1 * dim), [i1 - i0, dim]), r));
+      const p = proj.dataSync() as Float32Array;
+      proj.dispose();
+      for (let i = i0; i < i1; i++) {
+        for (let t = 0; t < TABLES; t++) {
+          let code = 0;
+          for (let b = 0; b < BITS; b++) if (p[(i - i0) * TABLES * BITS + t * BITS + b] > 0) code |= 1 << b;
+          codes[i * TABLES + t] = code;
+        }
+      }
+    }
+  } finally {
+    r.dispose();
+  }
+  const seen = new Set<number>();
+  const out: DuplicatePair[] = [];
+  const order = new Int32Array(n);
+  for (let t = 0; t < TABLES; t++) {
+    // Sort by code; equal codes form runs whose members are candidates of each other.
+    for (let i = 0; i < n; i++) order[i] = i;
+    order.sort((a, b) => codes[a * TABLES + t] - codes[b * TABLES + t]);
+    for (let s = 0; s < n; ) {
+      let e = s + 1;
+      while (e < n && codes[order[e] * TABLES + t] === codes[order[s] * TABLES + t]) e++;
+      for (let p = s; p < e; p++) {
+        for (let q = p + 1; q < e; q++) {
+          const a = Math.min(order[p], order[q]);
+          const b = Math.max(order[p], order[q]);
+          const key = a * n + b;
+          if (seen.has(key)) continue;
+          seen.add(key);
+          let dot = 0;
+          for (let d = 0; d < dim; d++) dot += u[a * dim + d] * u[b * dim + d];
+          if (dot >= threshold) out.push({ a, b, similarity: Math.min(1, dot) });
+        }
+      }
+      s = e;
+    }
+  }
+  return out;
+}
