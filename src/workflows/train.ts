@@ -18,9 +18,10 @@ import { type EngineChoice, runnerFor } from '../engines/engine-choice.ts';
 import { saveForeignModel } from '../export/foreign-model.ts';
 import { type ModelMetadata, saveModel } from '../export/model-files.ts';
 import { stitchModel } from '../export/stitch.ts';
-import type { HeadKind, TrainedHead, TrainHeadOptions } from '../train/features.ts';
+import { type CrossValidation, CV_FOLDS, crossValidate } from '../train/cross-validate.ts';
+import type { EpochLog, HeadKind, TrainedHead, TrainHeadOptions } from '../train/features.ts';
 import { accuracy, argmaxRows, confusionMatrix } from '../train/metrics.ts';
-import { trainHead } from '../train/trainer.ts';
+import { HEAD_DEFAULTS, trainHead } from '../train/trainer.ts';
 import { InternalError, opt, UsageError, type Warning, words } from '../util/errors.ts';
 import { checkRange } from '../util/options.ts';
 import { checkAbort, type ProgressCallback } from '../util/progress.ts';
@@ -28,7 +29,21 @@ import { versions } from '../util/versions.ts';
 import { type SweepRow, sweep, sweepCandidates } from './autocut.ts';
 import { checkSplit, duplicateWarnings, listingWarnings, preflight } from './checks.ts';
 import { type Extracted, extractFeatures, featureSet, type RunnerFactory, trainingSet } from './extract.ts';
-import { type ParameterOutcome, planParameter, type TransferSettings, trainParameter } from './parameter.ts';
+import {
+  type DuplicateReport,
+  duplicatesOf,
+  LABEL_ISSUES_MAX_IMAGES,
+  type LabelIssueReport,
+  labelIssuesOf,
+} from './findings.ts';
+import {
+  type ParameterOutcome,
+  planParameter,
+  type StageLog,
+  type StageName,
+  type TransferSettings,
+  trainParameter,
+} from './parameter.ts';
 
 /** The head's settings, documented (with their defaults) on TrainHeadOptions. */
 type HeadSettings = Pick<TrainHeadOptions, 'head' | 'epochs' | 'lr' | 'batchSize' | 'seed' | 'patience'>;
@@ -60,6 +75,14 @@ export interface TrainOptions extends BaseOptions, TransferSettings, HeadSetting
   threads?: number;
   /** Activation cache folder (default: GRAFT_CACHE_DIR or the user's cache directory). */
   cacheDir?: string;
+  /** Rank likely label errors of the training images from out-of-fold probabilities (feature and auto modes).
+   *  Default: on up to LABEL_ISSUES_MAX_IMAGES training images. */
+  findLabelIssues?: boolean;
+  /** Look for near-duplicate images (and leaks between training and validation) in the features. Default true. */
+  findDuplicates?: boolean;
+  /** Cosine similarity of centred features from which two images count as near duplicates (default 0.95, see
+   *  train/duplicates.ts). */
+  duplicateThreshold?: number;
   onProgress?: ProgressCallback;
   /** Called as soon as something is noticed that does not stop the job (all of them are also in the result). */
   onWarning?: (w: Warning) => void;
@@ -68,15 +91,46 @@ export interface TrainOptions extends BaseOptions, TransferSettings, HeadSetting
 
 export type TrainMode = 'feature' | 'auto' | 'parameter';
 
+/** How the choices of a run (epochs, cut) were scored, and on what. */
+export interface Selection {
+  /** e.g. '5-fold cross-validation on the training images', 'early stopping on the validation set'. */
+  method: string;
+  /** What was chosen on that score. */
+  chose: string[];
+  /** The score the choices were made on (mean held-out accuracy). It chose, so it flatters. */
+  score: number;
+  /** Standard deviation over folds, for cross-validation. */
+  sd?: number;
+  /** true when the validation images took part in a choice: then `valAccuracy` is optimistic too. */
+  usedValidation: boolean;
+}
+
+/** One training stage (head, tail, fine-tune) as it went. */
+export interface StageSummary {
+  stage: StageName;
+  epochs: number;
+  /** The epoch whose weights were kept (0: the stage kept the weights it started with). */
+  bestEpoch: number;
+  lr: number;
+  valAccuracy?: number;
+  valLoss?: number;
+  seconds: number;
+}
+
 export interface TrainResult {
   mode: TrainMode;
   /** The cut search table (mode 'auto'). */
   sweep?: SweepRow[];
   sweepMethod?: string;
+  /** Accuracy on the validation images. Used to choose nothing unless `selection.usedValidation`. */
   valAccuracy: number | null;
+  /** The score the run's choices were made on, and how (see Selection). */
+  selection?: Selection;
   trainAccuracy: number;
   trainImages: number;
   valImages: number;
+  /** Images per class (in the order of `classes`) in each split. */
+  classCounts: { train: number[]; val: number[] };
   /** Augmentation views added to the training rows. */
   augment: Augment;
   classes: string[];
@@ -91,7 +145,8 @@ export interface TrainResult {
   engine: string;
   epochs: number;
   bestEpoch: number;
-  seconds: { total: number; extract: number; train: number; export: number };
+  /** Wall seconds: `train` includes `select` (cross-validation or the cut search); `find`: label issues and duplicates. */
+  seconds: { total: number; extract: number; select: number; train: number; find: number; export: number };
   /** Activation cache use; `damaged`: entries that failed their check, deleted and recomputed (reported once). */
   cache: { hits: number; misses: number; damaged: DamagedEntry[] };
   /** Trunk forward calls made (0 on a warm cache); one call serves every cut of a sweep. */
@@ -99,7 +154,13 @@ export interface TrainResult {
   skipped: Skipped[];
   /** What was noticed that did not stop the job: validation data that is training data, one image in two classes… */
   warnings: Warning[];
-  history: TrainedHead['history'];
+  /** Every epoch of every stage, in order; `epoch` restarts at 1 for each stage. */
+  history: StageLog[];
+  stages: StageSummary[];
+  /** Likely label errors among the training images, most likely first (feature and auto modes). */
+  labelIssues?: LabelIssueReport[];
+  /** Near-duplicate pairs among training and validation images, most similar first (feature and auto modes). */
+  duplicates?: DuplicateReport[];
   /** Parameter transfer / fine-tuning: the split of each stage and how it went. */
   parameter?: {
     /** Head input (the layer whose pooled output the head reads). */
@@ -111,7 +172,7 @@ export interface TrainResult {
     /** Why a stage trained on TF.js although ONNX Runtime was preferred. */
     notes: Warning[];
   };
-  /** Validation images with the class probabilities the in-training model gave them (parameter mode and fine-tuning). */
+  /** Validation images with the class probabilities the trained model gives them. */
   valPredictions?: { file: string; label: string; probabilities: number[] }[];
   out?: string;
 }
@@ -249,11 +310,29 @@ function runFacts(base: Base, data: PreparedData, engine: string, trainSeconds: 
     baseFallback: base.fallback,
     baseRepaired: base.repaired,
     engine: data.train.engine ?? engine,
-    seconds: { total: 0, extract: data.extractSeconds, train: trainSeconds, export: 0 },
+    seconds: { total: 0, extract: data.extractSeconds, select: 0, train: trainSeconds, find: 0, export: 0 },
     cache: { hits: data.train.hits, misses: data.train.misses, damaged: data.train.damaged },
     trunkCalls: data.train.trunkCalls,
     skipped: data.skipped,
+    classCounts: {
+      train: countLabels(data.train.samples, data.classes),
+      val: countLabels(data.val?.samples ?? [], data.classes),
+    },
   };
+}
+
+function countLabels(samples: Sample[], classes: string[]): number[] {
+  const counts = classes.map(() => 0);
+  for (const s of samples) counts[classes.indexOf(s.label)]++;
+  return counts;
+}
+
+function valPredictionsOf(samples: Sample[], proba: Float32Array, numClasses: number): TrainResult['valPredictions'] {
+  return samples.map((s, i) => ({
+    file: s.file,
+    label: s.label,
+    probabilities: Array.from(proba.subarray(i * numClasses, (i + 1) * numClasses)),
+  }));
 }
 
 export async function train(o: TrainOptions): Promise<TrainResult> {
@@ -305,7 +384,6 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
       cuts: candidates,
       train: candidates.map((_, c) => featureSet(data.train, c, data.classes)),
       augmented: data.augmented.map((a) => candidates.map((_, c) => featureSet(a, c, data.classes))),
-      val: data.val ? candidates.map((_, c) => featureSet(data.val!, c, data.classes)) : undefined,
       numClasses: data.classes.length,
       head: { head: o.head, epochs: o.epochs, lr: o.lr, batchSize: o.batchSize, seed: o.seed, patience: o.patience },
       seed: o.seed ?? 42,
@@ -318,14 +396,44 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
   const cut = candidates[chosen].cut;
   const trainSet = trainingSet(data, chosen);
   const valSet = data.val ? featureSet(data.val, chosen, data.classes) : undefined;
-
-  const headOptions: TrainHeadOptions = {
+  const plainTrain = featureSet(data.train, chosen, data.classes);
+  const headSettings = {
     head: o.head,
     epochs: o.epochs,
     lr: o.lr,
     batchSize: o.batchSize,
     seed: o.seed,
     patience: o.patience,
+  };
+  // The number of epochs (and in auto mode the cut) is chosen by cross-validation on the training images, so the
+  // validation images only measure. Its out-of-fold probabilities also feed the label-issue finder.
+  const cv: CrossValidation | undefined =
+    sweepResult?.cv ??
+    (plainTrain.n >= 2
+      ? await crossValidate(
+          plainTrain,
+          data.augmented.map((a) => featureSet(a, chosen, data.classes)),
+          data.classes.length,
+          headSettings,
+          { k: CV_FOLDS, seed: o.seed ?? 42, signal: o.signal },
+        )
+      : undefined);
+  const selectSeconds = (performance.now() - t1) / 1000;
+  const selection: Selection | undefined = cv
+    ? {
+        method: `${cv.folds}-fold cross-validation on the training images`,
+        chose: mode === 'auto' ? ['cut', 'epochs'] : ['epochs'],
+        score: cv.score,
+        sd: cv.sd,
+        usedValidation: false,
+      }
+    : valSet
+      ? { method: 'early stopping on the validation set', chose: ['epochs'], score: Number.NaN, usedValidation: true }
+      : undefined;
+
+  const headOptions: TrainHeadOptions = {
+    ...headSettings,
+    ...(cv ? { epochs: cv.epochs, earlyStopping: false } : {}),
     signal: o.signal,
     onEpoch: (log, total) =>
       o.onProgress?.({
@@ -342,15 +450,33 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
   o.onProgress?.({ phase: 'train', done: head.history.length, total: head.history.length });
 
   // Training accuracy is measured on the images as they are, not on their augmented views.
-  const plainTrain = featureSet(data.train, chosen, data.classes);
   const trainAcc = accuracy(head.predictProba(plainTrain.x, plainTrain.n), plainTrain.y, data.classes.length);
   let valAccuracy: number | null = null;
   let confusion: number[][] | undefined;
-  if (valSet) {
+  let valPredictions: TrainResult['valPredictions'];
+  if (valSet && data.val) {
     const p = head.predictProba(valSet.x, valSet.n);
     valAccuracy = accuracy(p, valSet.y, data.classes.length);
     confusion = confusionMatrix(argmaxRows(p, valSet.n, data.classes.length), valSet.y, data.classes.length);
+    valPredictions = valPredictionsOf(data.val.samples, p, data.classes.length);
   }
+  if (selection?.usedValidation) selection.score = valAccuracy ?? Number.NaN;
+
+  const tFind = performance.now();
+  const wantIssues = o.findLabelIssues ?? data.train.samples.length <= LABEL_ISSUES_MAX_IMAGES;
+  const labelIssues = wantIssues && cv ? labelIssuesOf(cv, data.train.samples, data.classes) : undefined;
+  const duplicates =
+    (o.findDuplicates ?? true)
+      ? await duplicatesOf(
+          [
+            { split: 'train', samples: data.train.samples, x: plainTrain.x },
+            ...(data.val && valSet ? [{ split: 'val' as const, samples: data.val.samples, x: valSet.x }] : []),
+          ],
+          plainTrain.dim,
+          o.duplicateThreshold,
+        )
+      : undefined;
+  const findSeconds = (performance.now() - tFind) / 1000;
 
   const t2 = performance.now();
   const result: Trained = {
@@ -358,6 +484,7 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
     sweep: sweepResult?.rows,
     sweepMethod: sweepResult?.method,
     valAccuracy,
+    selection,
     trainAccuracy: trainAcc,
     trainImages: data.train.samples.length,
     valImages: valSet?.n ?? 0,
@@ -366,8 +493,16 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
     head: head.kind,
     epochs: head.history.length,
     bestEpoch: head.bestEpoch,
-    history: head.history,
+    history: head.history.map((l) => ({ ...l, stage: 'head' as const })),
+    stages: [
+      stageSummary('head', o.lr ?? HEAD_DEFAULTS.lr, head.history, head.bestEpoch, trainSeconds - selectSeconds),
+    ],
+    labelIssues,
+    duplicates,
+    valPredictions,
   };
+  result.seconds.select = selectSeconds;
+  result.seconds.find = findSeconds;
   try {
     if (o.out) {
       await exportTrained(o.out, base, cut, head, data.classes, result, o, confusion);
@@ -427,6 +562,16 @@ async function trainParameterMode(
     const result: Trained = {
       mode,
       valAccuracy: outcome.valAccuracy,
+      // The stages stop early on the validation loss: that set chose the epochs and its score is not independent.
+      selection:
+        outcome.valAccuracy !== null
+          ? {
+              method: 'early stopping on the validation set',
+              chose: outcome.stages.map((s) => `${s.stage} epochs`),
+              score: outcome.valAccuracy,
+              usedValidation: true,
+            }
+          : undefined,
       trainAccuracy: outcome.trainAccuracy,
       trainImages: data.train.samples.length,
       valImages: valSamples.length,
@@ -436,6 +581,7 @@ async function trainParameterMode(
       epochs: outcome.history.length,
       bestEpoch: outcome.bestEpoch,
       history: outcome.history,
+      stages: outcome.stages,
       parameter: {
         top: plan.top,
         unfreezeFrom: plan.unfreezeFrom,
@@ -444,13 +590,7 @@ async function trainParameterMode(
         stages: outcome.stages,
         notes: outcome.notes,
       },
-      valPredictions: outcome.valProbabilities
-        ? valSamples.map((s, i) => ({
-            file: s.file,
-            label: s.label,
-            probabilities: Array.from(outcome.valProbabilities!.subarray(i * C, (i + 1) * C)),
-          }))
-        : undefined,
+      valPredictions: outcome.valProbabilities ? valPredictionsOf(valSamples, outcome.valProbabilities, C) : undefined,
     };
     if (o.out) {
       await exportTrained(o.out, base, plan.top, head, data.classes, result, o, outcome.confusion);
@@ -499,6 +639,7 @@ async function exportTrained(
     headData: knn || foreign ? head.toJSON() : undefined,
     metrics: {
       valAccuracy: r.valAccuracy,
+      selection: r.selection,
       trainAccuracy: r.trainAccuracy,
       valImages: r.valImages,
       trainImages: r.trainImages,
@@ -511,6 +652,7 @@ async function exportTrained(
       augment: r.augment,
       epochs: r.epochs,
       bestEpoch: r.bestEpoch,
+      stages: r.stages,
       lr: o.lr,
       batchSize: o.batchSize,
       seed: o.seed ?? 42,
@@ -533,4 +675,15 @@ async function exportTrained(
     // The stitched model shares the base's layers (released with the base) but owns the head's: release those here.
     for (const layer of model.layers) if (layer.name.startsWith('graft_head')) layer.dispose();
   }
+}
+
+function stageSummary(
+  stage: StageName,
+  lr: number,
+  logs: EpochLog[],
+  bestEpoch: number,
+  seconds: number,
+): StageSummary {
+  const b = logs[bestEpoch - 1];
+  return { stage, epochs: logs.length, bestEpoch, lr, valAccuracy: b?.valAccuracy, valLoss: b?.valLoss, seconds };
 }

@@ -140,12 +140,13 @@ export function trainCommand(): Command {
       );
     printSkipped(f, result.skipped);
     if (f.json) {
-      const { history, valPredictions, warnings, ...rest } = result;
+      // Per-image validation probabilities are in the report (mistakes); the line stays readable without them.
+      const { valPredictions, warnings, ...rest } = result;
       return printJson({
         ...rest,
         ...(rest.parameter ? { parameter: { ...rest.parameter, notes: jsonWarnings(rest.parameter.notes) } } : {}),
         warnings: jsonWarnings(warnings),
-        epochsRun: history.length,
+        epochsRun: result.history.length,
       });
     }
     if (result.sweep) {
