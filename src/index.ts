@@ -15,6 +15,13 @@ import {
   type OnnxBase,
 } from './base/base.ts';
 import { type BaseInspection, inspectBase } from './base/inspect.ts';
+import { trainReportData } from './report/data.ts';
+import { writeReport } from './report/write.ts';
+import {
+  train as trainModel,
+  type TrainOptions as WorkflowTrainOptions,
+  type TrainResult as WorkflowTrainResult,
+} from './workflows/train.ts';
 
 export { BUNDLED } from './base/bundled.ts';
 export type { CutPoint, TrunkSource } from './base/graph.ts';
@@ -61,8 +68,41 @@ export {
   renderWords,
   UsageError,
 } from './util/errors.ts';
+export type { Mistake, ReportData } from './report/data.ts';
+export { evaluationReportData, REPORT_HTML, REPORT_JSON, trainReportData } from './report/data.ts';
+export { type ReportSection, renderReport, reportSections } from './report/render.ts';
+export { readReportData, writeReport } from './report/write.ts';
 export { writeDemoDataset } from './workflows/demo.ts';
 export type { Extracted, ExtractOptions } from './workflows/extract.ts';
 export { extractFeatures } from './workflows/extract.ts';
-export type { TrainOptions, TrainResult } from './workflows/train.ts';
-export { prepareData, train } from './workflows/train.ts';
+export type { DuplicateReport, LabelIssueReport } from './workflows/findings.ts';
+export type { Selection, StageSummary } from './workflows/train.ts';
+export { prepareData } from './workflows/train.ts';
+
+export interface TrainOptions extends WorkflowTrainOptions {
+  /** Write report.html (and report.json, its data) into the model folder `out`. Default true. */
+  report?: boolean;
+  /** The command line shown in the report as the way to reproduce the run (default: rebuilt from the options). */
+  command?: string;
+}
+
+export interface TrainResult extends WorkflowTrainResult {
+  /** The report written into the model folder. */
+  report?: string;
+  seconds: WorkflowTrainResult['seconds'] & { report?: number };
+}
+
+/**
+ * Trains a model (see TrainOptions) and, when `out` is given, writes the model folder with its report: curves,
+ * confusion matrix, cut search, mistakes, label issues, near duplicates and an accuracy that chose nothing.
+ */
+export async function train(o: TrainOptions): Promise<TrainResult> {
+  const r: TrainResult = await trainModel(o);
+  if (r.out && o.report !== false) {
+    const t = performance.now();
+    r.report = await writeReport(trainReportData(r, o), { dir: r.out });
+    r.seconds.report = (performance.now() - t) / 1000;
+    r.seconds.total += r.seconds.report;
+  }
+  return r;
+}

@@ -11,6 +11,7 @@ import { modelsCommand } from './models/index.ts';
 import { printJson, reportError } from './output.ts';
 import { predictCommand } from './predict/index.ts';
 import { serveCommand } from './serve/index.ts';
+import { reportCommand } from './report/index.ts';
 import { trainCommand } from './train/index.ts';
 
 const program = new Command('graft')
@@ -29,6 +30,7 @@ for (const cmd of [
   cacheCommand(),
   demoCommand(),
   serveCommand(),
+  reportCommand(),
 ])
   program.addCommand(cmd.exitOverride());
 

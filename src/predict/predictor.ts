@@ -195,6 +195,8 @@ export interface Evaluation {
   confusion: number[][];
   labels: string[];
   skipped: Skipped[];
+  /** Each image's label and class probabilities (in the order of `labels`). */
+  predictions: { file: string; label: string; probabilities: number[] }[];
 }
 
 /** Accuracy, per-class precision/recall and the confusion matrix of a model on a labelled data set. */
@@ -243,5 +245,10 @@ export async function evaluateModel(
     confusion,
     labels,
     skipped,
+    predictions: r.predictions.map((p, i) => ({
+      file: p.file,
+      label: labelOf.get(p.file)!,
+      probabilities: Array.from(r.probabilities[i]),
+    })),
   };
 }

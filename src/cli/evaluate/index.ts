@@ -1,7 +1,9 @@
+import path from 'node:path';
 import { Command } from 'commander';
 import { parseEngine } from '../../engines/engine-choice.ts';
-import { evaluateModel, Predictor } from '../../index.ts';
-import { type GlobalOptions, printJson, progressBars } from '../output.ts';
+import { evaluateModel, evaluationReportData, Predictor, writeReport } from '../../index.ts';
+import { commandLine } from '../../report/data.ts';
+import { type GlobalOptions, printJson, progressBars, say } from '../output.ts';
 import { printSkipped } from '../shared-options.ts';
 
 export function evaluateCommand(): Command {
@@ -10,12 +12,25 @@ export function evaluateCommand(): Command {
     .argument('<model>', 'model folder written by `graft train --out`')
     .argument('<data>', 'folder with one sub-folder per class, or a CSV of path,label')
     .option('--engine <engine>', 'what runs the network: auto (ONNX Runtime when it loads), onnx or wasm', 'auto')
+    .option('--report <file>', 'also write an HTML report (accuracy with its interval, confusion matrix, mistakes)')
     .option('--json', 'print one JSON object on the last line')
-    .action(async (model: string, data: string, f: GlobalOptions & { engine?: string }) => {
+    .action(async (model: string, data: string, f: GlobalOptions & { engine?: string; report?: string }) => {
+      const t0 = performance.now();
       const predictor = await Predictor.load(model, { engine: parseEngine(f.engine) });
-      const r = await evaluateModel(predictor, data, { onProgress: progressBars(f) });
+      const { predictions, ...r } = await evaluateModel(predictor, data, { onProgress: progressBars(f) });
       printSkipped(f, r.skipped);
-      if (f.json) return printJson({ ...r, engine: predictor.engine });
+      let report: string | undefined;
+      if (f.report) {
+        const content = evaluationReportData(
+          { ...r, predictions, engine: predictor.engine, seconds: (performance.now() - t0) / 1000 },
+          { dir: path.resolve(model), metadata: predictor.metadata },
+          data,
+          commandLine(process.argv.slice(2)),
+        );
+        report = await writeReport(content, { html: f.report });
+        say(f, `report: ${report}`);
+      }
+      if (f.json) return printJson({ ...r, engine: predictor.engine, report });
       const w = Math.max(8, ...r.labels.map((l) => l.length)) + 2;
       const out = [
         `accuracy ${r.accuracy.toFixed(4)} on ${r.images} images`,

@@ -1,6 +1,8 @@
 import { Command } from 'commander';
 import { train } from '../../index.ts';
 import { interruptSignal } from '../interrupt.ts';
+import { commandLine } from '../../report/data.ts';
+import { wilsonInterval } from '../../train/metrics.ts';
 import {
   fallbackLine,
   type GlobalOptions,
@@ -39,6 +41,10 @@ interface TrainFlags extends GlobalOptions {
   fineTuneEpochs?: string;
   trainBn?: boolean;
   augment?: string;
+  report?: boolean;
+  findLabelIssues?: boolean;
+  findDuplicates?: boolean;
+  duplicateThreshold?: string;
 }
 
 export function trainCommand(): Command {
@@ -96,7 +102,18 @@ export function trainCommand(): Command {
       'auto',
     )
     .option('--threads <n>', 'ONNX Runtime threads for extraction and training (default: every core)')
-    .option('-o, --out <dir>', 'write the trained model folder here')
+    .option('-o, --out <dir>', 'write the trained model folder here (with report.html)')
+    .option('--no-report', 'do not write report.html and report.json into the model folder')
+    .option(
+      '--find-label-issues',
+      'rank likely label errors of the training images (default: on up to 20,000 training images)',
+    )
+    .option('--no-find-label-issues', 'do not look for label errors')
+    .option('--no-find-duplicates', 'do not look for near-duplicate images and leaks')
+    .option(
+      '--duplicate-threshold <cosine>',
+      'similarity from which two images count as near duplicates (default 0.95)',
+    )
     .option('--json', 'print one JSON object on the last line');
   baseOptions(cmd, { withBase: true });
   return cmd.action(async (data: string, f: TrainFlags) => {
@@ -127,6 +144,11 @@ export function trainCommand(): Command {
       engine: f.engine as 'auto' | 'onnx' | 'wasm',
       threads: number('threads', f.threads),
       out: f.out,
+      report: f.report,
+      findLabelIssues: f.findLabelIssues,
+      findDuplicates: f.findDuplicates,
+      duplicateThreshold: number('--duplicate-threshold', f.duplicateThreshold),
+      command: commandLine(process.argv.slice(2)),
       onProgress: progressBars(f),
       signal: interruptSignal(),
       onWarning: printWarning,
@@ -190,15 +212,42 @@ export function trainCommand(): Command {
         f,
         `activation cache: ${damaged.length} damaged entr${damaged.length === 1 ? 'y' : 'ies'} deleted and recomputed (${damaged[0].file}: ${damaged[0].reason}${damaged.length > 1 ? ', …' : ''})`,
       );
-    say(
-      f,
-      `train accuracy ${result.trainAccuracy.toFixed(3)}${result.valAccuracy !== null ? `, validation accuracy ${result.valAccuracy.toFixed(3)}` : ''} (best epoch ${result.bestEpoch} of ${result.epochs})`,
-    );
+    say(f, `train accuracy ${result.trainAccuracy.toFixed(3)} (kept epoch ${result.bestEpoch} of ${result.epochs})`);
+    if (result.valAccuracy !== null) {
+      const correct = Math.round(result.valAccuracy * result.valImages);
+      const ci = wilsonInterval(correct, result.valImages);
+      const used = result.selection?.usedValidation
+        ? ' (also chose the stopping epoch: optimistic)'
+        : ' (chose nothing)';
+      say(
+        f,
+        `validation accuracy ${result.valAccuracy.toFixed(3)} (${correct}/${result.valImages}, 95% interval ${ci.low.toFixed(3)}-${ci.high.toFixed(3)})${used}`,
+      );
+    }
+    const sel = result.selection;
+    if (sel && !sel.usedValidation)
+      say(
+        f,
+        `selection score ${sel.score.toFixed(3)} ± ${(sel.sd ?? 0).toFixed(3)} (${sel.method}; chose ${sel.chose.join(', ')})`,
+      );
+    if (result.labelIssues)
+      say(
+        f,
+        `label issues: ${result.labelIssues.length} likely label error${result.labelIssues.length === 1 ? '' : 's'} among the training images`,
+      );
+    if (result.duplicates) {
+      const leaks = result.duplicates.filter((d) => d.leak).length;
+      say(
+        f,
+        `near duplicates: ${result.duplicates.length} pair${result.duplicates.length === 1 ? '' : 's'}, ${leaks} between training and validation`,
+      );
+    }
     const s = result.seconds;
     say(
       f,
-      `time ${s.total.toFixed(1)} s (extract ${s.extract.toFixed(1)}, train ${s.train.toFixed(1)}, export ${s.export.toFixed(1)})`,
+      `time ${s.total.toFixed(1)} s (extract ${s.extract.toFixed(1)}, train ${s.train.toFixed(1)} of which selection ${s.select.toFixed(1)}, find ${s.find.toFixed(1)}, export ${s.export.toFixed(1)}${s.report !== undefined ? `, report ${s.report.toFixed(1)}` : ''})`,
     );
     if (result.out) say(f, `model written to ${result.out}`);
+    if (result.report) say(f, `report: ${result.report}`);
   });
 }

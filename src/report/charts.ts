@@ -1,0 +1,173 @@
+/**
+ * @file The report's charts: Vega-Lite specifications compiled to Vega and rendered to SVG strings in Node (renderer
+ * 'none', no browser, no canvas). The SVG is inlined in the page, so opening it needs no script and no network. vega is
+ * loaded on first use only: other commands never pay for it.
+ */
+import type { SweepRow } from '../workflows/autocut.ts';
+import type { StageLog } from '../workflows/parameter.ts';
+import type { StageSummary } from '../workflows/train.ts';
+
+// biome-ignore lint/suspicious/noExplicitAny: vega-lite's TopLevelSpec is a deep union; specs are checked by compiling.
+type Spec = Record<string, any>;
+
+const FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, sans-serif';
+const CONFIG = {
+  font: FONT,
+  view: { stroke: '#ddd' },
+  axis: { labelFontSize: 11, titleFontSize: 12, gridColor: '#eee' },
+  legend: { labelFontSize: 11, titleFontSize: 12 },
+  header: { labelFontSize: 12, titleFontSize: 12 },
+};
+
+let modules: Promise<[typeof import('vega'), typeof import('vega-lite')]> | undefined;
+
+/** Compiles a Vega-Lite spec and renders it to an SVG string. */
+export async function renderSvg(spec: Spec): Promise<string> {
+  modules ??= Promise.all([import('vega'), import('vega-lite')]);
+  const [vega, vl] = await modules;
+  const compiled = vl.compile({ $schema: undefined, config: CONFIG, ...spec } as never).spec;
+  const view = new vega.View(vega.parse(compiled), { renderer: 'none' });
+  try {
+    return await view.toSVG();
+  } finally {
+    view.finalize();
+  }
+}
+
+/** Loss and accuracy per epoch, training and validation, one column per stage; the kept epoch marked by a rule. */
+export function curvesSpec(history: StageLog[], stages: StageSummary[]): Spec {
+  const best = new Map(stages.map((s) => [s.stage, s.bestEpoch]));
+  const values = history.flatMap((l) => {
+    const common = { stage: l.stage, epoch: l.epoch, best: best.get(l.stage) ?? 0 };
+    const rows = [
+      { ...common, metric: 'loss', split: 'training', value: l.loss },
+      { ...common, metric: 'accuracy', split: 'training', value: l.accuracy },
+    ];
+    if (l.valLoss !== undefined) rows.push({ ...common, metric: 'loss', split: 'validation', value: l.valLoss });
+    if (l.valAccuracy !== undefined)
+      rows.push({ ...common, metric: 'accuracy', split: 'validation', value: l.valAccuracy });
+    return rows;
+  });
+  const order = stages.map((s) => s.stage);
+  return {
+    data: { values },
+    facet: {
+      row: { field: 'metric', type: 'nominal', sort: ['loss', 'accuracy'], title: null },
+      column: {
+        field: 'stage',
+        type: 'nominal',
+        sort: order,
+        title: null,
+        header: { labelExpr: "'stage: ' + datum.label" },
+      },
+    },
+    spec: {
+      width: stages.length > 1 ? 260 : 520,
+      height: 150,
+      layer: [
+        {
+          mark: { type: 'line', point: { size: 18 } },
+          encoding: {
+            x: { field: 'epoch', type: 'quantitative', axis: { tickMinStep: 1 }, title: 'epoch' },
+            y: { field: 'value', type: 'quantitative', scale: { zero: false }, title: null },
+            color: {
+              field: 'split',
+              type: 'nominal',
+              scale: { domain: ['training', 'validation'], range: ['#4c78a8', '#e45756'] },
+              title: null,
+            },
+          },
+        },
+        {
+          transform: [{ filter: "datum.epoch === datum.best && datum.split === 'training'" }],
+          mark: { type: 'rule', strokeDash: [4, 3], color: '#555' },
+          encoding: { x: { field: 'epoch', type: 'quantitative' } },
+        },
+      ],
+    },
+    resolve: { scale: { x: 'independent', y: 'independent' } },
+  };
+}
+
+/** Cross-validated score ± sd per cut, deep cuts on the left, the chosen one highlighted. */
+export function sweepSpec(rows: SweepRow[]): Spec {
+  const values = rows.map((r) => ({
+    cut: r.cut,
+    depth: r.depth,
+    score: r.score,
+    low: Math.max(0, r.score - r.sd),
+    high: Math.min(1, r.score + r.sd),
+    chosen: r.chosen ? 'chosen' : 'candidate',
+  }));
+  const x = {
+    field: 'cut',
+    type: 'ordinal',
+    sort: { field: 'depth', order: 'descending' },
+    title: 'cut (deeper in the network to the left)',
+    axis: { labelAngle: -40 },
+  };
+  return {
+    data: { values },
+    width: Math.max(360, 44 * rows.length),
+    height: 220,
+    layer: [
+      {
+        mark: { type: 'rule', color: '#999' },
+        encoding: { x, y: { field: 'low', type: 'quantitative' }, y2: { field: 'high' } },
+      },
+      {
+        mark: { type: 'point', filled: true, size: 70 },
+        encoding: {
+          x,
+          y: { field: 'score', type: 'quantitative', scale: { zero: false }, title: 'cross-validated accuracy ± sd' },
+          color: {
+            field: 'chosen',
+            type: 'nominal',
+            scale: { domain: ['candidate', 'chosen'], range: ['#4c78a8', '#e45756'] },
+            title: null,
+          },
+        },
+      },
+    ],
+  };
+}
+
+/** counts[true][predicted] as a heat map with the counts written in. */
+export function confusionSpec(confusion: number[][], classes: string[]): Spec {
+  const values = confusion.flatMap((row, t) =>
+    row.map((count, p) => ({ actual: classes[t], predicted: classes[p], count })),
+  );
+  const max = Math.max(1, ...values.map((v) => v.count));
+  const cell = Math.max(28, Math.min(70, Math.floor(420 / Math.max(1, classes.length))));
+  const enc = {
+    x: { field: 'predicted', type: 'nominal', sort: classes, title: 'predicted', axis: { labelAngle: -40 } },
+    y: { field: 'actual', type: 'nominal', sort: classes, title: 'true class' },
+  };
+  return {
+    data: { values },
+    width: cell * classes.length,
+    height: cell * classes.length,
+    layer: [
+      {
+        mark: 'rect',
+        encoding: {
+          ...enc,
+          color: {
+            field: 'count',
+            type: 'quantitative',
+            scale: { scheme: 'blues', domain: [0, max] },
+            title: 'images',
+          },
+        },
+      },
+      {
+        mark: { type: 'text', fontSize: classes.length > 12 ? 9 : 12 },
+        encoding: {
+          ...enc,
+          text: { field: 'count', type: 'quantitative' },
+          color: { condition: { test: `datum.count > ${max / 2}`, value: 'white' }, value: '#222' },
+        },
+      },
+    ],
+  };
+}
