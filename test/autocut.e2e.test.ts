@@ -36,7 +36,7 @@ test('--mode auto scores every candidate from ONE trunk pass, picks one, and exp
   );
   assert.equal(r.sweep!.filter((s) => s.chosen).length, 1);
   assert.equal(r.sweep!.find((s) => s.chosen)!.cut, r.cut);
-  // 24 images, k-fold because there is no validation set of 100: 5 heads per cut
+  // cuts are always scored by 5-fold cross-validation on the training images: 5 heads per cut
   assert.equal(r.sweepMethod, '5-fold');
   for (const row of r.sweep!) {
     assert.ok(row.score >= 0 && row.score <= 1);

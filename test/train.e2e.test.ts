@@ -30,7 +30,7 @@ test('train exports one model that plain @tensorflow/tfjs loads over http and th
   assert.equal(r.trainImages + r.valImages, 42);
   assert.ok(r.valImages > 0);
   assert.ok(r.trainAccuracy >= 0.9, `train accuracy ${r.trainAccuracy}`);
-  assert.deepEqual(readdirSync(out).sort(), ['graft.json', 'model.json', 'weights.bin']);
+  assert.deepEqual(readdirSync(out).sort(), ['graft.json', 'model.json', 'report.html', 'report.json', 'weights.bin']);
   const meta = JSON.parse(readFileSync(path.join(out, 'graft.json'), 'utf8'));
   assert.deepEqual(meta.labels, ['blue', 'green', 'red']);
   assert.equal(meta.cut, 'top_relu');
