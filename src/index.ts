@@ -15,6 +15,7 @@ import {
   type OnnxBase,
 } from './base/base.ts';
 import { type BaseInspection, inspectBase } from './base/inspect.ts';
+import { startCharts, stopCharts } from './report/charts.ts';
 import { trainReportData } from './report/data.ts';
 import { writeReport } from './report/write.ts';
 import {
@@ -97,12 +98,19 @@ export interface TrainResult extends WorkflowTrainResult {
  * confusion matrix, cut search, mistakes, label issues, near duplicates and an accuracy that chose nothing.
  */
 export async function train(o: TrainOptions): Promise<TrainResult> {
-  const r: TrainResult = await trainModel(o);
-  if (r.out && o.report !== false) {
-    const t = performance.now();
-    r.report = await writeReport(trainReportData(r, o), { dir: r.out });
-    r.seconds.report = (performance.now() - t) / 1000;
-    r.seconds.total += r.seconds.report;
+  const wantReport = o.out !== undefined && o.report !== false;
+  // The chart renderer loads vega on a worker thread while the model trains.
+  if (wantReport) startCharts();
+  try {
+    const r: TrainResult = await trainModel(o);
+    if (r.out && wantReport) {
+      const t = performance.now();
+      r.report = await writeReport(trainReportData(r, o), { dir: r.out });
+      r.seconds.report = (performance.now() - t) / 1000;
+      r.seconds.total += r.seconds.report;
+    }
+    return r;
+  } finally {
+    if (wantReport) await stopCharts();
   }
-  return r;
 }

@@ -1,8 +1,9 @@
 /**
  * @file The report's charts: Vega-Lite specifications compiled to Vega and rendered to SVG strings in Node (renderer
- * 'none', no browser, no canvas). The SVG is inlined in the page, so opening it needs no script and no network. vega is
- * loaded on first use only: other commands never pay for it.
+ * 'none', no browser, no canvas) on a worker thread (svg-worker.mjs). The SVG is inlined in the page, so opening it
+ * needs no script and no network. vega is loaded only when a report is made: other commands never pay for it.
  */
+import { Worker } from 'node:worker_threads';
 import type { SweepRow } from '../workflows/autocut.ts';
 import type { StageLog } from '../workflows/parameter.ts';
 import type { StageSummary } from '../workflows/train.ts';
@@ -19,18 +20,54 @@ const CONFIG = {
   header: { labelFontSize: 12, titleFontSize: 12 },
 };
 
-let modules: Promise<[typeof import('vega'), typeof import('vega-lite')]> | undefined;
+let worker: Worker | undefined;
+let pending = new Map<number, { resolve: (svg: string) => void; reject: (e: Error) => void }>();
+let nextId = 0;
 
-/** Compiles a Vega-Lite spec and renders it to an SVG string. */
+/**
+ * Starts the chart renderer (a worker thread that loads vega and vega-lite) ahead of need, so that loading them overlaps
+ * with training instead of following it. Safe to call more than once; `stopCharts` ends it.
+ */
+export function startCharts(): void {
+  if (worker) return;
+  // execArgv [] keeps tsx out of the worker: it runs one plain .mjs file.
+  worker = new Worker(new URL('./svg-worker.mjs', import.meta.url), { execArgv: [] });
+  worker.unref();
+  const failAll = (e: Error) => {
+    for (const p of pending.values()) p.reject(e);
+    pending = new Map();
+  };
+  worker.on('message', (m: { id: number; svg?: string; error?: string }) => {
+    const p = pending.get(m.id);
+    pending.delete(m.id);
+    if (m.error !== undefined) p?.reject(new Error(`chart: ${m.error}`));
+    else p?.resolve(m.svg ?? '');
+  });
+  worker.on('error', failAll);
+  worker.on('exit', () => {
+    failAll(new Error('chart renderer stopped'));
+    worker = undefined;
+  });
+}
+
+/** Ends the chart renderer started by startCharts. */
+export async function stopCharts(): Promise<void> {
+  const w = worker;
+  worker = undefined;
+  await w?.terminate();
+}
+
+/** Compiles a Vega-Lite spec and renders it to an SVG string (on the chart renderer, started here if need be). */
 export async function renderSvg(spec: Spec): Promise<string> {
-  modules ??= Promise.all([import('vega'), import('vega-lite')]);
-  const [vega, vl] = await modules;
-  const compiled = vl.compile({ $schema: undefined, config: CONFIG, ...spec } as never).spec;
-  const view = new vega.View(vega.parse(compiled), { renderer: 'none' });
+  startCharts();
+  const id = nextId++;
+  const done = new Promise<string>((resolve, reject) => pending.set(id, { resolve, reject }));
+  worker!.ref();
   try {
-    return await view.toSVG();
+    worker!.postMessage({ id, spec: { config: CONFIG, ...spec } });
+    return await done;
   } finally {
-    view.finalize();
+    if (pending.size === 0) worker?.unref();
   }
 }
 

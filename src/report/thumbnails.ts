@@ -16,7 +16,7 @@ export async function thumbnail(file: string, size = THUMBNAIL_SIZE): Promise<st
       .rotate()
       .resize(size, size, { fit: 'inside', withoutEnlargement: true })
       .flatten({ background: '#ffffff' })
-      .jpeg({ quality: QUALITY, mozjpeg: true })
+      .jpeg({ quality: QUALITY })
       .toBuffer();
     return `data:image/jpeg;base64,${jpeg.toString('base64')}`;
   } catch {

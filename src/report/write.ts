@@ -4,6 +4,7 @@
  */
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { stopCharts } from './charts.ts';
 import { REPORT_HTML, REPORT_JSON, REPORT_VERSION, type ReportData } from './data.ts';
 import { renderReport } from './render.ts';
 
@@ -21,7 +22,7 @@ function writeAtomic(file: string, content: string): void {
 /** Renders `data` into `html` (default: report.html in `dir`) and, when `dir` is a model folder, stores report.json. */
 export async function writeReport(data: ReportData, o: { dir?: string; html?: string }): Promise<string> {
   const html = path.resolve(o.html ?? path.join(o.dir ?? '.', REPORT_HTML));
-  const page = await renderReport(data);
+  const page = await renderReport(data).finally(stopCharts);
   if (o.dir) writeAtomic(path.join(o.dir, REPORT_JSON), `${JSON.stringify(data)}\n`);
   writeAtomic(html, page);
   return html;
