@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { DEFAULT_BASE } from '../src/base/base.ts';
-import { initTf } from '../src/engines/tf.ts';
+import { initTf } from '../src/tfjs/tf.ts';
 import { findDuplicates } from '../src/train/duplicates.ts';
 import { mulberry32, shuffleInPlace } from '../src/train/random.ts';
 import { train } from '../src/workflows/train.ts';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
-import { initTf, tf } from '../engines/tf.ts';
+import { initTf, tf } from '../tfjs/tf.ts';
 import { crossValidate } from './cross-validate.ts';
 import type { FeatureSet } from './features.ts';
 import { findLabelIssues } from './label-issues.ts';

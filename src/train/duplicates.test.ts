@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
-import { initTf } from '../engines/tf.ts';
+import { initTf } from '../tfjs/tf.ts';
 import { centredUnitRows, findDuplicates } from './duplicates.ts';
 import { gaussian, mulberry32 } from './random.ts';
 

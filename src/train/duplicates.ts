@@ -10,7 +10,7 @@
  * 1 − arccos(s)/π, so a pair at 0.95 shares at least one of 16 codes of 16 bits with probability 0.96, a pair at 0.98
  * with probability 0.999, while unrelated rows almost never share a code.
  */
-import { tf } from '../engines/tf.ts';
+import { tf } from '../tfjs/tf.ts';
 import { gaussian, mulberry32 } from './random.ts';
 
 /**
