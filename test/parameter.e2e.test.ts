@@ -120,6 +120,19 @@ test('parameter mode: spatial cache apart from pooled, tail trains, export predi
   const meta = JSON.parse(readFileSync(path.join(out, 'graft.json'), 'utf8'));
   assert.equal(meta.mode, 'parameter');
   assert.equal(meta.cut, 'top_relu');
+  // Every epoch of both stages is recorded, in order, in the result and in graft.json; the stages stop early on the
+  // validation set, and the result says so.
+  assert.deepEqual(
+    r.stages.map((s) => [s.stage, s.epochs]),
+    r.parameter?.stages.map((s) => [s.stage, s.epochs]),
+  );
+  assert.deepEqual(
+    r.history.map((h) => h.stage),
+    r.stages.flatMap((s) => Array.from({ length: s.epochs }, () => s.stage)),
+  );
+  assert.deepEqual(meta.training.history, JSON.parse(JSON.stringify(r.history)));
+  assert.equal(r.selection?.usedValidation, true);
+  assert.match(r.selection?.method ?? '', /early stopping on the validation set/);
   // The caller's base is left as it came: pretrained weights back in place, no tensors left behind.
   assert.deepEqual(base.model.getLayer('top_conv').getWeights()[0].dataSync(), before);
   const tensors = tf.memory().numTensors;

@@ -122,7 +122,24 @@ test('graft train --out writes a report with every section, and graft report ren
   assert.ok([leak.a, leak.b].some((f) => f.endsWith(path.join('blue', 'blue-0.png'))));
   assert.equal(json.selection.usedValidation, false);
   assert.match(json.selection.method, /cross-validation on the training images/);
-  assert.ok(json.history.length > 0 && json.history.every((h) => h.stage === 'head' && h.valLoss !== undefined));
+  // Per-epoch history of every stage, in --json and in graft.json: feature transfer has one stage, the head, trained
+  // for the cross-validated number of epochs with the validation loss measured at each.
+  const stages = json.stages as { stage: string; epochs: number; bestEpoch: number }[];
+  assert.deepEqual(
+    stages.map((s) => s.stage),
+    ['head'],
+  );
+  assert.equal(json.history.length, stages[0].epochs);
+  assert.equal(stages[0].bestEpoch, stages[0].epochs);
+  assert.deepEqual(
+    json.history.map((h) => h.epoch),
+    Array.from({ length: stages[0].epochs }, (_, i) => i + 1),
+  );
+  assert.ok(json.history.every((h) => h.stage === 'head' && Number.isFinite(h.loss) && h.valLoss !== undefined));
+  const meta = JSON.parse(readFileSync(path.join(out, 'graft.json'), 'utf8'));
+  assert.deepEqual(meta.training.history, json.history);
+  assert.deepEqual(meta.training.stages, json.stages);
+  assert.deepEqual(meta.metrics.selection, json.selection);
 
   const html = path.join(out, 'report.html');
   const sections = await checkPage(html, 'report-tiny.png');

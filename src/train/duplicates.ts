@@ -74,11 +74,10 @@ export async function findDuplicates(
   if (x.length !== n * dim) throw new Error(`findDuplicates: ${x.length} values for ${n} rows of ${dim}`);
   const threshold = o.threshold ?? DUPLICATE_THRESHOLD;
   if (n < 2) return [];
-  const u = centredUnitRows(x, n, dim);
   const pairs =
     (o.exact ?? n <= EXACT_MAX_ROWS)
-      ? await exactPairs(u, n, dim, threshold)
-      : hashedPairs(u, n, dim, threshold, o.seed ?? 7);
+      ? await exactPairs(centredUnitRows(x, n, dim), n, dim, threshold)
+      : await hashedPairs(x, n, dim, threshold, o.seed ?? 7);
   return pairs.sort((p, q) => q.similarity - p.similarity || p.a - q.a || p.b - q.b);
 }
 
@@ -120,51 +119,91 @@ async function exactPairs(u: Float32Array, n: number, dim: number, threshold: nu
   return out;
 }
 
-function hashedPairs(u: Float32Array, n: number, dim: number, threshold: number, seed: number): DuplicatePair[] {
+/**
+ * Hashing without building the centred copy (n × dim floats more): the sign of (x − m)·r is the sign of x·r − m·r, and
+ * a candidate's centred cosine follows from x_a·x_b, x·m and m·m.
+ */
+async function hashedPairs(
+  x: Float32Array,
+  n: number,
+  dim: number,
+  threshold: number,
+  seed: number,
+): Promise<DuplicatePair[]> {
+  const mean = new Float64Array(dim);
+  for (let i = 0; i < n; i++) for (let d = 0; d < dim; d++) mean[d] += x[i * dim + d];
+  for (let d = 0; d < dim; d++) mean[d] /= n;
+  let mm = 0;
+  for (let d = 0; d < dim; d++) mm += mean[d] * mean[d];
+  // x_i·m and |x_i − m| per row.
+  const xm = new Float64Array(n);
+  const norm = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    let a = 0;
+    let b = 0;
+    for (let d = 0, o = i * dim; d < dim; d++) {
+      const v = x[o + d];
+      a += v * mean[d];
+      b += v * v;
+    }
+    xm[i] = a;
+    norm[i] = Math.sqrt(Math.max(0, b - 2 * a + mm));
+  }
   const rng = mulberry32(seed);
-  const planes = Float32Array.from({ length: dim * TABLES * BITS }, () => gaussian(rng));
+  const K = TABLES * BITS;
+  const planes = Float32Array.from({ length: dim * K }, () => gaussian(rng));
+  const offsets = new Float64Array(K);
+  for (let k = 0; k < K; k++) for (let d = 0; d < dim; d++) offsets[k] += mean[d] * planes[d * K + k];
   const codes = new Uint32Array(n * TABLES);
-  const r = tf.tensor2d(planes, [dim, TABLES * BITS]);
+  const r = tf.tensor2d(planes, [dim, K]);
   try {
     for (let i0 = 0; i0 < n; i0 += BLOCK) {
       const i1 = Math.min(n, i0 + BLOCK);
-      const proj = tf.tidy(() => tf.matMul(tf.tensor2d(u.subarray(i0 * dim, i1 * dim), [i1 - i0, dim]), r));
-      const p = proj.dataSync() as Float32Array;
+      const proj = tf.tidy(() => tf.matMul(tf.tensor2d(x.subarray(i0 * dim, i1 * dim), [i1 - i0, dim]), r));
+      const p = (await proj.data()) as Float32Array;
       proj.dispose();
       for (let i = i0; i < i1; i++) {
         for (let t = 0; t < TABLES; t++) {
           let code = 0;
-          for (let b = 0; b < BITS; b++) if (p[(i - i0) * TABLES * BITS + t * BITS + b] > 0) code |= 1 << b;
+          for (let b = 0; b < BITS; b++) {
+            const k = t * BITS + b;
+            if (p[(i - i0) * K + k] > offsets[k]) code |= 1 << b;
+          }
           codes[i * TABLES + t] = code;
         }
       }
+      await tick();
     }
   } finally {
     r.dispose();
   }
   const seen = new Set<number>();
   const out: DuplicatePair[] = [];
+  const buckets = 1 << BITS;
+  const start = new Int32Array(buckets + 1);
   const order = new Int32Array(n);
   for (let t = 0; t < TABLES; t++) {
-    // Sort by code; equal codes form runs whose members are candidates of each other.
-    for (let i = 0; i < n; i++) order[i] = i;
-    order.sort((a, b) => codes[a * TABLES + t] - codes[b * TABLES + t]);
-    for (let s = 0; s < n; ) {
-      let e = s + 1;
-      while (e < n && codes[order[e] * TABLES + t] === codes[order[s] * TABLES + t]) e++;
-      for (let p = s; p < e; p++) {
-        for (let q = p + 1; q < e; q++) {
+    // Counting sort by code: rows sharing a code sit together and are candidates of each other.
+    start.fill(0);
+    for (let i = 0; i < n; i++) start[codes[i * TABLES + t] + 1]++;
+    for (let c = 0; c < buckets; c++) start[c + 1] += start[c];
+    const fill = start.slice(0, buckets);
+    for (let i = 0; i < n; i++) order[fill[codes[i * TABLES + t]]++] = i;
+    for (let c = 0; c < buckets; c++) {
+      for (let p = start[c]; p < start[c + 1]; p++) {
+        for (let q = p + 1; q < start[c + 1]; q++) {
           const a = Math.min(order[p], order[q]);
           const b = Math.max(order[p], order[q]);
           const key = a * n + b;
           if (seen.has(key)) continue;
           seen.add(key);
+          if (norm[a] === 0 || norm[b] === 0) continue;
           let dot = 0;
-          for (let d = 0; d < dim; d++) dot += u[a * dim + d] * u[b * dim + d];
-          if (dot >= threshold) out.push({ a, b, similarity: Math.min(1, dot) });
+          for (let d = 0, oa = a * dim, ob = b * dim; d < dim; d++) dot += x[oa + d] * x[ob + d];
+          const cos = (dot - xm[a] - xm[b] + mm) / (norm[a] * norm[b]);
+          if (cos >= threshold) out.push({ a, b, similarity: Math.min(1, cos) });
         }
       }
-      s = e;
     }
   }
   return out;
