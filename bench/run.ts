@@ -889,7 +889,7 @@ function render(s: Store): string {
         ? a.selection.usedValidation
           ? 'val (chose epochs)'
           : `${a.selection.score.toFixed(3)} ± ${(a.selection.sd ?? 0).toFixed(3)}`
-        : '';
+        : 'val (measured before cross-validated selection: val chose epochs and cut)';
       lines.push(
         `| ${baseLabel(a.base)} | ${a.mode} | ${a.cut} | ${a.valAccuracy?.toFixed(3)}${ci ? ` [${ci.low.toFixed(3)}, ${ci.high.toFixed(3)}]` : ''} | ${sel} | ${a.seconds.toFixed(1)}${a.date ? ` (measured ${a.date}${a.load ? `, load ${a.load.map((l) => l.toFixed(1)).join(' / ')}` : ''})` : ''} |`,
       );
