@@ -930,6 +930,13 @@ function render(s: Store): string {
       'cache. Stages: best epoch / epochs run, validation accuracy at the best epoch, seconds.',
       '',
     );
+    if (s.transfer.date < '2026-12-01')
+      lines.push(
+        'These rows predate cross-validated selection (issue 11): their feature-transfer runs stopped early, and the',
+        '`--mode auto` row chose its cut, on the same validation images they are scored on. Parameter-transfer and',
+        'fine-tuning rows still stop on the validation set. Every figure here is ±5 points at 95% (153 images).',
+        '',
+      );
     lines.push('| base | method | args | val accuracy | seconds | stages |', '| --- | --- | --- | --- | --- | --- |');
     for (const r of s.transfer.rows)
       lines.push(
