@@ -889,7 +889,7 @@ function render(s: Store): string {
         ? a.selection.usedValidation
           ? 'val (chose epochs)'
           : `${a.selection.score.toFixed(3)} ± ${(a.selection.sd ?? 0).toFixed(3)}`
-        : 'val (measured before cross-validated selection: val chose epochs and cut)';
+        : 'none: measured before issue 11, val chose';
       lines.push(
         `| ${baseLabel(a.base)} | ${a.mode} | ${a.cut} | ${a.valAccuracy?.toFixed(3)}${ci ? ` [${ci.low.toFixed(3)}, ${ci.high.toFixed(3)}]` : ''} | ${sel} | ${a.seconds.toFixed(1)}${a.date ? ` (measured ${a.date}${a.load ? `, load ${a.load.map((l) => l.toFixed(1)).join(' / ')}` : ''})` : ''} |`,
       );
@@ -1053,7 +1053,7 @@ function renderFindings(f: NonNullable<Store['findings']>['rows'], when: string,
   );
   for (const d of f.duplicates)
     lines.push(
-      `| ${d.base} | ${d.plantedFoundAsLeaks} of ${d.planted} | ${d.plantedSimilarities.map((x) => x.toFixed(3)).join(', ')} | ${d.untouched.length}${d.untouched.length ? `: ${d.untouched.map((u) => `${u.a} ~ ${u.b} (${u.similarity.toFixed(3)}${u.leak ? ', leak' : ''}${u.conflict ? ', conflict' : ''})`).join('; ')}` : ''} | ${d.closestDistinct.toFixed(3)} |`,
+      `| ${d.base} | ${d.plantedFoundAsLeaks} of ${d.planted} | ${d.plantedSimilarities.map((x) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(3) : 'below')).join(', ')} | ${d.untouched.length}${d.untouched.length ? `: ${d.untouched.map((u) => `${u.a} ~ ${u.b} (${u.similarity.toFixed(3)}${u.leak ? ', leak' : ''}${u.conflict ? ', conflict' : ''})`).join('; ')}` : ''} | ${d.closestDistinct.toFixed(3)} |`,
     );
   lines.push(
     '',
