@@ -2,29 +2,19 @@
  * @file Writing and reading a model folder's report: report.json (the ReportData) and report.html (rendered from it).
  * Each file is written under a temporary name and renamed into place, so a crash never leaves half a report.
  */
-import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomic } from '../util/files.ts';
 import { stopCharts } from './charts.ts';
 import { REPORT_HTML, REPORT_JSON, REPORT_VERSION, type ReportData } from './data.ts';
 import { renderReport } from './render.ts';
-
-function writeAtomic(file: string, content: string): void {
-  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
-  try {
-    writeFileSync(tmp, content);
-    renameSync(tmp, file);
-  } catch (e) {
-    rmSync(tmp, { force: true });
-    throw e;
-  }
-}
 
 /** Renders `data` into `html` (default: report.html in `dir`) and, when `dir` is a model folder, stores report.json. */
 export async function writeReport(data: ReportData, o: { dir?: string; html?: string }): Promise<string> {
   const html = path.resolve(o.html ?? path.join(o.dir ?? '.', REPORT_HTML));
   const page = await renderReport(data).finally(stopCharts);
-  if (o.dir) writeAtomic(path.join(o.dir, REPORT_JSON), `${JSON.stringify(data)}\n`);
-  writeAtomic(html, page);
+  if (o.dir) writeFileAtomic(path.join(o.dir, REPORT_JSON), `${JSON.stringify(data)}\n`);
+  writeFileAtomic(html, page);
   return html;
 }
 
