@@ -55,7 +55,9 @@ function summary(d: ReportData): string {
   if (a) {
     const claim = a.usedForSelection
       ? '<strong>Optimistic:</strong> these images also chose the stopping epoch (see below).'
-      : 'These images chose nothing: the figure is an unbiased estimate.';
+      : d.kind === 'evaluate'
+        ? 'An unbiased estimate only if the model neither trained on these images nor chose anything with them.'
+        : 'These images chose nothing: the figure is an unbiased estimate.';
     parts.push(
       `<p class="headline">Accuracy on the ${esc(a.split)} images: <strong>${pct(a.value)}</strong> (${a.correct} of ${a.total}), 95% interval ${pct(a.low)} – ${pct(a.high)} (Wilson). ${claim}</p>`,
     );
