@@ -5,7 +5,7 @@
  * scored by a head that never saw it) are what the label-issue finder reads.
  */
 import { checkAbort } from '../util/progress.ts';
-import type { FeatureSet, TrainHeadOptions } from './features.ts';
+import type { EpochLog, FeatureSet, TrainHeadOptions } from './features.ts';
 import { concatRows, selectRows, stratifiedFolds } from './folds.ts';
 import { accuracy } from './metrics.ts';
 import { trainHead } from './trainer.ts';
@@ -36,6 +36,8 @@ export interface CrossValidateOptions {
   /** Seed of the fold assignment (the heads take theirs from `head.seed`). */
   seed?: number;
   signal?: AbortSignal;
+  /** Called after every epoch of every fold's head (fold counts from 0). */
+  onEpoch?: (fold: number, folds: number, log: EpochLog, total: number) => void;
 }
 
 function rowsOf(s: FeatureSet, rows: number[]): FeatureSet {
@@ -79,7 +81,10 @@ export async function crossValidate(
       dim: train.dim,
     };
     const heldSet = rowsOf(train, held);
-    const h = await trainHead(fitSet, heldSet, numClasses, opts);
+    const h = await trainHead(fitSet, heldSet, numClasses, {
+      ...opts,
+      onEpoch: o.onEpoch ? (log, total) => o.onEpoch?.(f, k, log, total) : undefined,
+    });
     try {
       const p = h.predictProba(heldSet.x, heldSet.n);
       held.forEach((i, r) => {

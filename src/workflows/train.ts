@@ -415,7 +415,19 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
           data.augmented.map((a) => featureSet(a, chosen, data.classes)),
           data.classes.length,
           headSettings,
-          { k: CV_FOLDS, seed: o.seed ?? 42, signal: o.signal },
+          {
+            k: CV_FOLDS,
+            seed: o.seed ?? 42,
+            signal: o.signal,
+            // Choosing the epochs is training too: the bar shows each fold's epochs.
+            onEpoch: (fold, folds, log, total) =>
+              o.onProgress?.({
+                phase: 'train',
+                done: log.epoch,
+                total,
+                detail: `cross-validation fold ${fold + 1}/${folds} loss ${log.loss.toFixed(3)}`,
+              }),
+          },
         )
       : undefined);
   const selectSeconds = (performance.now() - t1) / 1000;

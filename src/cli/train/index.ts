@@ -1,8 +1,8 @@
 import { Command } from 'commander';
 import { train } from '../../index.ts';
-import { interruptSignal } from '../interrupt.ts';
 import { commandLine } from '../../report/data.ts';
 import { wilsonInterval } from '../../train/metrics.ts';
+import { interruptSignal } from '../interrupt.ts';
 import {
   fallbackLine,
   type GlobalOptions,
