@@ -1,6 +1,6 @@
 /**
  * @file The report's charts: Vega-Lite specifications compiled to Vega and rendered to SVG strings in Node (renderer
- * 'none', no browser, no canvas) on a worker thread (svg-worker.mjs). The SVG is inlined in the page, so opening it
+ * 'none', no browser, no canvas) on a worker thread. The SVG is inlined in the page, so opening it
  * needs no script and no network. vega is loaded only when a report is made: other commands never pay for it.
  */
 import { Worker } from 'node:worker_threads';
@@ -20,6 +20,25 @@ const CONFIG = {
   header: { labelFontSize: 12, titleFontSize: 12 },
 };
 
+/** Renders Vega-Lite specs to SVG strings on the worker thread. */
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const modules = Promise.all([import(VEGA_URL), import(VEGA_LITE_URL)]);
+parentPort.on('message', async ({ id, spec }) => {
+  try {
+    const [vega, vl] = await modules;
+    const view = new vega.View(vega.parse(vl.compile(spec).spec), { renderer: 'none' });
+    try {
+      parentPort.postMessage({ id, svg: await view.toSVG() });
+    } finally {
+      view.finalize();
+    }
+  } catch (e) {
+    parentPort.postMessage({ id, error: e instanceof Error ? e.message : String(e) });
+  }
+});
+`;
+
 let worker: Worker | undefined;
 let pending = new Map<number, { resolve: (svg: string) => void; reject: (e: Error) => void }>();
 let nextId = 0;
@@ -30,8 +49,13 @@ let nextId = 0;
  */
 export function startCharts(): void {
   if (worker) return;
-  // execArgv [] keeps tsx out of the worker: it runs one plain .mjs file.
-  worker = new Worker(new URL('./svg-worker.mjs', import.meta.url), { execArgv: [] });
+  // The worker is a script string (nothing to ship beside the compiled files) that imports vega and vega-lite by the
+  // URLs resolved here; execArgv [] keeps tsx's module hooks, which slow loading vega's hundred modules, out of it.
+  const source = WORKER_SOURCE.replace('VEGA_URL', JSON.stringify(import.meta.resolve('vega'))).replace(
+    'VEGA_LITE_URL',
+    JSON.stringify(import.meta.resolve('vega-lite')),
+  );
+  worker = new Worker(source, { eval: true, execArgv: [] });
   worker.unref();
   const failAll = (e: Error) => {
     for (const p of pending.values()) p.reject(e);
