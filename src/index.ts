@@ -57,6 +57,10 @@ export { stitchModel } from './export/stitch.ts';
 export { layersToOnnx } from './onnx/convert.ts';
 export type { Evaluation, Prediction } from './predict/predictor.ts';
 export { evaluateModel, Predictor } from './predict/predictor.ts';
+export type { Mistake, ReportData } from './report/data.ts';
+export { evaluationReportData, REPORT_HTML, REPORT_JSON, trainReportData } from './report/data.ts';
+export { type ReportSection, renderReport, reportSections } from './report/render.ts';
+export { readReportData, writeReport } from './report/write.ts';
 /** Errors graft throws: every one a GraftError with a `kind` and a stable `code`; see util/errors.ts. */
 export type { ErrorKind, Warning, Words } from './util/errors.ts';
 export {
@@ -69,10 +73,6 @@ export {
   renderWords,
   UsageError,
 } from './util/errors.ts';
-export type { Mistake, ReportData } from './report/data.ts';
-export { evaluationReportData, REPORT_HTML, REPORT_JSON, trainReportData } from './report/data.ts';
-export { type ReportSection, renderReport, reportSections } from './report/render.ts';
-export { readReportData, writeReport } from './report/write.ts';
 export { writeDemoDataset } from './workflows/demo.ts';
 export type { Extracted, ExtractOptions } from './workflows/extract.ts';
 export { extractFeatures } from './workflows/extract.ts';

@@ -4,6 +4,7 @@
  * needs no script and no network. vega is loaded only when a report is made: other commands never pay for it.
  */
 import { Worker } from 'node:worker_threads';
+import type { CvEpoch } from '../train/cross-validate.ts';
 import type { SweepRow } from '../workflows/autocut.ts';
 import type { StageLog } from '../workflows/parameter.ts';
 import type { StageSummary } from '../workflows/train.ts';
@@ -95,8 +96,14 @@ export async function renderSvg(spec: Spec): Promise<string> {
   }
 }
 
-/** Loss and accuracy per epoch, training and validation, one column per stage; the kept epoch marked by a rule. */
-export function curvesSpec(history: StageLog[], stages: StageSummary[]): Spec {
+/** Series of the curves chart: the head's fitting rows, the validation images, the folds' held-out rows. */
+const SPLITS = ['training', 'validation', 'cross-validation (held out)'];
+
+/**
+ * Loss and accuracy per epoch, training and validation, one column per stage; the kept epoch marked by a rule. `cv`: the
+ * pooled held-out curve of cross-validation that chose the head's epochs, drawn in the head's column.
+ */
+export function curvesSpec(history: StageLog[], stages: StageSummary[], cv?: CvEpoch[]): Spec {
   const best = new Map(stages.map((s) => [s.stage, s.bestEpoch]));
   const values = history.flatMap((l) => {
     const common = { stage: l.stage, epoch: l.epoch, best: best.get(l.stage) ?? 0 };
@@ -109,6 +116,11 @@ export function curvesSpec(history: StageLog[], stages: StageSummary[]): Spec {
       rows.push({ ...common, metric: 'accuracy', split: 'validation', value: l.valAccuracy });
     return rows;
   });
+  for (const p of cv ?? []) {
+    const common = { stage: 'head' as const, epoch: p.epoch, best: best.get('head') ?? 0 };
+    values.push({ ...common, metric: 'loss', split: SPLITS[2], value: p.loss });
+    values.push({ ...common, metric: 'accuracy', split: SPLITS[2], value: p.accuracy });
+  }
   const order = stages.map((s) => s.stage);
   return {
     data: { values },
@@ -134,7 +146,7 @@ export function curvesSpec(history: StageLog[], stages: StageSummary[]): Spec {
             color: {
               field: 'split',
               type: 'nominal',
-              scale: { domain: ['training', 'validation'], range: ['#4c78a8', '#e45756'] },
+              scale: { domain: SPLITS, range: ['#4c78a8', '#e45756', '#54a24b'] },
               title: null,
             },
           },

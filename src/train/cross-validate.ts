@@ -3,41 +3,70 @@
  * chosen (the number of epochs, the cut) without looking at the validation set, so that set only measures; its mean
  * held-out accuracy is the score those choices were made on; and its out-of-fold probabilities (every training image
  * scored by a head that never saw it) are what the label-issue finder reads.
+ *
+ * Epochs are chosen the way xgboost's and LightGBM's `cv` choose boosting rounds: the fold heads train in lockstep, their
+ * held-out losses are pooled after every epoch into one curve, and training stops `patience` epochs after that curve's
+ * minimum. The head on all rows then trains for the minimum's epoch count, as scikit-learn's LogisticRegressionCV refits
+ * on all rows with the chosen setting. Per-fold early stopping was tried first and fails on small sets: a fold of four
+ * images stops at whichever epoch happens to flatter those four, and the mean of such epochs undertrains; the pooled curve
+ * reads every training image at every epoch, which is as much evidence as a validation set of that size gives.
  */
+import { InternalError, opt, UsageError, words } from '../util/errors.ts';
 import { checkAbort } from '../util/progress.ts';
-import type { EpochLog, FeatureSet, TrainHeadOptions } from './features.ts';
+import type { FeatureSet, TrainHeadOptions } from './features.ts';
 import { concatRows, selectRows, stratifiedFolds } from './folds.ts';
-import { accuracy } from './metrics.ts';
-import { trainHead } from './trainer.ts';
+import { accuracy, logLoss } from './metrics.ts';
+import { DenseFit, denseSettings, HEAD_DEFAULTS, trainHead } from './trainer.ts';
 
 /** Folds used by graft's cross-validation (the cut search and the choice of epochs). */
 export const CV_FOLDS = 5;
 
+/** One point of the pooled held-out curve. */
+export interface CvEpoch {
+  epoch: number;
+  /** Held-out class-weighted cross-entropy, the folds' means weighted by their sizes. */
+  loss: number;
+  /** Held-out accuracy over all training images. */
+  accuracy: number;
+}
+
 export interface CrossValidation {
   /** Folds that held out at least one row. */
   folds: number;
-  /** Out-of-fold class probabilities of every row of `train`, n × numClasses row-major. */
+  /** Out-of-fold class probabilities of every row of `train`, n × numClasses row-major, from the fold heads at the
+   *  chosen epoch. */
   oof: Float32Array;
-  /** Accuracy on each held-out fold. */
+  /** Accuracy of each fold head (at the chosen epoch) on its held-out fold. */
   scores: number[];
-  /** Mean of `scores`. */
+  /** Mean of `scores`: the score the choice was made on. */
   score: number;
   /** Standard deviation of `scores` (n - 1 in the denominator). */
   sd: number;
-  /** Best epoch of each fold's head (early stopping on its held-out fold). */
-  bestEpochs: number[];
-  /** Epochs for a head trained on all rows: the rounded mean of `bestEpochs`, at least 1. */
+  /** The pooled held-out curve, one point per epoch run (one point for a head without epochs, e.g. knn). */
+  curve: CvEpoch[];
+  /** Epochs for a head trained on all rows: the epoch of the curve's lowest loss (1 for a head without epochs). */
   epochs: number;
 }
 
 export interface CrossValidateOptions {
-  /** Default CV_FOLDS; fewer when there are fewer rows. */
+  /** Default foldCount(train.y): CV_FOLDS, fewer when a class has fewer images. */
   k?: number;
   /** Seed of the fold assignment (the heads take theirs from `head.seed`). */
   seed?: number;
   signal?: AbortSignal;
-  /** Called after every epoch of every fold's head (fold counts from 0). */
-  onEpoch?: (fold: number, folds: number, log: EpochLog, total: number) => void;
+  /** Called after every epoch of the lockstep with that epoch's pooled held-out numbers. */
+  onEpoch?: (point: CvEpoch, maxEpochs: number) => void;
+}
+
+/**
+ * Folds for cross-validating on labels `y`: CV_FOLDS, or the image count of the smallest class when that is lower, so
+ * stratified folds leave every class in every fold's fitting rows; 0 when some class has a single image (no split can).
+ */
+export function foldCount(y: Int32Array): number {
+  const counts = new Map<number, number>();
+  for (const c of y) counts.set(c, (counts.get(c) ?? 0) + 1);
+  const least = Math.min(...counts.values());
+  return counts.size > 0 && least >= 2 ? Math.min(CV_FOLDS, least) : 0;
 }
 
 function rowsOf(s: FeatureSet, rows: number[]): FeatureSet {
@@ -47,7 +76,6 @@ function rowsOf(s: FeatureSet, rows: number[]): FeatureSet {
 /**
  * Trains one head per stratified fold on the other folds' rows (plus their augmentation views: `views[v]` row r is a view
  * of `train` row r; a held-out row's views never join its own fold's fitting rows) and scores it on the held-out rows.
- * Each head early-stops on its held-out fold, as a single run with a validation set would.
  */
 export async function crossValidate(
   train: FeatureSet,
@@ -56,48 +84,110 @@ export async function crossValidate(
   head: TrainHeadOptions,
   o: CrossValidateOptions = {},
 ): Promise<CrossValidation> {
-  if (train.n < 2) throw new Error(`cross-validation needs at least 2 rows (got ${train.n})`);
   for (const v of views) {
     if (v.n !== train.n || v.dim !== train.dim)
-      throw new Error(`cross-validation: a view has ${v.n}×${v.dim} rows, the data ${train.n}×${train.dim}`);
+      throw new InternalError(`cross-validation: a view has ${v.n}×${v.dim} rows, the data ${train.n}×${train.dim}`);
   }
-  const k = Math.min(o.k ?? CV_FOLDS, train.n);
+  const k = Math.min(o.k ?? foldCount(train.y), train.n);
+  if (!(k >= 2)) throw new InternalError(`cross-validation needs 2 folds or more (got ${k} for ${train.n} rows)`);
   const fold = stratifiedFolds(train.y, k, o.seed ?? 42);
-  const oof = new Float32Array(train.n * numClasses);
-  const scores: number[] = [];
-  const bestEpochs: number[] = [];
-  const opts: TrainHeadOptions = { ...head, signal: o.signal, onEpoch: undefined, earlyStopping: true };
+  // Images first, then each view's rows: row r + v*n shows image r.
+  const all: FeatureSet = { ...concatRows([train, ...views], train.dim), dim: train.dim };
+  const folds: { held: number[]; fit: Int32Array; heldSet: FeatureSet }[] = [];
   for (let f = 0; f < k; f++) {
-    checkAbort(o.signal);
     const held: number[] = [];
     const fit: number[] = [];
-    for (let i = 0; i < train.n; i++) (fold[i] === f ? held : fit).push(i);
-    if (held.length === 0) continue;
-    const fitSet = {
-      ...concatRows(
-        [train, ...views].map((s) => rowsOf(s, fit)),
-        train.dim,
-      ),
-      dim: train.dim,
-    };
-    const heldSet = rowsOf(train, held);
-    const h = await trainHead(fitSet, heldSet, numClasses, {
-      ...opts,
-      onEpoch: o.onEpoch ? (log, total) => o.onEpoch?.(f, k, log, total) : undefined,
-    });
-    try {
-      const p = h.predictProba(heldSet.x, heldSet.n);
-      held.forEach((i, r) => {
-        oof.set(p.subarray(r * numClasses, (r + 1) * numClasses), i * numClasses);
-      });
-      scores.push(accuracy(p, heldSet.y, numClasses));
-      bestEpochs.push(h.bestEpoch);
-    } finally {
-      h.dispose();
+    for (let i = 0; i < train.n; i++) {
+      if (fold[i] === f) held.push(i);
+      else for (let v = 0; v <= views.length; v++) fit.push(i + v * train.n);
     }
+    if (held.length > 0) folds.push({ held, fit: Int32Array.from(fit), heldSet: rowsOf(train, held) });
+  }
+  const kind = head.head ?? HEAD_DEFAULTS.head;
+  const oof = new Float32Array(train.n * numClasses);
+  const scores: number[] = [];
+  const collect = (f: (typeof folds)[number], p: Float32Array) => {
+    f.held.forEach((i, r) => {
+      oof.set(p.subarray(r * numClasses, (r + 1) * numClasses), i * numClasses);
+    });
+    scores.push(accuracy(p, f.heldSet.y, numClasses));
+  };
+  let curve: CvEpoch[];
+  let epochs: number;
+  if (kind === 'softmax' || kind === 'mlp') {
+    ({ curve, epochs } = await lockstep(kind, all, folds, numClasses, head, o, collect));
+  } else {
+    // A head without epochs (knn): one fit per fold.
+    for (const f of folds) {
+      checkAbort(o.signal);
+      const h = await trainHead(rowsOf(all, [...f.fit]), f.heldSet, numClasses, { ...head, signal: o.signal });
+      try {
+        collect(f, h.predictProba(f.heldSet.x, f.heldSet.n));
+      } finally {
+        h.dispose();
+      }
+    }
+    curve = [{ epoch: 1, loss: logLoss(oof, train.y, numClasses), accuracy: accuracy(oof, train.y, numClasses) }];
+    epochs = 1;
   }
   const score = scores.reduce((a, b) => a + b, 0) / scores.length;
   const sd = Math.sqrt(scores.reduce((a, s) => a + (s - score) ** 2, 0) / Math.max(1, scores.length - 1));
-  const epochs = Math.max(1, Math.round(bestEpochs.reduce((a, b) => a + b, 0) / bestEpochs.length));
-  return { folds: scores.length, oof, scores, score, sd, bestEpochs, epochs };
+  return { folds: scores.length, oof, scores, score, sd, curve, epochs };
+}
+
+const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** The fold heads trained epoch by epoch together; stops `patience` epochs past the pooled held-out loss's minimum. */
+async function lockstep(
+  kind: 'softmax' | 'mlp',
+  all: FeatureSet,
+  folds: { held: number[]; fit: Int32Array; heldSet: FeatureSet }[],
+  numClasses: number,
+  head: TrainHeadOptions,
+  o: CrossValidateOptions,
+  collect: (f: (typeof folds)[number], p: Float32Array) => void,
+): Promise<{ curve: CvEpoch[]; epochs: number }> {
+  const s = denseSettings(kind, head);
+  const total = folds.reduce((a, f) => a + f.held.length, 0);
+  const fits: DenseFit[] = [];
+  try {
+    for (const f of folds) fits.push(new DenseFit(all, f.fit, f.heldSet, numClasses, s, false));
+    const curve: CvEpoch[] = [];
+    let bestLoss = Number.POSITIVE_INFINITY;
+    let bestEpoch = 0;
+    for (let epoch = 1; epoch <= s.epochs; epoch++) {
+      let loss = 0;
+      let acc = 0;
+      for (const [i, fit] of fits.entries()) {
+        const { val } = await fit.epoch(o.signal);
+        const w = folds[i].held.length / total;
+        loss += (val?.loss ?? Number.NaN) * w;
+        acc += (val?.accuracy ?? Number.NaN) * w;
+      }
+      const point = { epoch, loss, accuracy: acc };
+      curve.push(point);
+      if (loss < bestLoss) {
+        bestLoss = loss;
+        bestEpoch = epoch;
+        for (const fit of fits) fit.keep();
+      }
+      o.onEpoch?.(point, s.epochs);
+      if (!Number.isFinite(loss) && bestEpoch === 0)
+        throw new UsageError('diverged', words`training diverged at epoch ${epoch} (loss ${loss}); lower ${opt('lr')}`);
+      if (epoch - bestEpoch >= s.patience) break;
+      await tick();
+    }
+    checkAbort(o.signal);
+    for (const [i, fit] of fits.entries()) {
+      const h = fit.toHead([], bestEpoch);
+      try {
+        collect(folds[i], h.predictProba(folds[i].heldSet.x, folds[i].heldSet.n));
+      } finally {
+        h.dispose();
+      }
+    }
+    return { curve, epochs: bestEpoch };
+  } finally {
+    for (const fit of fits) fit.dispose();
+  }
 }

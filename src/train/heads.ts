@@ -24,26 +24,33 @@ export interface Standardisation {
 }
 
 /**
- * Per-dimension mean and 1/std over the training rows. A dimension that is constant on the training set (common for
- * ReLU features: a channel that never fires) gets invStd 0 rather than 1/floor: it carries no information to learn
- * from, and a tiny floor would multiply the first nonzero value seen at prediction time by a million.
+ * Per-dimension mean and 1/std over the training rows (`rows` of x when given). A dimension that is constant on the
+ * training set (common for ReLU features: a channel that never fires) gets invStd 0 rather than 1/floor: it carries no
+ * information to learn from, and a tiny floor would multiply the first nonzero value seen at prediction time by a
+ * million.
  */
-export function computeStandardisation(x: Float32Array, n: number, dim: number): Standardisation {
+export function computeStandardisation(
+  x: Float32Array,
+  n: number,
+  dim: number,
+  rows?: ArrayLike<number>,
+): Standardisation {
+  const m = rows ? rows.length : n;
   const sum = new Float64Array(dim);
-  for (let i = 0; i < n; i++) for (let d = 0, o = i * dim; d < dim; d++) sum[d] += x[o + d];
+  for (let r = 0; r < m; r++) for (let d = 0, o = (rows ? rows[r] : r) * dim; d < dim; d++) sum[d] += x[o + d];
   const mean = new Float64Array(dim);
-  for (let d = 0; d < dim; d++) mean[d] = n > 0 ? sum[d] / n : 0;
+  for (let d = 0; d < dim; d++) mean[d] = m > 0 ? sum[d] / m : 0;
   // Two passes: the one-pass E[x^2]-E[x]^2 loses the variance of features with a large offset.
   const ss = new Float64Array(dim);
-  for (let i = 0; i < n; i++) {
-    for (let d = 0, o = i * dim; d < dim; d++) {
+  for (let r = 0; r < m; r++) {
+    for (let d = 0, o = (rows ? rows[r] : r) * dim; d < dim; d++) {
       const v = x[o + d] - mean[d];
       ss[d] += v * v;
     }
   }
   const invStd = new Float32Array(dim);
   for (let d = 0; d < dim; d++) {
-    const std = n > 0 ? Math.sqrt(ss[d] / n) : 0;
+    const std = m > 0 ? Math.sqrt(ss[d] / m) : 0;
     invStd[d] = std > MIN_STD * Math.max(1, Math.abs(mean[d])) ? 1 / std : 0;
   }
   return { mean: Float32Array.from(mean), invStd };

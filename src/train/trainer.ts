@@ -5,7 +5,7 @@
  * downloaded per step); whole-set scoring runs on device-resident copies and reads back once per epoch.
  */
 import { tf } from '../tfjs/tf.ts';
-import { opt, shown, UsageError, words } from '../util/errors.ts';
+import { InternalError, opt, shown, UsageError, words } from '../util/errors.ts';
 import { checkAbort } from '../util/progress.ts';
 import type { EpochLog, FeatureSet, TrainedHead, TrainHeadOptions } from './features.ts';
 import {
@@ -177,18 +177,23 @@ class Adam {
   }
 }
 
-/** Rows [from, to) of a set, standardised, into `out` (or a new array). */
+/**
+ * Rows of `fs` standardised into `out` (or a new array): the rows listed in `rows` (all rows when absent), positions
+ * [from, to) of that list.
+ */
 function standardised(
   fs: FeatureSet,
   mean: Float32Array,
   invStd: Float32Array,
+  rows?: ArrayLike<number>,
   from = 0,
-  to = fs.n,
+  to = rows ? rows.length : fs.n,
   out = new Float32Array((to - from) * fs.dim),
 ): Float32Array {
-  for (let i = from; i < to; i++) {
-    for (let d = 0, o = i * fs.dim, p = (i - from) * fs.dim; d < fs.dim; d++)
-      out[p + d] = (fs.x[o + d] - mean[d]) * invStd[d];
+  const { dim } = fs;
+  for (let r = from; r < to; r++) {
+    const o = (rows ? rows[r] : r) * dim;
+    for (let d = 0, p = (r - from) * dim; d < dim; d++) out[p + d] = (fs.x[o + d] - mean[d]) * invStd[d];
   }
   return out;
 }
@@ -207,7 +212,10 @@ interface SetScorer {
   dispose(): void;
 }
 
-/** Exported for tests, which pass a small `residentValues` to exercise the chunked path. */
+/**
+ * Scores rows `rows` of `fs` (all rows when absent). Exported for tests, which pass a small `residentValues` to exercise
+ * the chunked path.
+ */
 export function setScorer(
   fs: FeatureSet,
   std: { mean: Float32Array; invStd: Float32Array },
@@ -215,12 +223,15 @@ export function setScorer(
   weightsOf: (y: Int32Array) => Float32Array,
   C: number,
   residentValues = RESIDENT_VALUES,
+  rows?: Int32Array,
 ): SetScorer {
-  const { n, dim } = fs;
+  const { dim } = fs;
+  const labels = rows ? Int32Array.from(rows, (i) => fs.y[i]) : fs.y;
+  const n = labels.length;
   if (n * dim <= residentValues) {
-    const x = tf.tensor2d(standardised(fs, std.mean, std.invStd), [n, dim]);
-    const y = tf.tensor2d(oneHotOf(fs.y), [n, C]);
-    const w = tf.tensor1d(weightsOf(fs.y));
+    const x = tf.tensor2d(standardised(fs, std.mean, std.invStd, rows), [n, dim]);
+    const y = tf.tensor2d(oneHotOf(labels), [n, C]);
+    const w = tf.tensor1d(weightsOf(labels));
     return {
       score: (headParams) => {
         const t = denseEvaluate(headParams, x, y, w);
@@ -239,11 +250,11 @@ export function setScorer(
       let right = 0;
       for (let from = 0; from < n; from += EVAL_CHUNK_ROWS) {
         const to = Math.min(n, from + EVAL_CHUNK_ROWS);
-        const ys = fs.y.subarray(from, to);
+        const ys = labels.subarray(from, to);
         const t = tf.tidy(() =>
           denseEvaluateSums(
             headParams,
-            tf.tensor2d(standardised(fs, std.mean, std.invStd, from, to, buf).slice(0, (to - from) * dim), [
+            tf.tensor2d(standardised(fs, std.mean, std.invStd, rows, from, to, buf).slice(0, (to - from) * dim), [
               to - from,
               dim,
             ]),
@@ -263,7 +274,7 @@ export function setScorer(
   };
 }
 
-function oneHot(y: Int32Array, numClasses: number): Float32Array {
+function oneHot(y: ArrayLike<number>, numClasses: number): Float32Array {
   const out = new Float32Array(y.length * numClasses);
   for (let i = 0; i < y.length; i++) out[i * numClasses + y[i]] = 1;
   return out;
@@ -278,76 +289,138 @@ function positive(name: string, v: number, integer: boolean): number {
   return v;
 }
 
-async function trainDense(
-  kind: 'softmax' | 'mlp',
-  train: FeatureSet,
-  val: FeatureSet | undefined,
-  numClasses: number,
-  opts: TrainHeadOptions,
-): Promise<TrainedHead> {
-  const epochs = positive('epochs', opts.epochs ?? HEAD_DEFAULTS.epochs, true);
-  const lr = positive('lr', opts.lr ?? HEAD_DEFAULTS.lr, false);
-  const batchSize = positive('batchSize', opts.batchSize ?? HEAD_DEFAULTS.batchSize, true);
-  const patience = positive('patience', opts.patience ?? HEAD_DEFAULTS.patience, true);
-  const hidden = positive('hidden', opts.hidden ?? HEAD_DEFAULTS.hidden, true);
+/** The settings of an epoch-trained (softmax or mlp) head, checked once. */
+export interface DenseSettings {
+  kind: 'softmax' | 'mlp';
+  epochs: number;
+  lr: number;
+  batchSize: number;
+  patience: number;
+  hidden: number;
+  dropout: number;
+  weightDecay: number;
+  seed: number;
+  balanced: boolean;
+}
+
+export function denseSettings(kind: 'softmax' | 'mlp', opts: TrainHeadOptions): DenseSettings {
   const dropout = opts.dropout ?? HEAD_DEFAULTS.dropout;
   if (!(dropout >= 0 && dropout < 1))
     throw new UsageError('invalid-value', words`${opt('dropout')} must be in [0, 1) (got ${shown(dropout)})`);
   const weightDecay = opts.weightDecay ?? HEAD_DEFAULTS.weightDecay;
   if (!(weightDecay >= 0))
     throw new UsageError('invalid-value', words`${opt('weightDecay')} must be >= 0 (got ${shown(weightDecay)})`);
-  const { signal, onEpoch } = opts;
-  const stopEarly = opts.earlyStopping ?? true;
-  const rng = mulberry32(opts.seed ?? HEAD_DEFAULTS.seed);
-  const { n, dim } = train;
-  const C = numClasses;
+  return {
+    kind,
+    epochs: positive('epochs', opts.epochs ?? HEAD_DEFAULTS.epochs, true),
+    lr: positive('lr', opts.lr ?? HEAD_DEFAULTS.lr, false),
+    batchSize: positive('batchSize', opts.batchSize ?? HEAD_DEFAULTS.batchSize, true),
+    patience: positive('patience', opts.patience ?? HEAD_DEFAULTS.patience, true),
+    hidden: positive('hidden', opts.hidden ?? HEAD_DEFAULTS.hidden, true),
+    dropout,
+    weightDecay,
+    seed: opts.seed ?? HEAD_DEFAULTS.seed,
+    balanced: (opts.classWeights ?? HEAD_DEFAULTS.classWeights) === 'balanced',
+  };
+}
 
-  const std = computeStandardisation(train.x, n, dim);
-  const classW =
-    (opts.classWeights ?? HEAD_DEFAULTS.classWeights) === 'balanced'
-      ? balancedClassWeights(train.y, C)
-      : new Float32Array(C).fill(1);
-  const sampleW = (y: Int32Array) => Float32Array.from(y, (c) => classW[c]);
+/** Loss and accuracy of one scored set after an epoch. */
+export type EpochScore = { loss: number; accuracy: number };
 
-  // Softmax regression is convex, so it starts from zero; the mlp needs asymmetric weights to break symmetry.
-  const units = kind === 'softmax' ? C : hidden;
-  // Layout of the first kernel while training: see denseGradients. Glorot draws are i.i.d., so drawing the kernel as
-  // [units, dim] is the same distribution.
-  const transposed = units > batchSize;
-  const init: Float32Array[] =
-    kind === 'softmax'
-      ? [new Float32Array(C * dim), new Float32Array(C)]
-      : [glorotUniform(hidden, dim, rng), new Float32Array(hidden), glorotUniform(hidden, C, rng), new Float32Array(C)];
-  const shapes: number[][] = [transposed ? [units, dim] : [dim, units], [units]];
-  if (kind === 'mlp') shapes.push([hidden, C], [C]);
-  const params: tf.Variable[] = init.map((a, i) => {
-    const t = tf.tensor(a, shapes[i]);
-    const v = tf.variable(t, true);
-    t.dispose();
-    return v;
-  });
-  const headLayout = (): tf.Tensor[] => (transposed ? [tf.transpose(params[0]), ...params.slice(1)] : params);
+/**
+ * A softmax or mlp head in training, advanced one epoch at a time. `trainHead` drives one and stops early on its
+ * validation rows; cross-validation (cross-validate.ts) drives one per fold in lockstep and stops on their pooled
+ * held-out loss. It fits rows `rows` of `data` (all of them when absent), so folds share one copy of the features and
+ * each batch is standardised as it is assembled.
+ */
+export class DenseFit {
+  private readonly rng: () => number;
+  private readonly std: ReturnType<typeof computeStandardisation>;
+  private readonly rowW: Float32Array;
+  private readonly rows: Int32Array;
+  private readonly units: number;
+  private readonly transposed: boolean;
+  private readonly params: tf.Variable[] = [];
+  private readonly optimizer: Adam;
+  private readonly scorers: SetScorer[] = [];
+  private kept?: tf.Tensor[];
+  private keptEpoch = 0;
+  private epochs = 0;
+  private lastYield = 0;
+  private done = false;
 
-  const trainW = sampleW(train.y);
-  const toOneHot = (y: Int32Array) => oneHot(y, C);
-  const scorers = [setScorer(train, std, toOneHot, sampleW, C)];
-  if (val) scorers.push(setScorer(val, std, toOneHot, sampleW, C));
-  const { mean, invStd } = std;
-  const optimizer = new Adam(params, lr);
-  let best: tf.Tensor[] | undefined;
+  /**
+   * `scoreTraining`: also score the fitted rows every epoch (a cross-validation fold only needs its held-out score).
+   * `val` rows are standardised with the fitted rows' statistics.
+   */
+  constructor(
+    private readonly data: FeatureSet,
+    rows: Int32Array | undefined,
+    val: FeatureSet | undefined,
+    private readonly numClasses: number,
+    private readonly s: DenseSettings,
+    private readonly scoreTraining: boolean,
+  ) {
+    const { dim } = data;
+    const C = numClasses;
+    this.rows = rows ? rows.slice() : Int32Array.from({ length: data.n }, (_, i) => i);
+    this.rng = mulberry32(s.seed);
+    this.std = computeStandardisation(data.x, data.n, dim, rows);
+    const fitY = Int32Array.from(this.rows, (i) => data.y[i]);
+    const classW = s.balanced ? balancedClassWeights(fitY, C) : new Float32Array(C).fill(1);
+    this.rowW = Float32Array.from(data.y, (c) => classW[c]);
+    // Softmax regression is convex, so it starts from zero; the mlp needs asymmetric weights to break symmetry.
+    this.units = s.kind === 'softmax' ? C : s.hidden;
+    // Layout of the first kernel while training: see denseGradients. Glorot draws are i.i.d., so drawing the kernel as
+    // [units, dim] is the same distribution.
+    this.transposed = this.units > s.batchSize;
+    const init: Float32Array[] =
+      s.kind === 'softmax'
+        ? [new Float32Array(C * dim), new Float32Array(C)]
+        : [
+            glorotUniform(s.hidden, dim, this.rng),
+            new Float32Array(s.hidden),
+            glorotUniform(s.hidden, C, this.rng),
+            new Float32Array(C),
+          ];
+    const shapes: number[][] = [this.transposed ? [this.units, dim] : [dim, this.units], [this.units]];
+    if (s.kind === 'mlp') shapes.push([s.hidden, C], [C]);
+    try {
+      for (const [i, a] of init.entries()) {
+        const t = tf.tensor(a, shapes[i]);
+        this.params.push(tf.variable(t, true));
+        t.dispose();
+      }
+      const toOneHot = (y: Int32Array) => oneHot(y, C);
+      const weightsOf = (y: Int32Array) => Float32Array.from(y, (c) => classW[c]);
+      if (scoreTraining) this.scorers.push(setScorer(data, this.std, toOneHot, weightsOf, C, RESIDENT_VALUES, rows));
+      if (val) this.scorers.push(setScorer(val, this.std, toOneHot, weightsOf, C));
+      this.optimizer = new Adam(this.params, s.lr);
+    } catch (e) {
+      this.dispose();
+      throw e;
+    }
+  }
 
-  const history: EpochLog[] = [];
-  let bestLoss = Number.POSITIVE_INFINITY;
-  let bestEpoch = 0;
-  const order = Int32Array.from({ length: n }, (_, i) => i);
-  const useDropout = kind === 'mlp' && dropout > 0;
-  const keepScale = 1 / (1 - dropout);
+  /** Rows fitted on. */
+  get n(): number {
+    return this.rows.length;
+  }
 
-  const step = (idx: Int32Array) => {
+  private headLayout(): tf.Tensor[] {
+    return this.transposed ? [tf.transpose(this.params[0]), ...this.params.slice(1)] : this.params;
+  }
+
+  private step(idx: Int32Array): void {
+    const { dim } = this.data;
+    const { x, y } = this.data;
+    const { mean, invStd } = this.std;
+    const C = this.numClasses;
+    const { hidden, dropout } = this.s;
     const b = idx.length;
-    // Batches are assembled here rather than with tf.gather (several times slower on WASM), together with the
-    // transposed copy that the kernel gradient needs: WASM's matMul is an order of magnitude slower with transposeA.
-    // Fresh arrays each step: the CPU backend keeps a reference to the array a tensor was made from.
+    // Batches are assembled here rather than with tf.gather (several times slower on WASM), standardised on the way,
+    // together with the transposed copy that the kernel gradient needs: WASM's matMul is an order of magnitude slower
+    // with transposeA. Fresh arrays each step: the CPU backend keeps a reference to the array a tensor was made from.
     const xb = new Float32Array(b * dim);
     const xbT = new Float32Array(dim * b);
     const yw = new Float32Array(b * C);
@@ -355,23 +428,23 @@ async function trainDense(
     // Standardised here, row by row, rather than holding a standardised copy of the whole set.
     for (let r = 0; r < b; r++) {
       const i = idx[r];
-      const o = i * dim;
-      for (let d = 0; d < dim; d++) {
-        const v = (train.x[o + d] - mean[d]) * invStd[d];
+      for (let d = 0, o = i * dim; d < dim; d++) {
+        const v = (x[o + d] - mean[d]) * invStd[d];
         xb[r * dim + d] = v;
         xbT[d * b + r] = v;
       }
-      wb[r] = trainW[i] / b;
-      yw[r * C + train.y[i]] = wb[r];
+      wb[r] = this.rowW[i] / b;
+      yw[r * C + y[i]] = wb[r];
     }
     let mask: Float32Array | undefined;
-    if (useDropout) {
+    if (this.s.kind === 'mlp' && dropout > 0) {
+      const keepScale = 1 / (1 - dropout);
       mask = new Float32Array(b * hidden);
-      for (let i = 0; i < mask.length; i++) mask[i] = rng() < dropout ? 0 : keepScale;
+      for (let i = 0; i < mask.length; i++) mask[i] = this.rng() < dropout ? 0 : keepScale;
     }
     tf.tidy(() => {
       const grads = denseGradients(
-        params,
+        this.params,
         {
           x: tf.tensor2d(xb, [b, dim]),
           xT: tf.tensor2d(xbT, [dim, b]),
@@ -379,68 +452,122 @@ async function trainDense(
           w: tf.tensor2d(wb, [b, 1]),
           mask: mask ? tf.tensor2d(mask, [b, hidden]) : undefined,
         },
-        weightDecay,
-        transposed,
+        this.s.weightDecay,
+        this.transposed,
       );
-      optimizer.apply(grads);
+      this.optimizer.apply(grads);
     });
-  };
+  }
 
+  /**
+   * One epoch: every fitted row once, in a fresh seeded order. Then the scored sets, whole, with dropout off: numbers
+   * that do not depend on the batch order. Yields to the event loop every YIELD_MS.
+   */
+  async epoch(signal?: AbortSignal): Promise<{ train?: EpochScore; val?: EpochScore }> {
+    if (this.done) throw new InternalError('DenseFit: epoch after the head was taken');
+    const { rows } = this;
+    const { batchSize } = this.s;
+    this.lastYield = performance.now();
+    shuffleInPlace(rows, this.rng);
+    for (let s = 0; s < rows.length; s += batchSize) {
+      checkAbort(signal);
+      this.step(rows.subarray(s, Math.min(rows.length, s + batchSize)));
+      if (performance.now() - this.lastYield > YIELD_MS) {
+        await tick();
+        this.lastYield = performance.now();
+      }
+    }
+    this.epochs++;
+    if (this.scorers.length === 0) return {};
+    const headParams = this.headLayout();
+    const nums = this.scorers.map((sc) => sc.score(headParams));
+    if (this.transposed) tf.dispose(headParams[0]);
+    const at = (k: number): EpochScore => ({ loss: nums[k][0], accuracy: nums[k][1] });
+    return this.scoreTraining ? { train: at(0), ...(nums.length > 1 ? { val: at(1) } : {}) } : { val: at(0) };
+  }
+
+  /** Remembers the current weights as the ones to keep. */
+  keep(): void {
+    if (this.kept) tf.dispose(this.kept);
+    this.kept = this.params.map((p) => tf.clone(p));
+    this.keptEpoch = this.epochs;
+  }
+
+  /** The trained head, with the kept weights when `keep` was called (else the last ones). The fit is done after it. */
+  toHead(history: EpochLog[], bestEpoch: number): DenseHead {
+    if (this.done) throw new InternalError('DenseFit: the head was already taken');
+    if (this.kept && this.keptEpoch !== this.epochs) for (const [i, p] of this.params.entries()) p.assign(this.kept[i]);
+    const headParams = this.headLayout();
+    if (this.transposed) this.params[0].dispose();
+    this.done = true;
+    this.release();
+    return new DenseHead(this.s.kind, this.numClasses, this.data.dim, this.std, headParams, history, bestEpoch);
+  }
+
+  private release(): void {
+    for (const sc of this.scorers) sc.dispose();
+    this.scorers.length = 0;
+    if (this.kept) tf.dispose(this.kept);
+    this.kept = undefined;
+    this.optimizer?.dispose();
+  }
+
+  /** Frees everything the fit holds; after toHead, the head's weights stay with the head. */
+  dispose(): void {
+    if (!this.done) {
+      tf.dispose(this.params);
+      this.done = true;
+      this.release();
+    }
+  }
+}
+
+async function trainDense(
+  kind: 'softmax' | 'mlp',
+  train: FeatureSet,
+  val: FeatureSet | undefined,
+  numClasses: number,
+  opts: TrainHeadOptions,
+): Promise<TrainedHead> {
+  const s = denseSettings(kind, opts);
+  const { signal, onEpoch } = opts;
+  const stopEarly = opts.earlyStopping ?? true;
+  const fit = new DenseFit(train, undefined, val, numClasses, s, true);
+  const history: EpochLog[] = [];
+  let bestLoss = Number.POSITIVE_INFINITY;
+  let bestEpoch = 0;
   try {
-    let lastYield = performance.now();
-    for (let epoch = 1; epoch <= epochs; epoch++) {
+    for (let epoch = 1; epoch <= s.epochs; epoch++) {
       const t0 = performance.now();
-      shuffleInPlace(order, rng);
-      for (let s = 0; s < n; s += batchSize) {
-        checkAbort(signal);
-        step(order.subarray(s, Math.min(n, s + batchSize)));
-        if (performance.now() - lastYield > YIELD_MS) {
-          await tick();
-          lastYield = performance.now();
-        }
+      const r = await fit.epoch(signal);
+      const tr = r.train as EpochScore;
+      const log: EpochLog = { epoch, loss: tr.loss, accuracy: tr.accuracy, seconds: 0 };
+      if (r.val) {
+        log.valLoss = r.val.loss;
+        log.valAccuracy = r.val.accuracy;
       }
-      // Scored once per epoch on whole sets with dropout off: one read-back, and numbers that do not depend on the
-      // batch order.
-      const headParams = headLayout();
-      const nums = scorers.flatMap((sc) => sc.score(headParams));
-      if (transposed) tf.dispose(headParams[0]);
-      const log: EpochLog = { epoch, loss: nums[0], accuracy: nums[1], seconds: 0 };
-      if (val) {
-        log.valLoss = nums[2];
-        log.valAccuracy = nums[3];
-      }
-      const watched = val ? nums[2] : nums[0];
+      const watched = r.val ? r.val.loss : tr.loss;
       if (!stopEarly) {
         bestEpoch = epoch;
       } else if (watched < bestLoss) {
         bestLoss = watched;
         bestEpoch = epoch;
-        if (best) tf.dispose(best);
-        best = params.map((p) => tf.clone(p));
+        fit.keep();
       }
       log.seconds = (performance.now() - t0) / 1000;
       history.push(log);
-      onEpoch?.(log, epochs);
+      onEpoch?.(log, s.epochs);
       if (!Number.isFinite(watched) && (bestEpoch === 0 || !stopEarly))
         throw new UsageError(
           'diverged',
           words`training diverged at epoch ${epoch} (loss ${watched}); lower ${opt('lr')}`,
         );
-      if (stopEarly && epoch - bestEpoch >= patience) break;
+      if (stopEarly && epoch - bestEpoch >= s.patience) break;
       await tick();
-      lastYield = performance.now();
     }
     checkAbort(signal);
-    if (best && bestEpoch !== history.length) for (const [i, p] of params.entries()) p.assign((best as tf.Tensor[])[i]);
-    const headParams = headLayout();
-    if (transposed) params[0].dispose();
-    return new DenseHead(kind, C, dim, std, headParams, history, bestEpoch);
-  } catch (e) {
-    tf.dispose(params);
-    throw e;
+    return fit.toHead(history, bestEpoch);
   } finally {
-    for (const sc of scorers) sc.dispose();
-    if (best) tf.dispose(best);
-    optimizer.dispose();
+    fit.dispose();
   }
 }

@@ -4,7 +4,7 @@
  * cut on the training images; the best cut wins, ties going to the higher (cheaper) one.
  */
 import type { Base } from '../base/base.ts';
-import { type CrossValidation, CV_FOLDS, crossValidate } from '../train/cross-validate.ts';
+import { type CrossValidation, CV_FOLDS, crossValidate, foldCount } from '../train/cross-validate.ts';
 import type { FeatureSet, TrainHeadOptions } from '../train/features.ts';
 import { checkAbort } from '../util/progress.ts';
 
@@ -75,12 +75,15 @@ export interface SweepOutcome {
 export async function sweep(o: SweepInput): Promise<SweepOutcome> {
   const rows: SweepRow[] = [];
   const cvs: CrossValidation[] = [];
+  // Cuts are only compared with one another: with a class of a single image (no fold split keeps it in every fitting
+  // set) the scores are pessimistic for that class at every cut alike, so plain k-fold still ranks them.
+  const k = foldCount(o.train[0].y) || Math.min(SWEEP_FOLDS, o.train[0].n);
   for (const [c, { cut, depth }] of o.cuts.entries()) {
     checkAbort(o.signal);
     const t0 = performance.now();
     const tr = o.train[c];
     const views = (o.augmented ?? []).map((a) => a[c]);
-    const cv = await crossValidate(tr, views, o.numClasses, o.head, { k: SWEEP_FOLDS, seed: o.seed, signal: o.signal });
+    const cv = await crossValidate(tr, views, o.numClasses, o.head, { k, seed: o.seed, signal: o.signal });
     cvs.push(cv);
     const row = {
       cut,

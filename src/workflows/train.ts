@@ -18,7 +18,7 @@ import { type EngineChoice, runnerFor } from '../engines/engine-choice.ts';
 import { saveForeignModel } from '../export/foreign-model.ts';
 import { type ModelMetadata, saveModel } from '../export/model-files.ts';
 import { stitchModel } from '../export/stitch.ts';
-import { type CrossValidation, CV_FOLDS, crossValidate } from '../train/cross-validate.ts';
+import { type CrossValidation, type CvEpoch, crossValidate, foldCount } from '../train/cross-validate.ts';
 import type { EpochLog, HeadKind, TrainedHead, TrainHeadOptions } from '../train/features.ts';
 import { accuracy, argmaxRows, confusionMatrix } from '../train/metrics.ts';
 import { HEAD_DEFAULTS, trainHead } from '../train/trainer.ts';
@@ -103,6 +103,9 @@ export interface Selection {
   sd?: number;
   /** true when the validation images took part in a choice: then `valAccuracy` is optimistic too. */
   usedValidation: boolean;
+  /** The held-out curve the epochs were chosen on (cross-validated epoch-trained heads): the folds' pooled loss and
+   *  accuracy after each epoch; the chosen epoch is its lowest loss. */
+  curve?: CvEpoch[];
 }
 
 /** One training stage (head, tail, fine-tune) as it went. */
@@ -406,30 +409,33 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
     patience: o.patience,
   };
   // The number of epochs (and in auto mode the cut) is chosen by cross-validation on the training images, so the
-  // validation images only measure. Its out-of-fold probabilities also feed the label-issue finder.
+  // validation images only measure; the same fold heads give the label-issue finder its out-of-fold probabilities.
+  // When a class has a single training image no split leaves it in every fold's fitting rows: the epochs then stop
+  // early on the validation set, and the result says so (selection.usedValidation), or on the training loss without one.
+  const folds = foldCount(plainTrain.y);
   const cv: CrossValidation | undefined =
-    sweepResult?.cv ??
-    (plainTrain.n >= 2
-      ? await crossValidate(
+    folds < 2
+      ? undefined
+      : (sweepResult?.cv ??
+        (await crossValidate(
           plainTrain,
           data.augmented.map((a) => featureSet(a, chosen, data.classes)),
           data.classes.length,
           headSettings,
           {
-            k: CV_FOLDS,
+            k: folds,
             seed: o.seed ?? 42,
             signal: o.signal,
-            // Choosing the epochs is training too: the bar shows each fold's epochs.
-            onEpoch: (fold, folds, log, total) =>
+            // Choosing the epochs is training too: the bar shows the folds' epochs.
+            onEpoch: (point, total) =>
               o.onProgress?.({
                 phase: 'train',
-                done: log.epoch,
+                done: point.epoch,
                 total,
-                detail: `cross-validation fold ${fold + 1}/${folds} loss ${log.loss.toFixed(3)}`,
+                detail: `cross-validation, ${folds} folds: held-out loss ${point.loss.toFixed(3)}`,
               }),
           },
-        )
-      : undefined);
+        )));
   const selectSeconds = (performance.now() - t1) / 1000;
   const selection: Selection | undefined = cv
     ? {
@@ -438,9 +444,15 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
         score: cv.score,
         sd: cv.sd,
         usedValidation: false,
+        ...(cv.curve.length > 1 ? { curve: cv.curve } : {}),
       }
     : valSet
-      ? { method: 'early stopping on the validation set', chose: ['epochs'], score: Number.NaN, usedValidation: true }
+      ? {
+          method: 'early stopping on the validation set (a class has one training image: too few for folds)',
+          chose: ['epochs'],
+          score: Number.NaN,
+          usedValidation: true,
+        }
       : undefined;
 
   const headOptions: TrainHeadOptions = {
