@@ -297,12 +297,29 @@ describe('ensureModelFiles', { skip }, () => {
     const srv = await startServer({ stall: true });
     try {
       const ctrl = new AbortController();
-      setTimeout(() => ctrl.abort(new Error('user cancelled')), 100);
       const cacheDir = freshCache();
-      await assert.rejects(ensureModelFiles(URL_, { cacheDir, mirror: srv.base, signal: ctrl.signal }), {
-        message: 'user cancelled',
-      });
-      assert.ok(existsSync(path.join(cacheDir, 'storage.googleapis.com', REL, 'model.json.partial')));
+      const partial = path.join(cacheDir, 'storage.googleapis.com', REL, 'model.json.partial');
+      // Aborted while the body stalls, once the partial file is open (its first progress report), not after a timer
+      // that a loaded machine may fire before the response arrives. The stall timeout is far off: only the abort ends
+      // the download.
+      let abortedWithPartial = false;
+      const onProgress = (p: { phase: string; detail?: string }) => {
+        if (ctrl.signal.aborted || p.phase !== 'download' || p.detail !== 'model.json') return;
+        abortedWithPartial = existsSync(partial);
+        ctrl.abort(new Error('user cancelled'));
+      };
+      await assert.rejects(
+        ensureModelFiles(URL_, {
+          cacheDir,
+          mirror: srv.base,
+          signal: ctrl.signal,
+          onProgress,
+          stallTimeoutMs: 60_000,
+        }),
+        { message: 'user cancelled' },
+      );
+      assert.ok(abortedWithPartial, 'aborted mid-download, with the partial file open');
+      assert.ok(existsSync(partial), 'the partial file is kept');
     } finally {
       await srv.close();
     }
