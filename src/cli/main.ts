@@ -10,8 +10,8 @@ import { inspectCommand } from './inspect/index.ts';
 import { modelsCommand } from './models/index.ts';
 import { printJson, reportError } from './output.ts';
 import { predictCommand } from './predict/index.ts';
-import { serveCommand } from './serve/index.ts';
 import { reportCommand } from './report/index.ts';
+import { serveCommand } from './serve/index.ts';
 import { trainCommand } from './train/index.ts';
 
 const program = new Command('graft')
