@@ -13,10 +13,10 @@
  */
 import { InternalError, opt, UsageError, words } from '../util/errors.ts';
 import { checkAbort } from '../util/progress.ts';
-import type { FeatureSet, TrainHeadOptions } from './features.ts';
+import type { FeatureSet, TrainedHead, TrainHeadOptions } from './features.ts';
 import { concatRows, selectRows, stratifiedFolds } from './folds.ts';
 import { accuracy, logLoss } from './metrics.ts';
-import { DenseFit, denseSettings, HEAD_DEFAULTS, trainHead } from './trainer.ts';
+import { DenseFit, denseSettings, HEAD_DEFAULTS, RESIDENT_VALUES, trainHead } from './trainer.ts';
 
 /** Folds used by graft's cross-validation (the cut search and the choice of epochs). */
 export const CV_FOLDS = 5;
@@ -69,8 +69,15 @@ export function foldCount(y: Int32Array): number {
   return counts.size > 0 && least >= 2 ? Math.min(CV_FOLDS, least) : 0;
 }
 
-function rowsOf(s: FeatureSet, rows: number[]): FeatureSet {
-  return { x: selectRows(s.x, s.dim, rows), n: rows.length, dim: s.dim, y: Int32Array.from(rows, (i) => s.y[i]) };
+function rowsOf(s: FeatureSet, rows: ArrayLike<number>): FeatureSet {
+  const list = Array.from(rows);
+  return { x: selectRows(s.x, s.dim, list), n: list.length, dim: s.dim, y: Int32Array.from(list, (i) => s.y[i]) };
+}
+
+/** A fold: its held-out rows of the training images, and the rows its head fits (of the images and their views). */
+interface Fold {
+  held: Int32Array;
+  fit: Int32Array;
 }
 
 /**
@@ -93,7 +100,7 @@ export async function crossValidate(
   const fold = stratifiedFolds(train.y, k, o.seed ?? 42);
   // Images first, then each view's rows: row r + v*n shows image r.
   const all: FeatureSet = { ...concatRows([train, ...views], train.dim), dim: train.dim };
-  const folds: { held: number[]; fit: Int32Array; heldSet: FeatureSet }[] = [];
+  const folds: Fold[] = [];
   for (let f = 0; f < k; f++) {
     const held: number[] = [];
     const fit: number[] = [];
@@ -101,28 +108,31 @@ export async function crossValidate(
       if (fold[i] === f) held.push(i);
       else for (let v = 0; v <= views.length; v++) fit.push(i + v * train.n);
     }
-    if (held.length > 0) folds.push({ held, fit: Int32Array.from(fit), heldSet: rowsOf(train, held) });
+    if (held.length > 0) folds.push({ held: Int32Array.from(held), fit: Int32Array.from(fit) });
   }
   const kind = head.head ?? HEAD_DEFAULTS.head;
   const oof = new Float32Array(train.n * numClasses);
   const scores: number[] = [];
-  const collect = (f: (typeof folds)[number], p: Float32Array) => {
+  // A fold's held-out rows are copied out only to predict them, one fold at a time: the rows stay in one matrix.
+  const collect = (f: Fold, h: TrainedHead) => {
+    const heldSet = rowsOf(train, f.held);
+    const p = h.predictProba(heldSet.x, heldSet.n);
     f.held.forEach((i, r) => {
       oof.set(p.subarray(r * numClasses, (r + 1) * numClasses), i * numClasses);
     });
-    scores.push(accuracy(p, f.heldSet.y, numClasses));
+    scores.push(accuracy(p, heldSet.y, numClasses));
   };
   let curve: CvEpoch[];
   let epochs: number;
   if (kind === 'softmax' || kind === 'mlp') {
-    ({ curve, epochs } = await lockstep(kind, all, folds, numClasses, head, o, collect));
+    ({ curve, epochs } = await lockstep(kind, all, train, folds, numClasses, head, o, collect));
   } else {
     // A head without epochs (knn): one fit per fold.
     for (const f of folds) {
       checkAbort(o.signal);
-      const h = await trainHead(rowsOf(all, [...f.fit]), f.heldSet, numClasses, { ...head, signal: o.signal });
+      const h = await trainHead(rowsOf(all, f.fit), undefined, numClasses, { ...head, signal: o.signal });
       try {
-        collect(f, h.predictProba(f.heldSet.x, f.heldSet.n));
+        collect(f, h);
       } finally {
         h.dispose();
       }
@@ -141,17 +151,23 @@ const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
 async function lockstep(
   kind: 'softmax' | 'mlp',
   all: FeatureSet,
-  folds: { held: number[]; fit: Int32Array; heldSet: FeatureSet }[],
+  train: FeatureSet,
+  folds: Fold[],
   numClasses: number,
   head: TrainHeadOptions,
   o: CrossValidateOptions,
-  collect: (f: (typeof folds)[number], p: Float32Array) => void,
+  collect: (f: Fold, h: TrainedHead) => void,
 ): Promise<{ curve: CvEpoch[]; epochs: number }> {
   const s = denseSettings(kind, head);
   const total = folds.reduce((a, f) => a + f.held.length, 0);
   const fits: DenseFit[] = [];
   try {
-    for (const f of folds) fits.push(new DenseFit(all, f.fit, f.heldSet, numClasses, s, false));
+    // The folds together keep at most one trainer's budget of scored rows on the device.
+    const residentValues = Math.floor(RESIDENT_VALUES / folds.length);
+    for (const f of folds)
+      fits.push(
+        new DenseFit(all, f.fit, { set: train, rows: f.held }, numClasses, s, { scoreTraining: false, residentValues }),
+      );
     const curve: CvEpoch[] = [];
     let bestLoss = Number.POSITIVE_INFINITY;
     let bestEpoch = 0;
@@ -181,7 +197,7 @@ async function lockstep(
     for (const [i, fit] of fits.entries()) {
       const h = fit.toHead([], bestEpoch);
       try {
-        collect(folds[i], h.predictProba(folds[i].heldSet.x, folds[i].heldSet.n));
+        collect(folds[i], h);
       } finally {
         h.dispose();
       }

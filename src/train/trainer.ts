@@ -203,7 +203,7 @@ function standardised(
  * (tens of thousands of images) are scored in chunks of EVAL_CHUNK_ROWS, so that nothing of the size of the data set
  * is held a second time, in JS or on the device.
  */
-const RESIDENT_VALUES = 32 * 1024 * 1024;
+export const RESIDENT_VALUES = 32 * 1024 * 1024;
 const EVAL_CHUNK_ROWS = 4096;
 
 /** Scores a dense head on a whole set each epoch: [class-weighted mean cross-entropy, accuracy]. */
@@ -348,21 +348,26 @@ export class DenseFit {
   private epochs = 0;
   private lastYield = 0;
   private done = false;
+  private readonly scoresTraining: boolean;
 
   /**
-   * `scoreTraining`: also score the fitted rows every epoch (a cross-validation fold only needs its held-out score).
-   * `val` rows are standardised with the fitted rows' statistics.
+   * `val`: the rows scored after every epoch as validation (all of `val.set`, or its rows `val.rows`: a cross-validation
+   * fold scores its held-out rows where they lie, without a copy), standardised with the fitted rows' statistics.
+   * `o.scoreTraining`: also score the fitted rows every epoch (a cross-validation fold only needs its held-out score).
+   * `o.residentValues`: the most values a scored set may hold on the device before it is scored in chunks (folds in
+   * lockstep split one budget between them).
    */
   constructor(
     private readonly data: FeatureSet,
     rows: Int32Array | undefined,
-    val: FeatureSet | undefined,
+    val: { set: FeatureSet; rows?: Int32Array } | undefined,
     private readonly numClasses: number,
     private readonly s: DenseSettings,
-    private readonly scoreTraining: boolean,
+    o: { scoreTraining: boolean; residentValues?: number },
   ) {
     const { dim } = data;
     const C = numClasses;
+    this.scoresTraining = o.scoreTraining;
     this.rows = rows ? rows.slice() : Int32Array.from({ length: data.n }, (_, i) => i);
     this.rng = mulberry32(s.seed);
     this.std = computeStandardisation(data.x, data.n, dim, rows);
@@ -393,8 +398,9 @@ export class DenseFit {
       }
       const toOneHot = (y: Int32Array) => oneHot(y, C);
       const weightsOf = (y: Int32Array) => Float32Array.from(y, (c) => classW[c]);
-      if (scoreTraining) this.scorers.push(setScorer(data, this.std, toOneHot, weightsOf, C, RESIDENT_VALUES, rows));
-      if (val) this.scorers.push(setScorer(val, this.std, toOneHot, weightsOf, C));
+      const budget = o.residentValues ?? RESIDENT_VALUES;
+      if (o.scoreTraining) this.scorers.push(setScorer(data, this.std, toOneHot, weightsOf, C, budget, rows));
+      if (val) this.scorers.push(setScorer(val.set, this.std, toOneHot, weightsOf, C, budget, val.rows));
       this.optimizer = new Adam(this.params, s.lr);
     } catch (e) {
       this.dispose();
@@ -483,7 +489,7 @@ export class DenseFit {
     const nums = this.scorers.map((sc) => sc.score(headParams));
     if (this.transposed) tf.dispose(headParams[0]);
     const at = (k: number): EpochScore => ({ loss: nums[k][0], accuracy: nums[k][1] });
-    return this.scoreTraining ? { train: at(0), ...(nums.length > 1 ? { val: at(1) } : {}) } : { val: at(0) };
+    return this.scoresTraining ? { train: at(0), ...(nums.length > 1 ? { val: at(1) } : {}) } : { val: at(0) };
   }
 
   /** Remembers the current weights as the ones to keep. */
@@ -532,7 +538,7 @@ async function trainDense(
   const s = denseSettings(kind, opts);
   const { signal, onEpoch } = opts;
   const stopEarly = opts.earlyStopping ?? true;
-  const fit = new DenseFit(train, undefined, val, numClasses, s, true);
+  const fit = new DenseFit(train, undefined, val ? { set: val } : undefined, numClasses, s, { scoreTraining: true });
   const history: EpochLog[] = [];
   let bestLoss = Number.POSITIVE_INFINITY;
   let bestEpoch = 0;
