@@ -47,6 +47,10 @@ export interface DuplicateTiming {
   rows: number;
   dim: number;
   seconds: number;
+  /** CPU seconds (user + system) of the process during the search: wall seconds on a shared machine measure the load. */
+  cpuSeconds?: number;
+  /** One-minute load average when the search started. */
+  load?: number;
   found: number;
   planted: number;
 }
@@ -191,7 +195,18 @@ export async function duplicateTiming(rows = 50_000, dim = 1280): Promise<Duplic
     const b = a + 17;
     for (let d = 0; d < dim; d++) x[b * dim + d] = x[a * dim + d] + (rng() - 0.5) * 0.05;
   }
+  const load = os.loadavg()[0];
+  const cpu = process.cpuUsage();
   const t = performance.now();
   const found = await findDuplicates(x, rows, dim);
-  return { rows, dim, seconds: (performance.now() - t) / 1000, found: found.length, planted };
+  const used = process.cpuUsage(cpu);
+  return {
+    rows,
+    dim,
+    seconds: (performance.now() - t) / 1000,
+    cpuSeconds: (used.user + used.system) / 1e6,
+    load,
+    found: found.length,
+    planted,
+  };
 }
