@@ -4,6 +4,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { DataError } from '../util/errors.ts';
 import { writeFileAtomic } from '../util/files.ts';
 import { stopCharts } from './charts.ts';
 import { REPORT_HTML, REPORT_JSON, REPORT_VERSION, type ReportData } from './data.ts';
@@ -22,16 +23,20 @@ export async function writeReport(data: ReportData, o: { dir?: string; html?: st
 export function readReportData(dir: string): ReportData {
   const file = path.join(path.resolve(dir), REPORT_JSON);
   if (!existsSync(path.join(path.resolve(dir), 'graft.json')))
-    throw new Error(`${dir}: not a graft model folder (no graft.json)`);
+    throw new DataError('not-a-model', dir, 'not a graft model folder (no graft.json)');
   if (!existsSync(file))
-    throw new Error(`${dir}: no ${REPORT_JSON} (trained without a report, or by a graft before reports); train again`);
+    throw new DataError(
+      'no-report',
+      dir,
+      `no ${REPORT_JSON} (trained without a report, or by a graft before reports); train again`,
+    );
   let data: ReportData;
   try {
     data = JSON.parse(readFileSync(file, 'utf8'));
   } catch (e) {
-    throw new Error(`${file}: unreadable (${(e as Error).message.split('\n')[0]})`);
+    throw new DataError('unreadable', file, `unreadable (${(e as Error).message.split('\n')[0]})`, e);
   }
   if (data.version !== REPORT_VERSION)
-    throw new Error(`${file}: report version ${data.version}, this graft reads ${REPORT_VERSION}`);
+    throw new DataError('report-version', file, `report version ${data.version}, this graft reads ${REPORT_VERSION}`);
   return data;
 }

@@ -11,6 +11,7 @@
  * with probability 0.999, while unrelated rows almost never share a code.
  */
 import { tf } from '../tfjs/tf.ts';
+import { InternalError } from '../util/errors.ts';
 import { gaussian, mulberry32 } from './random.ts';
 
 /**
@@ -71,7 +72,7 @@ export async function findDuplicates(
   dim: number,
   o: DuplicateOptions = {},
 ): Promise<DuplicatePair[]> {
-  if (x.length !== n * dim) throw new Error(`findDuplicates: ${x.length} values for ${n} rows of ${dim}`);
+  if (x.length !== n * dim) throw new InternalError(`findDuplicates: ${x.length} values for ${n} rows of ${dim}`);
   const threshold = o.threshold ?? DUPLICATE_THRESHOLD;
   if (n < 2) return [];
   const pairs =

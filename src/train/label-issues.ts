@@ -6,6 +6,7 @@
  * probability reaches the other class's own threshold: the model is as sure it belongs there as it usually is of the
  * images that do. Issues are ranked by the probability of the given label, lowest first. Nothing is moved or deleted.
  */
+import { InternalError } from '../util/errors.ts';
 
 export interface LabelIssue {
   /** Row index in the probabilities given. */
@@ -27,7 +28,7 @@ export interface LabelIssue {
 export function findLabelIssues(proba: Float32Array, y: Int32Array, numClasses: number): LabelIssue[] {
   const n = y.length;
   if (proba.length !== n * numClasses)
-    throw new Error(`findLabelIssues: ${proba.length} probabilities for ${n} rows of ${numClasses} classes`);
+    throw new InternalError(`findLabelIssues: ${proba.length} probabilities for ${n} rows of ${numClasses} classes`);
   const sum = new Float64Array(numClasses);
   const count = new Float64Array(numClasses);
   for (let i = 0; i < n; i++) {
