@@ -13,6 +13,7 @@
  *   npm run bench -- --sections=decode     # decoding + resizing hymenoptera: graft's resampler against sharp's resize
  *   npm run bench -- --sections=serve     # graft serve: 2,000 images through the page, memory of page and server
  *   npm run bench -- --sections=train-step,fine-tune   # the training engines (ONNX Runtime against WASM, PyTorch)
+ *   npm run bench -- --sections=fine-tune --fine-tune-rows=whole,tutorial   # only those fine-tune rows
  *   npm run bench -- --sections=scale           # 1k-100k generated images: memory and time per image (bench/scale.ts)
  *   npm run bench -- --sections=findings     # label-issue and near-duplicate checks (default base: GRAFT_MODEL_MIRROR)
  *   npm run bench -- --sections=overhead     # CPU seconds the report and the finders add to a warm-cache graft train
@@ -633,9 +634,23 @@ const load = () =>
  * 245 training images with random crops plus 153 validation images, graft's the 245 images and their mirrors plus the
  * 153 validation images).
  */
-function fineTuneSection(): { rows: FineTuneRow[]; tutorial: TutorialRow[] } {
+type FineTuneResult = { rows: FineTuneRow[]; tutorial: TutorialRow[] };
+/** --fine-tune-rows=A,B: only the runs whose description contains A or B ('tutorial' for the peer); the rest stay stored. */
+const fineTuneRows = argv
+  .find((a) => a.startsWith('--fine-tune-rows='))
+  ?.slice('--fine-tune-rows='.length)
+  .split(',');
+function fineTuneSection(previous: FineTuneResult, save: (r: FineTuneResult) => void): FineTuneResult {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'graft-bench-fine-tune-'));
-  const rows: FineTuneRow[] = [];
+  const rows: FineTuneRow[] = fineTuneRows ? [...previous.rows] : [];
+  let tutorial: TutorialRow[] = fineTuneRows ? [...previous.tutorial] : [];
+  // Stored after every row: the whole section takes hours on a loaded machine.
+  const add = (row: FineTuneRow) => {
+    const at = rows.findIndex((x) => x.what === row.what && x.engine === row.engine);
+    if (at >= 0) rows[at] = row;
+    else rows.push(row);
+    save({ rows, tutorial });
+  };
   const runs: [string, string, string[], string[]][] = [
     [
       'parameter, 3 blocks',
@@ -650,10 +665,17 @@ function fineTuneSection(): { rows: FineTuneRow[]; tutorial: TutorialRow[] } {
       ['onnx', 'wasm'],
     ],
     // The default base: from graft's model cache or GRAFT_MODEL_MIRROR (e.g. ../shared/models/mirror served locally).
-    ['fine-tune of the whole network', DEFAULT_BASE, ['--fine-tune', '--unfreeze-from', 'all'], ['onnx']],
+    // Three fine-tune epochs, as many as the PyTorch tutorial's run below (and a bounded run: about 10 minutes here).
+    [
+      'fine-tune of the whole network',
+      DEFAULT_BASE,
+      ['--fine-tune', '--unfreeze-from', 'all', '--fine-tune-epochs', '3'],
+      ['onnx'],
+    ],
   ];
   try {
     for (const [what, base, args, engines] of runs) {
+      if (fineTuneRows && !fineTuneRows.some((f) => what.includes(f))) continue;
       // Warm the activation cache (spatial activations at the stages' cuts) with one cheap run.
       try {
         const quick = [
@@ -679,7 +701,7 @@ function fineTuneSection(): { rows: FineTuneRow[]; tutorial: TutorialRow[] } {
         }[];
         const last = stages[stages.length - 1];
         const { baseFallback: fallback, base: used } = raw as { baseFallback?: { reason: string }; base?: string };
-        rows.push({
+        add({
           what,
           base: baseLabel(used ?? base),
           args: args.join(' '),
@@ -707,7 +729,8 @@ function fineTuneSection(): { rows: FineTuneRow[]; tutorial: TutorialRow[] } {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  const tutorial: TutorialRow[] = [];
+  if (fineTuneRows && !fineTuneRows.includes('tutorial')) return { rows, tutorial };
+  tutorial = [];
   if (existsSync('/usr/bin/python3') && existsSync(PEER_TUTORIAL)) {
     const epochs = 3;
     const r = spawnSync('/usr/bin/python3', [PEER_TUTORIAL, HYM, '--mode', 'finetune', '--epochs', String(epochs)], {
@@ -770,7 +793,11 @@ async function main() {
   if (haveData && wanted.has('transfer')) put('transfer', transferSection());
   if (haveData && wanted.has('decode')) put('decode', await decodeBench());
   if (wanted.has('serve')) put('serve', await serveMemoryBench(log));
-  if (haveData && wanted.has('fine-tune')) put('fine-tune', fineTuneSection());
+  if (haveData && wanted.has('fine-tune'))
+    put(
+      'fine-tune',
+      fineTuneSection(store['fine-tune']?.rows ?? { rows: [], tutorial: [] }, (r) => put('fine-tune', r)),
+    );
   if (wanted.has('scale')) put('scale', await scaleSection(() => readStore().scale?.rows ?? [], log));
   if (haveData && wanted.has('findings')) {
     const cacheDir = mkdtempSync(path.join(os.tmpdir(), 'graft-bench-find-'));
