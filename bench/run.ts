@@ -640,16 +640,26 @@ const fineTuneRows = argv
   .find((a) => a.startsWith('--fine-tune-rows='))
   ?.slice('--fine-tune-rows='.length)
   .split(',');
-function fineTuneSection(previous: FineTuneResult, save: (r: FineTuneResult) => void): FineTuneResult {
+function fineTuneSection(previous: () => FineTuneResult, save: (r: FineTuneResult) => void): FineTuneResult {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'graft-bench-fine-tune-'));
-  const rows: FineTuneRow[] = fineTuneRows ? [...previous.rows] : [];
-  let tutorial: TutorialRow[] = fineTuneRows ? [...previous.tutorial] : [];
+  const mine: FineTuneRow[] = [];
+  let myTutorial: TutorialRow[] | undefined;
+  // With --fine-tune-rows, this run's rows replace theirs in the store as it is now (another bench run may have
+  // stored rows meanwhile); the whole section replaces everything.
+  const merged = (): FineTuneResult => {
+    const cur = fineTuneRows ? previous() : { rows: [], tutorial: [] };
+    const rows = [...cur.rows];
+    for (const row of mine) {
+      const at = rows.findIndex((x) => x.what === row.what && x.engine === row.engine);
+      if (at >= 0) rows[at] = row;
+      else rows.push(row);
+    }
+    return { rows, tutorial: myTutorial ?? cur.tutorial };
+  };
   // Stored after every row: the whole section takes hours on a loaded machine.
   const add = (row: FineTuneRow) => {
-    const at = rows.findIndex((x) => x.what === row.what && x.engine === row.engine);
-    if (at >= 0) rows[at] = row;
-    else rows.push(row);
-    save({ rows, tutorial });
+    mine.push(row);
+    save(merged());
   };
   const runs: [string, string, string[], string[]][] = [
     [
@@ -729,8 +739,9 @@ function fineTuneSection(previous: FineTuneResult, save: (r: FineTuneResult) => 
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  if (fineTuneRows && !fineTuneRows.includes('tutorial')) return { rows, tutorial };
-  tutorial = [];
+  if (fineTuneRows && !fineTuneRows.includes('tutorial')) return merged();
+  const tutorial: TutorialRow[] = [];
+  myTutorial = tutorial;
   if (existsSync('/usr/bin/python3') && existsSync(PEER_TUTORIAL)) {
     const epochs = 3;
     const r = spawnSync('/usr/bin/python3', [PEER_TUTORIAL, HYM, '--mode', 'finetune', '--epochs', String(epochs)], {
@@ -751,7 +762,7 @@ function fineTuneSection(previous: FineTuneResult, save: (r: FineTuneResult) => 
       log(`peer tutorial fine-tune: ${(o.seconds / o.epochs).toFixed(1)} s per epoch`);
     } else log(`peer tutorial: not run (${(r.stderr || '').trim().split('\n').pop()})`);
   }
-  return { rows, tutorial };
+  return merged();
 }
 
 function readStore(): Store {
@@ -796,7 +807,10 @@ async function main() {
   if (haveData && wanted.has('fine-tune'))
     put(
       'fine-tune',
-      fineTuneSection(store['fine-tune']?.rows ?? { rows: [], tutorial: [] }, (r) => put('fine-tune', r)),
+      fineTuneSection(
+        () => readStore()['fine-tune']?.rows ?? { rows: [], tutorial: [] },
+        (r) => put('fine-tune', r),
+      ),
     );
   if (wanted.has('scale')) put('scale', await scaleSection(() => readStore().scale?.rows ?? [], log));
   if (haveData && wanted.has('findings')) {
