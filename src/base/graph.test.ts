@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
+import { serialiseLayersModel } from '../export/model-files.ts';
+import { tf, tfl } from '../tfjs/tf.ts';
 import { type LayersBase, loadLayersBase } from './base.ts';
 import { candidateCuts, cutPointIndices, defaultCut, requireCutPoint } from './graph.ts';
 import { cutForRetrainLayers, inspectBase } from './inspect.ts';
@@ -39,6 +41,37 @@ test("the default cut is the layer below the base's own classifier", () => {
   assert.equal(defaultCut(mnv2.model), 'out_relu');
   assert.equal(defaultCut(inception.model), 'mixed10');
   assert.equal(mnv2.defaultCut, 'out_relu');
+});
+
+test('the default cut walks down a Keras MobileNet v1 top (pool, reshape, dropout, 1x1 conv, softmax) from model.json', async () => {
+  // The tfjs-models MobileNet v1 ends in global_average_pooling2d_1 > reshape_1 > dropout > conv_preds (a 1x1
+  // convolution on a 1x1 map) > act_softmax > reshape_2; rebuilt from JSON as a zoo download is.
+  const input = tfl.input({ shape: [8, 8, 3] });
+  const conv = tfl.layers.conv2d({ filters: 6, kernelSize: 3, name: 'conv_pw_13' }).apply(input);
+  const relu = tfl.layers.activation({ activation: 'relu', name: 'conv_pw_13_relu' }).apply(conv);
+  const pool = tfl.layers.globalAveragePooling2d({ name: 'global_average_pooling2d_1' }).apply(relu);
+  const r1 = tfl.layers.reshape({ targetShape: [1, 1, 6], name: 'reshape_1' }).apply(pool);
+  const drop = tfl.layers.dropout({ rate: 0.001, name: 'dropout' }).apply(r1);
+  const preds = tfl.layers.conv2d({ filters: 4, kernelSize: 1, name: 'conv_preds' }).apply(drop);
+  const soft = tfl.layers.activation({ activation: 'softmax', name: 'act_softmax' }).apply(preds);
+  const out = tfl.layers.reshape({ targetShape: [4], name: 'reshape_2' }).apply(soft) as tfl.SymbolicTensor;
+  const built = tfl.model({ inputs: input, outputs: out });
+  const { modelJson, weights } = await serialiseLayersModel(built);
+  const loaded = await tfl.loadLayersModel(
+    tf.io.fromMemory({
+      modelTopology: (modelJson as { modelTopology: object }).modelTopology,
+      weightSpecs: (modelJson as { weightsManifest: { weights: tf.io.WeightsManifestEntry[] }[] }).weightsManifest[0]
+        .weights,
+      weightData: weights.buffer.slice(weights.byteOffset, weights.byteOffset + weights.byteLength) as ArrayBuffer,
+    }),
+  );
+  try {
+    assert.equal(defaultCut(built), 'conv_pw_13_relu');
+    assert.equal(defaultCut(loaded), 'conv_pw_13_relu');
+  } finally {
+    built.dispose();
+    loaded.dispose();
+  }
 });
 
 test('inspect numbers every candidate with its --retrain-layers depth', () => {

@@ -143,7 +143,9 @@ function isClassifierLayer(layer: Layer): boolean {
     const fn = String((layer.getConfig() as { activation?: unknown }).activation ?? '');
     return fn === 'softmax' || fn === 'sigmoid';
   }
-  const inShape = layer.inboundNodes?.[0]?.inputShapes as number[] | undefined;
+  // A node lists its input shapes as one shape or as an array of them (what a loaded model.json gives).
+  const shapes = layer.inboundNodes?.[0]?.inputShapes as (number | null)[] | (number | null)[][] | undefined;
+  const inShape = Array.isArray(shapes?.[0]) ? (shapes[0] as (number | null)[]) : (shapes as (number | null)[]);
   const spatial1x1 = Array.isArray(inShape) && inShape.length === 4 && inShape[1] === 1 && inShape[2] === 1;
   // A 1x1 convolution on a 1x1 map is a Dense layer in disguise (Keras MobileNet's conv_preds); pooling down to
   // 1x1 is global pooling spelled as AveragePooling2D (as in nsfwjs's networks).
