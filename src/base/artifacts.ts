@@ -140,3 +140,36 @@ export function weightDataBytes(specs: io.WeightsManifestEntry[]): number | unde
   }
   return n;
 }
+
+/** Bytes one weight takes in the weight data (quantised weights as stored). */
+function storedBytes(spec: io.WeightsManifestEntry): number {
+  const n = weightDataBytes([spec]);
+  if (n === undefined) throw new BaseError('unsupported', spec.name, `${spec.dtype} weights cannot be fingerprinted`);
+  return n;
+}
+
+/**
+ * SHA-256 of a network's weights alone, independent of how they are stored: each tensor is hashed with its dtype and
+ * shape, and the sorted list of those hashes is hashed again. Sharding, file names, weight names and their order do
+ * not change it; any changed value does. What a zoo pin holds (see ZooEntry.weightsSha256).
+ */
+export function weightsDigest(artifacts: io.ModelArtifacts): string {
+  const data = artifacts.weightData;
+  const bytes =
+    data instanceof ArrayBuffer
+      ? new Uint8Array(data)
+      : Buffer.concat((data as ArrayBuffer[] | undefined)?.map((d) => new Uint8Array(d)) ?? []);
+  const hashes: string[] = [];
+  let offset = 0;
+  for (const spec of artifacts.weightSpecs ?? []) {
+    const size = storedBytes(spec);
+    if (offset + size > bytes.byteLength)
+      throw new BaseError('truncated', spec.name, 'the weight data ends before this weight does');
+    const h = createHash('sha256');
+    h.update(`${spec.dtype}:${spec.quantization ? JSON.stringify(spec.quantization) : ''}:${spec.shape.join('x')}:`);
+    h.update(bytes.subarray(offset, offset + size));
+    hashes.push(h.digest('hex'));
+    offset += size;
+  }
+  return createHash('sha256').update(hashes.sort().join('\n')).digest('hex');
+}

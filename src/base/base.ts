@@ -11,12 +11,11 @@ import { checkOneOf } from '../util/options.ts';
 import type { ProgressCallback } from '../util/progress.ts';
 import { fingerprint, type ModelJson, readLocalModel, readRemoteModel } from './artifacts.ts';
 import { BUNDLED, bundledArtifacts } from './bundled.ts';
-import { ensureModelFiles } from './download.ts';
 import { type ForeignTrunk, formatWords } from './foreign.ts';
 import { defaultCut, layersTrunk, type TrunkSource } from './graph.ts';
 import type { OnnxTrunkSpec } from './onnx-base.ts';
 import { checkCrop, fromRange, type Preprocessing } from './preprocessing.ts';
-import { DEFAULT_ZOO_BASE, findZooEntry, type ZooEntry } from './zoo.ts';
+import { DEFAULT_ZOO_BASE, findZooEntry, loadZooFiles, type ZooEntry } from './zoo.ts';
 
 /** Why the default base was not used: the reason as one line, and the error itself for surfaces that word it their way. */
 export interface Fallback {
@@ -244,16 +243,13 @@ async function loadAny(spec: string | undefined, options: BaseOptions): Promise<
 }
 
 async function loadZoo(entry: ZooEntry, options: BaseOptions): Promise<LayersBase> {
-  const { modelJsonPath, repaired } = await ensureModelFiles(entry.url, {
+  const { artifacts, repaired } = await loadZooFiles(entry, {
     mirror: options.mirror,
     offline: options.offline,
     onProgress: options.onProgress,
     signal: options.signal,
-    name: entry.name,
-    sha256: entry.sha256,
   });
-  const { artifacts } = await readLocalModel(modelJsonPath);
-  const meta = { defaultCut: entry.defaultCut };
+  const meta = { defaultCut: entry.defaultCut, crop: entry.crop, resize: entry.resize };
   const base = await finish(entry.name, 'zoo', entry.url, artifacts, options.inputRange ?? entry.inputRange, meta);
   if (entry.preprocessing && !options.inputRange)
     base.preprocessing = { ...base.preprocessing, ...entry.preprocessing };

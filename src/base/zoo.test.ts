@@ -1,16 +1,21 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
+import type { io } from '@tensorflow/tfjs-core';
 import { closedPort } from '../../test/helpers.ts';
 import { modelsCommand } from '../cli/models/index.ts';
-import { DEFAULT_BASE, FALLBACK_BASE, loadBase, loadLayersBase } from './base.ts';
-import { DEFAULT_ZOO_BASE, findZooEntry, ZOO } from './zoo.ts';
+import { serialiseLayersModel } from '../export/model-files.ts';
+import { initTf, tfl } from '../tfjs/tf.ts';
+import { weightsDigest } from './artifacts.ts';
+import { DEFAULT_BASE, disposeBase, FALLBACK_BASE, loadBase, loadLayersBase } from './base.ts';
+import { defaultCut } from './graph.ts';
+import { DEFAULT_ZOO_BASE, findZooEntry, ZOO, type ZooEntry } from './zoo.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const MIRROR_ROOT = path.resolve(ROOT, '../shared/models/mirror');
@@ -45,14 +50,45 @@ test('zoo entries are well-formed and state URL, preprocessing and licence', () 
   assert.ok(findZooEntry(DEFAULT_BASE));
 });
 
-/** Static server over the shared mirror folder, counting requests. */
-function serveMirror(): Promise<{ base: string; requests: () => number; close: () => Promise<void> }> {
+test('weightsDigest holds the values, not the layout: re-sharded, renamed and reordered weights match, one changed byte does not', async () => {
+  await initTf();
+  const input = tfl.input({ shape: [4] });
+  const h = tfl.layers.dense({ units: 3, name: 'a' }).apply(input);
+  const out = tfl.layers.dense({ units: 2, name: 'b' }).apply(h) as tfl.SymbolicTensor;
+  const model = tfl.model({ inputs: input, outputs: out });
+  const { modelJson, weights } = await serialiseLayersModel(model);
+  model.dispose();
+  const specs = (modelJson as { weightsManifest: { weights: io.WeightsManifestEntry[] }[] }).weightsManifest[0].weights;
+  const buffer = (b: Uint8Array) => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+  const one: io.ModelArtifacts = { weightSpecs: specs, weightData: buffer(weights) };
+  // The same tensors in reverse order, under other names, in two shards.
+  const sizes = specs.map((w) => w.shape.reduce((a, b) => a * b, 1) * 4);
+  const starts = sizes.map((_, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0));
+  const order = [...specs.keys()].reverse();
+  const bytes = Buffer.concat(order.map((i) => weights.subarray(starts[i], starts[i] + sizes[i])));
+  const cut = sizes[order[0]];
+  const other: io.ModelArtifacts = {
+    weightSpecs: order.map((i, k) => ({ ...specs[i], name: `renamed_${k}` })),
+    weightData: [buffer(bytes.subarray(0, cut)), buffer(bytes.subarray(cut))] as unknown as ArrayBuffer,
+  };
+  assert.equal(weightsDigest(other), weightsDigest(one));
+  const changed = Buffer.from(weights);
+  changed[5] ^= 1;
+  assert.notEqual(weightsDigest({ weightSpecs: specs, weightData: buffer(changed) }), weightsDigest(one));
+  // A tensor reshaped is another network.
+  const reshaped = specs.map((w, i) => (i === 0 ? { ...w, shape: [...w.shape].reverse() } : w));
+  assert.notEqual(weightsDigest({ weightSpecs: reshaped, weightData: buffer(weights) }), weightsDigest(one));
+});
+
+/** Static server over a mirror folder (default the shared one), counting requests. */
+function serveMirror(
+  root = MIRROR_ROOT,
+): Promise<{ base: string; requests: () => number; close: () => Promise<void> }> {
   let n = 0;
   const server = http.createServer((req, res) => {
     n++;
-    const file = path.join(MIRROR_ROOT, decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname));
-    if (!file.startsWith(MIRROR_ROOT) || !existsSync(file) || !statSync(file).isFile())
-      return void res.writeHead(404).end();
+    const file = path.join(root, decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname));
+    if (!file.startsWith(root) || !existsSync(file) || !statSync(file).isFile()) return void res.writeHead(404).end();
     const body = readFileSync(file);
     res.writeHead(200, { 'content-length': body.length }).end(body);
   });
@@ -178,6 +214,71 @@ describe('zoo bases through loadBase and the CLI', { skip }, () => {
     assert.equal(bundled.fallback, undefined);
   });
 
+  test('mobilenet_v1_0.75_224 from the mirror: its measured crop by default, the flag overrides it, the cut below its classifier', async (t) => {
+    const entry = findZooEntry('mobilenet_v1_0.75_224') as ZooEntry;
+    const rel = new URL(entry.url).pathname;
+    if (!existsSync(path.join(MIRROR_ROOT, rel))) return t.skip(`${path.join(MIRROR_ROOT, rel)} is absent`);
+    useCache('v1');
+    const b = await loadLayersBase('mobilenet_v1_0.75_224', { mirror: srv.base });
+    try {
+      assert.equal(b.preprocessing.crop, 0.875);
+      assert.equal(b.preprocessing.resize, 'cover');
+      assert.equal(b.defaultCut, 'conv_pw_13_relu');
+      // The graph rule finds the same cut on its own: below pooling, reshape, dropout, the 1x1 conv_preds and softmax.
+      assert.equal(defaultCut(b.model), 'conv_pw_13_relu');
+    } finally {
+      disposeBase(b);
+    }
+    const plain = await loadBase('mobilenet_v1_0.75_224', { offline: true, crop: 1, resize: 'fill' });
+    assert.equal(plain.preprocessing.crop, 1);
+    assert.equal(plain.preprocessing.resize, 'fill');
+    disposeBase(plain);
+  });
+
+  test('pinned weights: a mirror serving changed values is refused (and the copy removed), a re-sharded copy passes', async () => {
+    const entry = findZooEntry('mobilenet_v2_0.35') as ZooEntry;
+    assert.ok(entry.weightsSha256, 'the default base is pinned');
+    const tampered = path.join(tmp, 'tampered-mirror');
+    cpSync(path.join(MIRROR_ROOT, REL), path.join(tampered, REL), { recursive: true });
+    const wfile = path.join(tampered, REL, 'weights.bin');
+    const w = readFileSync(wfile);
+    w.writeFloatLE(w.readFloatLE(4000) + 0.5, 4000);
+    writeFileSync(wfile, w);
+    const bad = await serveMirror(tampered);
+    try {
+      const cache = useCache('tampered');
+      await assert.rejects(loadBase('mobilenet_v2_0.35', { mirror: bad.base }), {
+        message:
+          /^mobilenet_v2_0\.35: the downloaded weights differ from the pinned SHA-256 .*; refused and removed from the cache$/,
+      });
+      assert.ok(!existsSync(path.join(cache, 'models', 'storage.googleapis.com', REL)), 'the refused copy is gone');
+      const fallback = await loadBase(undefined, { mirror: bad.base });
+      assert.equal(fallback.name, FALLBACK_BASE);
+      assert.match(fallback.fallback?.reason ?? '', /differ from the pinned SHA-256/);
+    } finally {
+      await bad.close();
+    }
+    // The same values re-laid out in two shards under a new model.json: the pin holds values, so it passes.
+    const resharded = path.join(tmp, 'resharded-mirror');
+    mkdirSync(path.join(resharded, REL), { recursive: true });
+    const json = JSON.parse(readFileSync(path.join(MIRROR_ROOT, REL, 'model.json'), 'utf8'));
+    const all = readFileSync(path.join(MIRROR_ROOT, REL, 'weights.bin'));
+    const half = 4 * Math.floor(all.length / 8);
+    writeFileSync(path.join(resharded, REL, 'part1.bin'), all.subarray(0, half));
+    writeFileSync(path.join(resharded, REL, 'part2.bin'), all.subarray(half));
+    json.weightsManifest[0].paths = ['part1.bin', 'part2.bin'];
+    writeFileSync(path.join(resharded, REL, 'model.json'), JSON.stringify(json));
+    const good = await serveMirror(resharded);
+    try {
+      useCache('resharded');
+      const b = await loadBase('mobilenet_v2_0.35', { mirror: good.base });
+      assert.equal(b.name, 'mobilenet_v2_0.35');
+      disposeBase(b);
+    } finally {
+      await good.close();
+    }
+  });
+
   test('graft models pull downloads ahead of time; graft models lists the zoo with cache state', async () => {
     const cache = useCache('cli');
     const pulled = JSON.parse(
@@ -200,5 +301,9 @@ describe('zoo bases through loadBase and the CLI', { skip }, () => {
     assert.equal(m.cached, true);
     assert.equal(m.cachedFiles.length, 2);
     assert.equal(models.find((x: { name: string }) => x.name === 'mobilenet_v2_1.00').cached, false);
+    assert.equal(m.weightsSha256, findZooEntry('mobilenet_v2_0.35')?.weightsSha256);
+    assert.equal(models.find((x: { name: string }) => x.name === 'mobilenet_v2_1.00').weightsSha256, undefined);
+    const human = await promisify(execFile)(process.execPath, [...cli, 'models'], { env, cwd: ROOT });
+    assert.match(human.stdout.split('\n')[0], /crop\s+resize\s+pinned/);
   });
 });

@@ -1,6 +1,6 @@
 import { Command } from 'commander';
-import { cacheStatus, ensureModelFiles } from '../../base/download.ts';
-import { findZooEntry, ZOO, type ZooEntry } from '../../base/zoo.ts';
+import { cacheStatus } from '../../base/download.ts';
+import { findZooEntry, loadZooFiles, ZOO, type ZooEntry } from '../../base/zoo.ts';
 import { BaseError } from '../../util/errors.ts';
 import { interruptSignal } from '../interrupt.ts';
 import { type GlobalOptions, printJson, progressBars, say } from '../output.ts';
@@ -36,6 +36,9 @@ async function listModels(opts: GlobalOptions): Promise<void> {
     'input',
     'default cut',
     'input range',
+    'crop',
+    'resize',
+    'pinned',
     'size',
     'licence',
     'cached',
@@ -48,6 +51,9 @@ async function listModels(opts: GlobalOptions): Promise<void> {
     `${r.inputSize}x${r.inputSize}`,
     r.defaultCut,
     rangeText(r),
+    String(r.crop ?? 1),
+    r.resize ?? 'cover',
+    r.weightsSha256 ? 'yes' : 'no',
     r.sizeBytes !== undefined ? mb(r.sizeBytes) : '',
     r.licence,
     r.cached ? 'yes' : 'no',
@@ -59,6 +65,8 @@ async function listModels(opts: GlobalOptions): Promise<void> {
   out.push(
     '',
     'use a name with --base; `graft models pull NAME` downloads ahead of time (GRAFT_MODEL_MIRROR or --model-mirror to use a mirror)',
+    'crop and resize: what each base uses unless --crop or --resize say otherwise (measured per base: docs/BENCHMARKS.md)',
+    'pinned: the SHA-256 of the weights is known; files whose weights differ are refused',
   );
   process.stdout.write(`${out.join('\n')}\n`);
 }
@@ -89,11 +97,9 @@ export function modelsCommand(): Command {
       });
       const results = [];
       for (const z of entries) {
-        const r = await ensureModelFiles(z.url, {
+        const { artifacts: _weights, ...r } = await loadZooFiles(z, {
           mirror: opts.modelMirror,
           offline: opts.offline,
-          name: z.name,
-          sha256: z.sha256,
           onProgress: progressBars(opts),
           signal: interruptSignal(),
         });
@@ -102,7 +108,10 @@ export function modelsCommand(): Command {
         const what = r.fromCache
           ? 'already cached and intact'
           : `downloaded ${r.downloaded.join(', ')}${r.repaired.length ? ` (repaired ${r.repaired.join(', ')})` : ''}`;
-        say(opts, `${z.name}: ${what}, ${mb(st.bytes)} in ${r.modelJsonPath}`);
+        say(
+          opts,
+          `${z.name}: ${what}${z.weightsSha256 ? ', weights match the pin' : ''}, ${mb(st.bytes)} in ${r.modelJsonPath}`,
+        );
       }
       if (opts.json) printJson({ pulled: results });
     });
