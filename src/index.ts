@@ -61,6 +61,8 @@ export type { Mistake, ReportData } from './report/data.ts';
 export { evaluationReportData, REPORT_HTML, REPORT_JSON, trainReportData } from './report/data.ts';
 export { type ReportSection, renderReport, reportSections } from './report/render.ts';
 export { readReportData, writeReport } from './report/write.ts';
+export type { HeadKind, LogisticFitInfo } from './train/features.ts';
+export { HEAD_DEFAULTS, HEAD_KINDS } from './train/trainer.ts';
 /** Errors graft throws: every one a GraftError with a `kind` and a stable `code`; see util/errors.ts. */
 export type { ErrorKind, Warning, Words } from './util/errors.ts';
 export {

@@ -95,7 +95,7 @@ test('constant dimensions are ignored rather than amplified', () => {
   assert.equal(s.invStd[1], 0);
 });
 
-for (const head of ['softmax', 'mlp'] as const) {
+for (const head of ['logistic', 'softmax', 'mlp'] as const) {
   test(`${head}: apply() as TF.js Dense layers matches predictProba`, async () => {
     const train = clusters(90, 12, 3, 1, 1.5);
     const h = await trainHead(train, undefined, 3, { head, epochs: 15, hidden: 16, lr: 1e-2 });
@@ -123,7 +123,7 @@ for (const head of ['softmax', 'mlp'] as const) {
   });
 }
 
-for (const head of ['softmax', 'mlp', 'knn'] as const) {
+for (const head of ['logistic', 'softmax', 'mlp', 'knn'] as const) {
   test(`${head}: toJSON / headFromJSON round trip reproduces predictions`, async () => {
     const train = clusters(60, 8, 3, 3, 2);
     const h = await trainHead(train, undefined, 3, { head, epochs: 5, hidden: 8, k: 3 });
@@ -135,6 +135,8 @@ for (const head of ['softmax', 'mlp', 'knn'] as const) {
       assert.equal(back.dim, 8);
       assert.equal(back.bestEpoch, h.bestEpoch);
       assert.deepEqual(back.history, h.history);
+      assert.deepEqual(back.fit, h.fit);
+      if (head === 'logistic') assert.ok(back.fit?.search?.rows.length);
       const q = clusters(30, 8, 3, 4, 2);
       assert.deepEqual(back.predictProba(q.x, q.n), h.predictProba(q.x, q.n));
       assert.throws(() => headFromJSON({ ...json, dim: 9 }), /holds|expected/);

@@ -5,7 +5,7 @@
 import type { SymbolicTensor } from '@tensorflow/tfjs-layers';
 import { tf, tfl } from '../tfjs/tf.ts';
 import { DataError, InternalError, UsageError } from '../util/errors.ts';
-import type { EpochLog, HeadJson, TrainedHead } from './features.ts';
+import type { EpochLog, HeadJson, LogisticFitInfo, TrainedHead } from './features.ts';
 
 const JSON_VERSION = 1;
 
@@ -188,20 +188,25 @@ abstract class BaseHead {
   }
 }
 
-/** softmax regression (one Dense) or mlp (Dense-ReLU-Dense); standardisation is applied before the first layer. */
+/**
+ * logistic or softmax regression (one Dense: the same model, fitted two ways) or mlp (Dense-ReLU-Dense); standardisation
+ * is applied before the first layer.
+ */
 export class DenseHead extends BaseHead implements TrainedHead {
   private readonly meanT: tf.Tensor1D;
   private readonly invStdT: tf.Tensor1D;
+  outOfFold?: Float32Array;
 
   /** Takes ownership of `params` ([kernel, bias] per layer); they may be tf.Variables left over from training. */
   constructor(
-    readonly kind: 'softmax' | 'mlp',
+    readonly kind: 'logistic' | 'softmax' | 'mlp',
     numClasses: number,
     dim: number,
     private readonly std: Standardisation,
     private readonly params: tf.Tensor[],
     history: EpochLog[] = [],
     bestEpoch = 0,
+    readonly fit?: LogisticFitInfo,
   ) {
     super(numClasses, dim, history, bestEpoch);
     this.meanT = tf.tensor1d(std.mean);
@@ -316,6 +321,7 @@ export class DenseHead extends BaseHead implements TrainedHead {
       layers,
       history: this.history,
       bestEpoch: this.bestEpoch,
+      ...(this.fit ? { fit: this.fit } : {}),
     };
   }
 
@@ -478,7 +484,7 @@ export function headFromJSON(json: HeadJson): TrainedHead {
       bestEpoch,
     );
   }
-  if (kind !== 'softmax' && kind !== 'mlp')
+  if (kind !== 'logistic' && kind !== 'softmax' && kind !== 'mlp')
     throw new DataError('corrupt-model', 'head JSON', `unknown kind '${String(kind)}'`);
   const layers = json.layers as { units: number; kernel: string; bias: string }[] | undefined;
   if (!Array.isArray(layers) || layers.length !== (kind === 'mlp' ? 2 : 1)) {
@@ -500,5 +506,7 @@ export function headFromJSON(json: HeadJson): TrainedHead {
   if (inDim !== numClasses)
     throw new DataError('corrupt-model', 'head JSON', `last layer has ${inDim} units for ${numClasses} classes`);
   const params = arrays.flatMap((a) => [tf.tensor2d(a.kernel, [a.inDim, a.units]), tf.tensor1d(a.bias)]);
-  return new DenseHead(kind, numClasses, dim, std, params, history, bestEpoch);
+  const fit =
+    kind === 'logistic' && json.fit && typeof json.fit === 'object' ? (json.fit as LogisticFitInfo) : undefined;
+  return new DenseHead(kind, numClasses, dim, std, params, history, bestEpoch, fit);
 }

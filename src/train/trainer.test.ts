@@ -45,6 +45,40 @@ function noise(n: number, dim: number, seed: number): FeatureSet {
   };
 }
 
+test('logistic: fitted without reading the validation set, one history entry, its lambda search recorded', async () => {
+  const [train, val] = split(separable(240, 40, 3, 1), 150);
+  const logs: EpochLog[] = [];
+  const h = await trainHead(train, val, 3, {
+    head: 'logistic',
+    onEpoch: (l, total) => logs.push({ ...l, epoch: total }),
+  });
+  const blind = await trainHead(train, undefined, 3, { head: 'logistic' });
+  const shuffled = { ...val, y: shuffleInPlace(val.y.slice(), mulberry32(4)) };
+  const misled = await trainHead(train, shuffled, 3, { head: 'logistic' });
+  try {
+    const p = h.predictProba(val.x, val.n);
+    assert.ok(accuracy(p, val.y, 3) >= 0.98);
+    // The validation set only fills the reported numbers: with it, without it or with its labels shuffled, the same fit.
+    assert.deepEqual(blind.predictProba(val.x, val.n), p);
+    assert.deepEqual(misled.predictProba(val.x, val.n), p);
+    assert.equal(h.history.length, 1);
+    assert.equal(h.bestEpoch, 1);
+    assert.deepEqual(logs, [{ ...h.history[0], epoch: 1 }]);
+    assert.ok(Math.abs((h.history[0].valAccuracy ?? 0) - accuracy(p, val.y, 3)) < 1e-12);
+    assert.equal(blind.history[0].valAccuracy, undefined);
+    assert.ok(h.fit?.converged);
+    assert.equal(h.fit?.search?.folds, 5);
+    assert.ok(h.fit?.search?.rows.some((r) => r.lambda === h.fit?.lambda));
+    // Out-of-fold probabilities of every training row, from fits that did not see it.
+    assert.equal(h.outOfFold?.length, train.n * 3);
+    assert.ok(accuracy(h.outOfFold as Float32Array, train.y, 3) > 0.9);
+  } finally {
+    h.dispose();
+    blind.dispose();
+    misled.dispose();
+  }
+});
+
 for (const head of ['softmax', 'mlp'] as const) {
   test(`${head} learns a linearly separable problem`, async () => {
     const [train, val] = split(separable(240, 40, 3, 1), 150);
@@ -85,6 +119,7 @@ test('early stopping halts when validation loss rises and restores the best epoc
   shuffleInPlace(val.y, mulberry32(3));
   const logs: EpochLog[] = [];
   const h = await trainHead(train, val, 2, {
+    head: 'softmax',
     epochs: 200,
     patience: 5,
     lr: 0.03,
@@ -128,8 +163,8 @@ test('balanced class weights move the decision towards the rare class', async ()
   };
   const train = make([270, 30]);
   const test = make([200, 200]);
-  const recallOfRare = async (classWeights: 'balanced' | 'none') => {
-    const h = await trainHead(train, undefined, 2, { classWeights, epochs: 40, lr: 0.02, patience: 100 });
+  const recallOfRare = async (head: 'softmax' | 'logistic', classWeights: 'balanced' | 'none') => {
+    const h = await trainHead(train, undefined, 2, { head, classWeights, epochs: 40, lr: 0.02, patience: 100 });
     try {
       const pred = argmaxRows(h.predictProba(test.x, test.n), test.n, 2);
       let hit = 0;
@@ -139,14 +174,17 @@ test('balanced class weights move the decision towards the rare class', async ()
       h.dispose();
     }
   };
-  const none = await recallOfRare('none');
-  const balanced = await recallOfRare('balanced');
-  assert.ok(balanced > none + 0.3, `rare-class recall: balanced ${balanced}, none ${none}`);
+  for (const head of ['softmax', 'logistic'] as const) {
+    const none = await recallOfRare(head, 'none');
+    const balanced = await recallOfRare(head, 'balanced');
+    assert.ok(balanced > none + 0.3, `${head} rare-class recall: balanced ${balanced}, none ${none}`);
+  }
 });
 
 test('no tensor leaks: a head holds only its own tensors, predicting allocates nothing, dispose frees all', async () => {
   const [train, val] = split(separable(70, 10, 2, 5), 50);
   for (const [head, own, hidden] of [
+    ['logistic', 4, 8],
     ['softmax', 4, 8],
     ['mlp', 6, 8],
     ['mlp', 6, 40],

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { checkBaseOptions } from '../base/base.ts';
 import type { DatasetListing, Sample } from '../dataset/dataset.ts';
 import { checkModelOut } from '../export/model-files.ts';
+import { HEAD_KINDS } from '../train/trainer.ts';
 import { checkCanCreateDir, MakeDirError } from '../util/dirs.ts';
 import { DataError, opt, shown, UsageError, type Warning, warning, words } from '../util/errors.ts';
 import { checkInteger, checkOneOf, checkPositive, checkRange } from '../util/options.ts';
@@ -43,7 +44,8 @@ function checkValues(o: TrainOptions): void {
   if (typeof o.data !== 'string' || o.data === '')
     throw new UsageError('missing', words`${opt('data')} must name a data folder or CSV file (got ${shown(o.data)})`);
   checkOneOf('mode', o.mode, ['feature', 'auto', 'parameter']);
-  checkOneOf('head', o.head, ['softmax', 'mlp', 'knn']);
+  checkOneOf('head', o.head, HEAD_KINDS);
+  checkOneOf('tta', o.tta, ['auto', 'flip', 'none']);
   checkOneOf('augment', o.augment, ['flip', 'none']);
   checkOneOf('engine', o.engine, ['auto', 'onnx', 'wasm']);
   if (o.val === undefined) checkRange('valSplit', o.valSplit, 0, 1);

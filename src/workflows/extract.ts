@@ -289,19 +289,21 @@ export function featureSet(e: Extracted, cutIndex: number, classes: string[]): F
   return { x: e.features[cutIndex], n: e.samples.length, dim: e.featureSizes[cutIndex], y };
 }
 
-/** The rows a head or tail trains on at one cut: every training image, then each of its augmentation views. */
+/**
+ * The rows a head or tail trains on at one cut: every training image, then each of its augmentation views, with
+ * `source` pointing each view at its image.
+ */
 export function trainingSet(
   data: { classes: string[]; train: Extracted; augmented?: Extracted[] },
   cutIndex: number,
 ): FeatureSet {
   const dim = data.train.featureSizes[cutIndex];
-  return {
-    ...concatRows(
-      [data.train, ...(data.augmented ?? [])].map((e) => featureSet(e, cutIndex, data.classes)),
-      dim,
-    ),
+  const images = data.train.samples.length;
+  const rows = concatRows(
+    [data.train, ...(data.augmented ?? [])].map((e) => featureSet(e, cutIndex, data.classes)),
     dim,
-  };
+  );
+  return { ...rows, dim, source: Int32Array.from({ length: rows.n }, (_, r) => r % images) };
 }
 
 /** Feature size at each cut, read from the graph (pooled channels for spatial outputs unless `pool` is false). */

@@ -1,0 +1,201 @@
+import assert from 'node:assert/strict';
+import { before, test } from 'node:test';
+import { initTf, tf } from '../tfjs/tf.ts';
+import {
+  fitLogistic,
+  LAMBDA_GRID,
+  type LogisticData,
+  LogisticObjective,
+  lbfgs,
+  paramCount,
+  softmaxRows,
+} from './logistic.ts';
+import { accuracy } from './metrics.ts';
+import { gaussian, mulberry32 } from './random.ts';
+
+before(async () => {
+  await initTf();
+});
+
+/** n rows, `dim` features, labels from a random linear rule with `noise` of them flipped at random. */
+function problem(n: number, dim: number, C: number, seed: number, noise = 0): LogisticData {
+  const rng = mulberry32(seed);
+  const w = Array.from({ length: dim * C }, () => gaussian(rng));
+  const x = Float32Array.from({ length: n * dim }, () => gaussian(rng));
+  const y = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    let best = 0;
+    let bestV = Number.NEGATIVE_INFINITY;
+    for (let c = 0; c < C; c++) {
+      let s = 0;
+      for (let k = 0; k < dim; k++) s += x[i * dim + k] * w[k * C + c];
+      if (s > bestV) [best, bestV] = [c, s];
+    }
+    y[i] = rng() < noise ? Math.floor(rng() * C) : best;
+  }
+  const weights = Float64Array.from({ length: n }, () => 0.5 + rng());
+  const total = weights.reduce((a, b) => a + b, 0);
+  return { x, n, dim, y, w: weights.map((v) => v / total), numClasses: C };
+}
+
+/** The objective written with TF.js ops, for autodiff. */
+function tfObjective(d: LogisticData, lambda: number, W: tf.Variable, b: tf.Variable): tf.Scalar {
+  const logits = tf.add(tf.matMul(tf.tensor2d(d.x, [d.n, d.dim]), W), b);
+  const ce = tf.neg(tf.sum(tf.mul(tf.oneHot(tf.tensor1d(d.y, 'int32'), d.numClasses), tf.logSoftmax(logits)), 1));
+  const data = tf.sum(tf.mul(ce, tf.tensor1d(Float32Array.from(d.w))));
+  return tf.add(data, tf.mul(tf.sum(tf.square(W)), lambda / 2)) as tf.Scalar;
+}
+
+/** Gradient of the TF.js objective at `params` ([dim][C] kernel then biases), by tf.variableGrads. */
+function autodiff(d: LogisticData, lambda: number, params: Float64Array): { f: number; grad: Float64Array } {
+  const C = d.numClasses;
+  const W = tf.variable(tf.tensor2d(Float32Array.from(params.subarray(0, d.dim * C)), [d.dim, C]));
+  const b = tf.variable(tf.tensor1d(Float32Array.from(params.subarray(d.dim * C))));
+  try {
+    const { value, grads } = tf.variableGrads(() => tfObjective(d, lambda, W, b), [W, b]);
+    const grad = new Float64Array(params.length);
+    grad.set(grads[W.name].dataSync());
+    grad.set(grads[b.name].dataSync(), d.dim * C);
+    const f = value.dataSync()[0];
+    tf.dispose([value, grads[W.name], grads[b.name]]);
+    return { f, grad };
+  } finally {
+    tf.dispose([W, b]);
+  }
+}
+
+const maxAbs = (a: Float64Array) => a.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+
+test('hand-written loss and gradient match tf.variableGrads (3 classes, sample weights, L2 on the kernel only)', () => {
+  const d = problem(40, 7, 3, 1);
+  const rng = mulberry32(2);
+  const params = Float64Array.from({ length: paramCount(d.dim, 3) }, () => gaussian(rng) * 0.5);
+  const obj = new LogisticObjective(d, 0.3);
+  try {
+    const grad = new Float64Array(params.length);
+    const f = obj.lossGrad(params, grad);
+    const ref = autodiff(d, 0.3, params);
+    assert.ok(Math.abs(f - ref.f) < 1e-5, `loss ${f} vs ${ref.f}`);
+    const diff = grad.map((g, i) => g - ref.grad[i]);
+    assert.ok(maxAbs(diff) < 1e-5, `gradient differs by ${maxAbs(diff)}`);
+    // The bias is not penalised: at lambda 0 and lambda 0.3 its gradient is the same.
+    const grad0 = new Float64Array(params.length);
+    obj.lambda = 0;
+    obj.lossGrad(params, grad0);
+    for (let c = 0; c < 3; c++) assert.ok(Math.abs(grad0[7 * 3 + c] - grad[7 * 3 + c]) < 1e-9);
+    assert.ok(Math.abs(grad0[0] - grad[0]) > 1e-3, 'the kernel is penalised');
+  } finally {
+    obj.dispose();
+  }
+});
+
+test('L-BFGS reaches the minimum of the Rosenbrock function and of an ill-conditioned quadratic', async () => {
+  const rosen = (x: Float64Array, g: Float64Array) => {
+    const [a, b] = [x[0], x[1]];
+    g[0] = -2 * (1 - a) - 400 * a * (b - a * a);
+    g[1] = 200 * (b - a * a);
+    return (1 - a) ** 2 + 100 * (b - a * a) ** 2;
+  };
+  const r = await lbfgs(rosen, Float64Array.of(-1.2, 1), { gradTol: 1e-8, relTol: 0 });
+  assert.ok(r.converged);
+  assert.ok(Math.abs(r.x[0] - 1) < 1e-5 && Math.abs(r.x[1] - 1) < 1e-5, `ended at ${Array.from(r.x)}`);
+  // Condition number 100 over 50 distinct eigenvalues: SciPy's L-BFGS-B (10 pairs) needs about 100 iterations for
+  // 1e-7, as this one does.
+  const scales = Float64Array.from({ length: 50 }, (_, i) => 10 ** ((2 * i) / 49));
+  const quad = (x: Float64Array, g: Float64Array) => {
+    let f = 0;
+    for (let i = 0; i < x.length; i++) {
+      g[i] = scales[i] * (x[i] - 1);
+      f += 0.5 * scales[i] * (x[i] - 1) ** 2;
+    }
+    return f;
+  };
+  const q = await lbfgs(quad, new Float64Array(50), { gradTol: 1e-9, relTol: 0 });
+  assert.ok(q.converged && q.iterations < 200, `${q.iterations} iterations`);
+  for (const v of q.x) assert.ok(Math.abs(v - 1) < 1e-9);
+});
+
+test('a fixed-lambda fit stops where the independent gradient vanishes, and predicts its training rules', async () => {
+  const d = problem(120, 10, 3, 3);
+  const fit = await fitLogistic(
+    d,
+    Int32Array.from({ length: d.n }, (_, i) => i),
+    { lambda: 0.01 },
+  );
+  assert.ok(fit.converged);
+  assert.equal(fit.search, undefined);
+  // Optimality: the gradient of the objective, computed by autodiff, is zero at the returned parameters.
+  const g = maxAbs(autodiff(d, 0.01, fit.params).grad);
+  assert.ok(g < 1e-4, `gradient at the solution ${g}`);
+  const obj = new LogisticObjective(d, 0);
+  try {
+    const p = softmaxRows(obj.logits(fit.params), d.n, 3);
+    assert.ok(accuracy(p, d.y, 3) > 0.9);
+  } finally {
+    obj.dispose();
+  }
+});
+
+test('lambda search: noise wants the strongest penalty, a clean rule a weaker one; same seed, same fit', async () => {
+  const identity = (n: number) => Int32Array.from({ length: n }, (_, i) => i);
+  const noise = problem(80, 30, 2, 4, 1);
+  const a = await fitLogistic(noise, identity(80), { seed: 1 });
+  assert.equal(a.lambda, LAMBDA_GRID[0], `chose ${a.lambda} on pure noise`);
+  assert.equal(a.search?.folds, 5);
+  assert.ok((a.search?.rows.length ?? 0) >= 3);
+  const clean = problem(150, 8, 2, 5);
+  const b = await fitLogistic(clean, identity(150), { seed: 1 });
+  assert.ok(b.lambda < LAMBDA_GRID[2], `chose ${b.lambda} on a clean linear rule`);
+  const again = await fitLogistic(clean, identity(150), { seed: 1 });
+  assert.deepEqual(again.params, b.params);
+  assert.deepEqual(again.search?.rows, b.search?.rows);
+});
+
+test('views stay in their image’s fold: an image and its copy are predicted by the same fit', async () => {
+  // 60 noise images, each followed by an exact copy standing in for its view.
+  const base = problem(60, 40, 2, 6, 1);
+  const x = new Float32Array(2 * base.x.length);
+  x.set(base.x);
+  x.set(base.x, base.x.length);
+  const y = Int32Array.from({ length: 120 }, (_, r) => base.y[r % 60]);
+  const d: LogisticData = { x, n: 120, dim: 40, y, w: new Float64Array(120).fill(1 / 120), numClasses: 2 };
+  const same = (oof: Float32Array) => [...Array(60).keys()].every((r) => oof[2 * r] === oof[2 * (r + 60)]);
+  const grouped = await fitLogistic(
+    d,
+    Int32Array.from({ length: 120 }, (_, r) => r % 60),
+    { seed: 2 },
+  );
+  // Held out together, a copy gets exactly its image's out-of-fold probabilities; no fit saw either of them.
+  const oof = grouped.search?.oof ?? new Float32Array(0);
+  assert.ok(same(oof));
+  assert.ok(accuracy(oof.subarray(0, 120), base.y, 2) < 0.75);
+  // Declared independent, copies land in other folds: their fits differ (the leak the grouping prevents).
+  const leaky = await fitLogistic(
+    d,
+    Int32Array.from({ length: 120 }, (_, r) => r),
+    { seed: 2 },
+  );
+  assert.ok(!same(leaky.search?.oof as Float32Array));
+});
+
+test('a fit frees every tensor it made and stops on abort', async () => {
+  const d = problem(50, 6, 2, 7);
+  const start = tf.memory().numTensors;
+  await fitLogistic(
+    d,
+    Int32Array.from({ length: 50 }, (_, i) => i),
+    { seed: 3 },
+  );
+  assert.equal(tf.memory().numTensors, start);
+  const ac = new AbortController();
+  ac.abort(new Error('stop now'));
+  await assert.rejects(
+    fitLogistic(
+      d,
+      Int32Array.from({ length: 50 }, (_, i) => i),
+      { signal: ac.signal },
+    ),
+    /stop now/,
+  );
+  assert.equal(tf.memory().numTensors, start);
+});
