@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { applyView, augmentViews, parseAugment } from './views.ts';
+import { applyView, augmentViews, mirrorImages, parseAugment } from './views.ts';
 
 function randomImage(h: number, w: number, seed: number): Uint8Array {
   let s = seed;
@@ -37,4 +37,18 @@ test('--augment values map to extra views; unknown values are one-line errors', 
     name: 'UsageError',
     message: /^augment must be flip or none \(got 'crop'\)/,
   });
+});
+
+test('mirrorImages mirrors each image of a float batch, as applyView does one image', () => {
+  const [h, w] = [2, 3];
+  const a = randomImage(h, w, 3);
+  const b = randomImage(h, w, 4);
+  const batch = new Float32Array(2 * h * w * 3);
+  batch.set(a);
+  batch.set(b, a.length);
+  const m = mirrorImages(batch, 2, [h, w]);
+  assert.ok(m instanceof Float32Array);
+  assert.deepEqual(Array.from(m.subarray(0, a.length)), Array.from(applyView(a, [h, w], 'flip')));
+  assert.deepEqual(Array.from(m.subarray(a.length)), Array.from(applyView(b, [h, w], 'flip')));
+  assert.throws(() => mirrorImages(batch, 3, [h, w]), /36 values for 3 2x3x3 images/);
 });

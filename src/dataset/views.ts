@@ -34,15 +34,23 @@ export function applyView(rgb: Uint8Array, size: [number, number], view: View): 
   if (view !== 'flip') throw new InternalError(`unknown view '${String(view)}'`);
   const [h, w] = size;
   if (rgb.length !== h * w * 3) throw new RangeError(`applyView: ${rgb.length} values for a ${h}x${w}x3 image`);
-  const out = new Uint8Array(rgb.length);
-  for (let y = 0; y < h; y++) {
+  return mirrorImages(rgb, 1, size);
+}
+
+/** Horizontal mirror of n HWC RGB images stored one after another (bytes or floats), into a new array. */
+export function mirrorImages<T extends Uint8Array | Float32Array>(px: T, n: number, size: [number, number]): T {
+  const [h, w] = size;
+  if (px.length !== n * h * w * 3)
+    throw new RangeError(`mirrorImages: ${px.length} values for ${n} ${h}x${w}x3 images`);
+  const out = new (px.constructor as { new (n: number): T })(px.length);
+  for (let y = 0; y < n * h; y++) {
     const row = y * w * 3;
     for (let x = 0; x < w; x++) {
       const from = row + (w - 1 - x) * 3;
       const to = row + x * 3;
-      out[to] = rgb[from];
-      out[to + 1] = rgb[from + 1];
-      out[to + 2] = rgb[from + 2];
+      out[to] = px[from];
+      out[to + 1] = px[from + 1];
+      out[to + 2] = px[from + 2];
     }
   }
   return out;

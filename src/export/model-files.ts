@@ -45,6 +45,11 @@ export interface ModelMetadata {
   head: { kind: string; [k: string]: unknown };
   /** For heads that are not expressible as layers (k-NN): the model outputs features and this holds the head. */
   headData?: unknown;
+  /**
+   * Test-time augmentation predictors apply unless told otherwise: 'flip' averages the probabilities of an image and
+   * its mirror (written when training measured it to help, or was asked to). The network itself stays single-view.
+   */
+  tta?: 'flip' | 'none';
   metrics: Record<string, unknown>;
   training: Record<string, unknown>;
   versions: Record<string, string>;

@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { listDataset, type Skipped } from '../dataset/dataset.ts';
 import { decodeImage, ImageDecodeError } from '../dataset/decode.ts';
+import { mirrorImages } from '../dataset/views.ts';
 import type { EngineChoice } from '../engines/engine-choice.ts';
 import { type TrunkRunner, tfjsTrunkRunner } from '../engines/trunk.ts';
 import { METADATA_FILE, type ModelMetadata, readModelFolder } from '../export/model-files.ts';
@@ -13,8 +14,9 @@ import { ensureTf, tf, tfl } from '../tfjs/tf.ts';
 import type { HeadJson, TrainedHead } from '../train/features.ts';
 import { headFromJSON } from '../train/heads.ts';
 import { accuracy, argmaxRows, confusionMatrix, perClassMetrics } from '../train/metrics.ts';
+import type { Tta } from '../train/tta.ts';
 import { DataError, errnoOf, oneLine, opt, UsageError, words } from '../util/errors.ts';
-import { checkInteger } from '../util/options.ts';
+import { checkInteger, checkOneOf } from '../util/options.ts';
 import { checkAbort, type ProgressCallback } from '../util/progress.ts';
 
 export interface Prediction {
@@ -104,8 +106,28 @@ export class Predictor {
     return this.metadata.labels;
   }
 
-  /** Class probabilities for n images of raw pixels (n × h × w × 3, values 0..255). */
-  async predictPixels(pixels: Float32Array, n: number): Promise<Float32Array> {
+  /** The test-time augmentation the model folder records (what predictions use unless told otherwise). */
+  get tta(): Tta {
+    return this.metadata.tta === 'flip' ? 'flip' : 'none';
+  }
+
+  /**
+   * Class probabilities for n images of raw pixels (n × h × w × 3, values 0..255). `tta` 'flip' averages each image's
+   * probabilities with its mirror's (default: what the model records, see `tta`).
+   */
+  async predictPixels(pixels: Float32Array, n: number, o: { tta?: Tta } = {}): Promise<Float32Array> {
+    const tta = o.tta ?? this.tta;
+    checkOneOf('tta', tta, ['flip', 'none']);
+    if (tta === 'none' || n === 0) return this.probabilities(pixels, n);
+    const both = new Float32Array(2 * pixels.length);
+    both.set(pixels);
+    both.set(mirrorImages(pixels, n, this.metadata.preprocessing.size), pixels.length);
+    const p = await this.probabilities(both, 2 * n);
+    const half = n * this.labels.length;
+    return Float32Array.from(p.subarray(0, half), (v, i) => (v + p[half + i]) / 2);
+  }
+
+  private async probabilities(pixels: Float32Array, n: number): Promise<Float32Array> {
     const [out] = await this.runner.run(pixels, n);
     const probs = this.knn ? this.knn.predictProba(out, n) : out;
     // Finite pixels in, so a NaN out means damaged weights (e.g. a weights.bin overwritten in place): never a result.
@@ -123,7 +145,7 @@ export class Predictor {
   /** Decodes and classifies image files; files that do not decode are returned in `skipped`. */
   async predictFiles(
     files: string[],
-    o: { topK?: number; batchSize?: number; onProgress?: ProgressCallback; signal?: AbortSignal } = {},
+    o: { topK?: number; batchSize?: number; tta?: Tta; onProgress?: ProgressCallback; signal?: AbortSignal } = {},
   ): Promise<{ predictions: Prediction[]; probabilities: Float32Array[]; skipped: Skipped[] }> {
     const [h, w] = this.metadata.preprocessing.size;
     const px = h * w * 3;
@@ -155,7 +177,7 @@ export class Predictor {
         }
       }
       if (batch.length) {
-        const probs = await this.predictPixels(pixels.subarray(0, batch.length * px), batch.length);
+        const probs = await this.predictPixels(pixels.subarray(0, batch.length * px), batch.length, { tta: o.tta });
         const c = this.labels.length;
         batch.forEach((file, r) => {
           const row = probs.slice(r * c, (r + 1) * c);
@@ -197,13 +219,15 @@ export interface Evaluation {
   skipped: Skipped[];
   /** Each image's label and class probabilities (in the order of `labels`). */
   predictions: { file: string; label: string; probabilities: number[] }[];
+  /** The test-time augmentation the predictions used. */
+  tta: Tta;
 }
 
 /** Accuracy, per-class precision/recall and the confusion matrix of a model on a labelled data set. */
 export async function evaluateModel(
   predictor: Predictor,
   data: string,
-  o: { onProgress?: ProgressCallback; signal?: AbortSignal } = {},
+  o: { tta?: Tta; onProgress?: ProgressCallback; signal?: AbortSignal } = {},
 ): Promise<Evaluation> {
   const listing = await listDataset(data);
   const labels = predictor.labels;
@@ -250,5 +274,6 @@ export async function evaluateModel(
       label: labelOf.get(p.file)!,
       probabilities: Array.from(r.probabilities[i]),
     })),
+    tta: o.tta ?? predictor.tta,
   };
 }

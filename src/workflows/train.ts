@@ -19,9 +19,10 @@ import { saveForeignModel } from '../export/foreign-model.ts';
 import { type ModelMetadata, saveModel } from '../export/model-files.ts';
 import { stitchModel } from '../export/stitch.ts';
 import { type CrossValidation, type CvEpoch, crossValidate, foldCount } from '../train/cross-validate.ts';
-import type { EpochLog, HeadKind, TrainedHead, TrainHeadOptions } from '../train/features.ts';
+import type { EpochLog, HeadKind, LogisticFitInfo, TrainedHead, TrainHeadOptions } from '../train/features.ts';
 import { accuracy, argmaxRows, confusionMatrix } from '../train/metrics.ts';
 import { HEAD_DEFAULTS, trainHead } from '../train/trainer.ts';
+import { judgeTta, outOfFold, TTA_FOLDS, type Tta, type TtaCheck } from '../train/tta.ts';
 import { InternalError, opt, UsageError, type Warning, words } from '../util/errors.ts';
 import { checkRange } from '../util/options.ts';
 import { checkAbort, type ProgressCallback } from '../util/progress.ts';
@@ -54,6 +55,13 @@ export interface TrainOptions extends BaseOptions, TransferSettings, HeadSetting
   /** Extra views of each training image whose activations are cached and trained on (default 'flip'; see
    *  dataset/views.ts). Validation images are never augmented. */
   augment?: Augment;
+  /**
+   * Test-time flip recorded in the model for predictors: 'auto' (default) measures on the training images (out of fold,
+   * see train/tta.ts) whether averaging each image with its mirror helps, and records 'flip' when it does; 'flip'
+   * records it without measuring; 'none' neither measures nor records. 'auto' needs the flipped training views
+   * (augment 'flip'); feature transfer only.
+   */
+  tta?: Tta | 'auto';
   /** Separate validation data (same layout). */
   val?: string;
   /** Without `val`: fraction of `data` held out by a hash of each path. Default 0.2; 0 disables validation. */
@@ -145,6 +153,12 @@ export interface TrainResult {
   baseRepaired?: string[];
   cut: string;
   head: HeadKind;
+  /** A logistic head's lambda search and fit. */
+  headFit?: LogisticFitInfo;
+  /** Test-time augmentation recorded in the model for predictors. */
+  tta: Tta;
+  /** The measurement behind `tta` (mode 'auto' with flipped training views). */
+  ttaCheck?: TtaCheck;
   engine: string;
   epochs: number;
   bestEpoch: number;
@@ -473,6 +487,16 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
   // Early stopping ends before the maximum: close the bar at the epochs actually run.
   o.onProgress?.({ phase: 'train', done: head.history.length, total: head.history.length });
 
+  let ttaCheck: TtaCheck | undefined;
+  const ttaMode = o.tta ?? 'auto';
+  if (ttaMode === 'auto' && data.augment === 'flip') {
+    const own = head.outOfFold;
+    const oof = own ?? (await outOfFold(trainSet, data.classes.length, { ...headOptions, onEpoch: undefined }));
+    const method = own ? `out of fold, the head's own ${head.fit?.search?.folds}-fold search` : `${TTA_FOLDS}-fold`;
+    ttaCheck = judgeTta(oof, trainSet, data.classes.length, method);
+  }
+  const tta: Tta = ttaMode === 'flip' || ttaCheck?.helps ? 'flip' : 'none';
+
   // Training accuracy is measured on the images as they are, not on their augmented views.
   const trainAcc = accuracy(head.predictProba(plainTrain.x, plainTrain.n), plainTrain.y, data.classes.length);
   let valAccuracy: number | null = null;
@@ -515,6 +539,9 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
     ...runFacts(base, data, engine, trainSeconds),
     cut,
     head: head.kind,
+    ...(head.fit ? { headFit: head.fit } : {}),
+    tta,
+    ...(ttaCheck ? { ttaCheck } : {}),
     epochs: head.history.length,
     bestEpoch: head.bestEpoch,
     history: head.history.map((l) => ({ ...l, stage: 'head' as const })),
@@ -602,6 +629,7 @@ async function trainParameterMode(
       ...runFacts(base, data, engine, trainSeconds),
       cut: plan.cut,
       head: 'softmax',
+      tta: o.tta === 'flip' ? 'flip' : 'none',
       epochs: outcome.history.length,
       bestEpoch: outcome.bestEpoch,
       history: outcome.history,
@@ -659,8 +687,9 @@ async function exportTrained(
     mode: r.mode,
     parameter: r.parameter,
     sweep: r.sweep ? { method: r.sweepMethod, rows: r.sweep } : undefined,
-    head: { kind: head.kind },
+    head: { kind: head.kind, ...(r.headFit ? { fit: r.headFit } : {}) },
     headData: knn || foreign ? head.toJSON() : undefined,
+    ...(r.tta === 'flip' ? { tta: r.tta } : {}),
     metrics: {
       valAccuracy: r.valAccuracy,
       selection: r.selection,
@@ -668,6 +697,7 @@ async function exportTrained(
       valImages: r.valImages,
       trainImages: r.trainImages,
       confusion,
+      ...(r.ttaCheck ? { tta: r.ttaCheck } : {}),
     },
     training: {
       data: path.resolve(o.data),

@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { parseEngine } from '../../engines/engine-choice.ts';
 import { evaluateModel, evaluationReportData, Predictor, writeReport } from '../../index.ts';
 import { commandLine } from '../../report/data.ts';
+import { parseTta } from '../../train/tta.ts';
 import { type GlobalOptions, printJson, progressBars, say } from '../output.ts';
 import { printSkipped } from '../shared-options.ts';
 
@@ -12,12 +13,21 @@ export function evaluateCommand(): Command {
     .argument('<model>', 'model folder written by `graft train --out`')
     .argument('<data>', 'folder with one sub-folder per class, or a CSV of path,label')
     .option('--engine <engine>', 'what runs the network: auto (ONNX Runtime when it loads), onnx or wasm', 'auto')
+    .option(
+      '--tta <mode>',
+      "test-time augmentation: auto (what the model records, see graft.json's tta; default), flip (average each image with its mirror) or none",
+      'auto',
+    )
     .option('--report <file>', 'also write an HTML report (accuracy with its interval, confusion matrix, mistakes)')
     .option('--json', 'print one JSON object on the last line')
-    .action(async (model: string, data: string, f: GlobalOptions & { engine?: string; report?: string }) => {
+    .action(async (model: string, data: string, f: GlobalOptions & { engine?: string; report?: string; tta?: string }) => {
       const t0 = performance.now();
+      const tta = parseTta(f.tta, true);
       const predictor = await Predictor.load(model, { engine: parseEngine(f.engine) });
-      const { predictions, ...r } = await evaluateModel(predictor, data, { onProgress: progressBars(f) });
+      const { predictions, ...r } = await evaluateModel(predictor, data, {
+        tta: tta === 'auto' ? undefined : tta,
+        onProgress: progressBars(f),
+      });
       printSkipped(f, r.skipped);
       let report: string | undefined;
       if (f.report) {
@@ -33,7 +43,7 @@ export function evaluateCommand(): Command {
       if (f.json) return printJson({ ...r, engine: predictor.engine, report });
       const w = Math.max(8, ...r.labels.map((l) => l.length)) + 2;
       const out = [
-        `accuracy ${r.accuracy.toFixed(4)} on ${r.images} images`,
+        `accuracy ${r.accuracy.toFixed(4)} on ${r.images} images${r.tta === 'flip' ? ' (test-time flip: each image averaged with its mirror)' : ''}`,
         '',
         `${'class'.padEnd(w)}precision  recall     f1  support`,
       ];

@@ -80,6 +80,12 @@ function inspectModel(dir: string, opts: GlobalOptions): void {
     `input ${m.preprocessing.size.join('x')} RGB pixels 0..255 (${m.preprocessing.resize}${m.preprocessing.crop && m.preprocessing.crop !== 1 ? `, central crop ${m.preprocessing.crop}` : ''})`,
     `validation accuracy ${m.metrics.valAccuracy ?? 'n/a'}`,
   ];
+  const fit = m.head.fit as { lambda: number; search?: { folds: number } } | undefined;
+  if (fit)
+    out.push(
+      `logistic head: L2 strength ${fit.lambda.toPrecision(2)}${fit.search ? ` chosen by ${fit.search.folds}-fold cross-validation on the training images` : ''}`,
+    );
+  out.push(`test-time flip: ${m.tta === 'flip' ? 'applied by graft predict and evaluate' : 'none'}`);
   const sweep = m.sweep as
     | {
         method: string;

@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { train } from '../../index.ts';
+import { HEAD_DEFAULTS, type HeadKind, train } from '../../index.ts';
 import { commandLine } from '../../report/data.ts';
 import { wilsonInterval } from '../../train/metrics.ts';
 import { interruptSignal } from '../interrupt.ts';
@@ -45,6 +45,7 @@ interface TrainFlags extends GlobalOptions {
   findLabelIssues?: boolean;
   findDuplicates?: boolean;
   duplicateThreshold?: string;
+  tta?: string;
 }
 
 export function trainCommand(): Command {
@@ -90,7 +91,14 @@ export function trainCommand(): Command {
       '--augment <views>',
       'extra views of each training image, cached and trained on: flip (default: horizontal mirror) or none',
     )
-    .option('--head <kind>', 'softmax (default), mlp or knn', 'softmax')
+    .option(
+      '--head <kind>',
+      `logistic (L2 strength chosen by cross-validation on the training images), softmax (Adam, early stopping on the validation loss), mlp or knn; default ${HEAD_DEFAULTS.head} (--mode parameter and --fine-tune: softmax)`,
+    )
+    .option(
+      '--tta <mode>',
+      'test-time flip recorded for predict and evaluate: auto (measure on the training images whether averaging each image with its mirror helps; default), flip or none',
+    )
     .option('--epochs <n>', 'maximum epochs (early stopping on validation loss)')
     .option('--lr <rate>', 'learning rate')
     .option('--batch-size <n>', 'mini-batch size')
@@ -135,7 +143,8 @@ export function trainCommand(): Command {
       fineTuneEpochs: number('fineTuneEpochs', f.fineTuneEpochs),
       trainBn: f.trainBn,
       augment: f.augment as 'flip' | 'none' | undefined,
-      head: f.head as 'softmax' | 'mlp' | 'knn',
+      head: f.head as HeadKind | undefined,
+      tta: f.tta as 'auto' | 'flip' | 'none' | undefined,
       epochs: number('epochs', f.epochs),
       lr: number('lr', f.lr),
       batchSize: number('batchSize', f.batchSize),
@@ -186,6 +195,23 @@ export function trainCommand(): Command {
       }
     }
     say(f, `base ${result.base} cut ${result.cut} head ${result.head} engine ${result.engine}`);
+    const fit = result.headFit;
+    if (fit?.search) {
+      const row = fit.search.rows.find((r) => r.lambda === fit.lambda);
+      say(
+        f,
+        `logistic head: L2 strength ${fit.lambda.toPrecision(2)} chosen by ${fit.search.folds}-fold cross-validation on the training images (held-out accuracy ${row?.accuracy.toFixed(3)}, log loss ${row?.logLoss.toFixed(3)})${fit.converged ? '' : '; the final fit stopped at its iteration limit'}`,
+      );
+    }
+    const t = result.ttaCheck;
+    if (t) {
+      const arm = (a: { accuracy: number; logLoss: number }) =>
+        `accuracy ${a.accuracy.toFixed(3)}, log loss ${a.logLoss.toFixed(3)}`;
+      say(
+        f,
+        `test-time flip on the training images (${t.method}): ${arm(t.single)} alone, ${arm(t.flip)} averaged with the mirror: ${t.helps ? 'recorded for predict and evaluate' : 'not recorded'}`,
+      );
+    } else if (result.tta === 'flip') say(f, 'test-time flip recorded for predict and evaluate (--tta flip)');
     if (result.parameter) {
       const p = result.parameter;
       say(
