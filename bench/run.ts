@@ -46,6 +46,8 @@ import {
 import { type OverheadResult, overheadSection, renderOverhead } from './overhead.ts';
 import { renderScale, type ScaleRow, scaleSection } from './scale.ts';
 import { MEMORY_BUDGET, type ServeMemoryRow, serveMemoryBench } from './serve-memory.ts';
+import { timeRunner } from './timing.ts';
+import { type BasesResult, basesSection, type HeadsResult, headsSection, renderBases, renderHeads } from './zoo.ts';
 
 const argv = process.argv.slice(2);
 const args = new Set(argv);
@@ -63,6 +65,8 @@ const SECTIONS = [
   'findings',
   'overhead',
   'duplicate-search',
+  'bases',
+  'heads',
 ] as const;
 type Section = (typeof SECTIONS)[number];
 const listed = argv
@@ -190,6 +194,8 @@ interface Store {
   serve?: Stored<ServeMemoryRow[]>;
   'fine-tune'?: Stored<{ rows: FineTuneRow[]; tutorial: TutorialRow[] }>;
   scale?: Stored<ScaleRow[]>;
+  bases?: Stored<BasesResult>;
+  heads?: Stored<HeadsResult>;
 }
 
 interface DecodeRow {
@@ -251,24 +257,6 @@ async function decodeBench(): Promise<DecodeRow[]> {
 /** Bundled bases are names, others are paths to a model.json: the folder names those. */
 const baseLabel = (base: string) =>
   base.endsWith('.onnx') ? path.basename(base) : base.includes('/') ? path.basename(path.dirname(base)) : base;
-
-async function timeRunner(runner: TrunkRunner, size: number, batch: number, reps: number): Promise<number> {
-  const px = new Float32Array(batch * size * size * 3);
-  let s = 1;
-  for (let i = 0; i < px.length; i++) {
-    s = (s * 16807) % 2147483647;
-    px[i] = (s / 2147483647) * 255;
-  }
-  await runner.run(px, batch); // warm-up: first calls compile kernels / plan memory
-  const times: number[] = [];
-  for (let r = 0; r < reps; r++) {
-    const t = performance.now();
-    await runner.run(px, batch);
-    times.push(performance.now() - t);
-  }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)] / batch;
-}
 
 async function trunkBench(): Promise<TrunkRow[]> {
   const rows: TrunkRow[] = [];
@@ -797,7 +785,7 @@ async function main() {
   }
   if (wanted.has('train-step')) put('train-step', await trainStepBench());
   const haveData = existsSync(HYM);
-  if (!haveData && (wanted.has('train') || wanted.has('accuracy') || wanted.has('transfer')))
+  if (!haveData && ['train', 'accuracy', 'transfer', 'decode', 'bases', 'heads'].some((x) => wanted.has(x as Section)))
     log(`skipping training sections: ${HYM} not found`);
   if (haveData && wanted.has('train')) put('train', await trainSection());
   if (haveData && wanted.has('accuracy')) put('accuracy', await accuracySection(store.accuracy?.rows ?? []));
@@ -844,6 +832,8 @@ async function main() {
       put('overhead', o);
     }
   }
+  if (haveData && wanted.has('bases')) put('bases', await basesSection(log));
+  if (haveData && wanted.has('heads')) put('heads', await headsSection(log));
   if (wanted.size === 0) writeFileSync('docs/BENCHMARKS.md', render(store));
   log('wrote docs/BENCHMARKS.md and docs/benchmarks.json');
   const peer = store.peer?.rows ?? [];
@@ -871,7 +861,7 @@ function render(s: Store): string {
   const lines = [
     '# graft benchmarks',
     '',
-    'Written by `npm run bench` (sections: `--sections=trunk,train-step,train,accuracy,transfer,decode`; `--transfer` for the',
+    'Written by `npm run bench` (sections: `--sections=trunk,train-step,train,accuracy,transfer,decode,bases,heads`; `--transfer` for the',
     "transfer table alone) from `docs/benchmarks.json`, which keeps every section's last results. Ratios compare figures",
     'from the same run; absolute times vary with the load on these shared machines.',
     '',
@@ -1086,6 +1076,8 @@ function render(s: Store): string {
   if (s.scale) lines.push(...renderScale(s.scale.rows));
   if (s.findings || s['duplicate-search']) renderFindings(s, when, lines);
   if (s.overhead) lines.push(...renderOverhead(s.overhead.rows, when(s.overhead)));
+  if (s.bases) lines.push(...renderBases(s.bases.rows, when(s.bases)));
+  if (s.heads) lines.push(...renderHeads(s.heads.rows, when(s.heads)));
   return `${lines.join('\n')}\n`;
 }
 
