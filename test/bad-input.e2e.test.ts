@@ -568,7 +568,7 @@ describe('bad option values are named before any work', () => {
     ['patience 0', { patience: 0 }, 'patience', /patience must be a positive integer/],
     ['seed -1', { seed: -1 }, 'seed', /non-negative integer/],
     ['mode bogus', { mode: 'bogus' as never }, 'mode', /mode must be feature, auto or parameter \(got 'bogus'\)/],
-    ['head bogus', { head: 'bogus' as never }, 'head', /head must be softmax, mlp or knn/],
+    ['head bogus', { head: 'bogus' as never }, 'head', /head must be logistic, softmax, mlp or knn/],
     ['augment bogus', { augment: 'rotate' as never }, 'augment', /augment must be flip or none/],
     ['engine bogus', { engine: 'gpu' as never }, 'engine', /engine must be auto, onnx or wasm/],
     ['crop 0', { crop: 0 }, 'crop', /crop must be a fraction in \(0, 1\]/],

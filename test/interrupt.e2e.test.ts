@@ -143,7 +143,23 @@ test('SIGTERM during training: exit 143 at once, no model, no temporaries', asyn
   const dir = tmpDir();
   const out = path.join(dir, 'model');
   const run = start(
-    ['train', data, '--base', base, '--cut', 'top_relu', '--epochs', '100000', '--patience', '100000', '--out', out],
+    // An epoch-trained head, so training lasts until the signal (the default logistic head is done in a second).
+    [
+      'train',
+      data,
+      '--base',
+      base,
+      '--cut',
+      'top_relu',
+      '--head',
+      'softmax',
+      '--epochs',
+      '100000',
+      '--patience',
+      '100000',
+      '--out',
+      out,
+    ],
     { GRAFT_CACHE_DIR: path.join(dir, 'cache') },
   );
   await run.line(/progress train/);
