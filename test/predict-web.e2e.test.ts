@@ -13,17 +13,18 @@ import sharp from 'sharp';
 import { Predictor, train } from '../src/index.ts';
 import { loadModel } from '../src/predict/web.ts';
 import { tf } from '../src/tfjs/tf.ts';
-import { tmpDir, writeColourDataset, writeTinyBase } from './helpers.ts';
+import { seededPixels, tmpDir, writeColourDataset, writeTinyBase } from './helpers.ts';
 
 let out: string;
 let knnOut: string;
 let image: string;
+let common: Parameters<typeof train>[0];
 
 before(async () => {
   const dir = tmpDir();
   const base = await writeTinyBase(path.join(dir, 'base'));
   const data = await writeColourDataset(path.join(dir, 'data'), ['red', 'green', 'blue'], 10);
-  const common = {
+  common = {
     data,
     base,
     cut: 'top_relu',
@@ -66,6 +67,37 @@ test('loaded by path: the same probabilities as the Predictor, for RGB, RGBA and
     const before = tf.memory().numTensors;
     await model.predict(rgb);
     assert.equal(tf.memory().numTensors, before, 'predicting leaks no tensors');
+  } finally {
+    model.dispose();
+    predictor.dispose();
+  }
+});
+
+test('a recorded test-time flip is applied, as the Predictor applies it: each image averaged with its mirror', async () => {
+  const flipped = path.join(path.dirname(out), 'flip');
+  await train({ ...common, out: flipped, tta: 'flip' });
+  const model = await loadModel(flipped);
+  const predictor = await Predictor.load(flipped, { engine: 'wasm' });
+  try {
+    assert.equal(model.tta, 'flip');
+    // Noise, so the mirror differs from the image (the colour images are nearly symmetric).
+    const rgb = { data: Uint8Array.from(seededPixels(40 * 40 * 3, 9)), width: 40, height: 40 };
+    const input = Float32Array.from(model.networkInput(rgb));
+    const [h, w] = model.preprocessing.size;
+    const mirrored = new Float32Array(input.length);
+    for (let y = 0; y < h; y++)
+      for (let x = 0; x < w; x++)
+        for (let c = 0; c < 3; c++) mirrored[(y * w + x) * 3 + c] = input[(y * w + (w - 1 - x)) * 3 + c];
+    const [alone] = await model.probabilitiesOfPixels(input, 1, { tta: 'none' });
+    const [mirror] = await model.probabilitiesOfPixels(mirrored, 1, { tta: 'none' });
+    const [got] = await model.probabilities([rgb]);
+    const want = await predictor.predictPixels(input, 1);
+    got.forEach((v, i) => {
+      assert.ok(Math.abs(v - (alone[i] + mirror[i]) / 2) < 1e-6, `${i}: ${v} is not the mean of the two views`);
+      assert.ok(Math.abs(v - want[i]) < 1e-5, `${i}: ${v} vs the Predictor's ${want[i]}`);
+    });
+    assert.ok(Math.max(...alone.map((v, i) => Math.abs(v - mirror[i]))) > 1e-4, 'the mirror changes the answer');
+    await assert.rejects(model.probabilities([rgb], { tta: 'rotate' as never }), /tta must be flip or none/);
   } finally {
     model.dispose();
     predictor.dispose();

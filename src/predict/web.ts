@@ -18,12 +18,17 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { Preprocessing } from '../base/preprocessing.ts';
 import { type RawImage, resizeImage } from '../dataset/resize.ts';
+import { mirrorImages } from '../dataset/views.ts';
 
 export type { RawImage, ResizeSpec } from '../dataset/resize.ts';
 export { resizeImage, sourceBox } from '../dataset/resize.ts';
 
 import type { ModelMetadata } from '../export/model-files.ts';
 import { DataError, DownloadError, UsageError } from '../util/errors.ts';
+import { checkOneOf } from '../util/options.ts';
+
+/** Test-time augmentation: 'flip' averages an image's probabilities with its mirror's. */
+export type Tta = 'flip' | 'none';
 
 /** Pixels already in memory: `data` holds `width * height` pixels of 3 (RGB) or 4 (RGBA) values, rows top first. */
 export interface Pixels {
@@ -109,7 +114,7 @@ export async function loadModel(source: string | URL, o: LoadOptions = {}): Prom
     throw new DataError(
       'node-only',
       where,
-      `a ${metadata.head.kind} head runs in Node only (graft predict); retrain with head 'softmax' or 'mlp'`,
+      `a ${metadata.head.kind} head runs in Node only (graft predict); retrain with head 'logistic', 'softmax' or 'mlp'`,
     );
   const modelJson = decodeJson(await read('model.json'), `${where} model.json`) as {
     modelTopology: object;
@@ -150,38 +155,58 @@ export class GraftModel {
     return this.metadata.preprocessing;
   }
 
+  /**
+   * The test-time augmentation the model folder records (graft.json's `tta`, written when training measured it to
+   * help): every prediction applies it unless the call says otherwise, as `graft predict` does.
+   */
+  get tta(): Tta {
+    return this.metadata.tta === 'flip' ? 'flip' : 'none';
+  }
+
   /** The network's input for an image: RGB bytes, `preprocessing.size`, resized and cropped as in training. */
   networkInput(image: ImageInput): Uint8Array {
     return resizeImage(rawImage(image), this.preprocessing);
   }
 
-  /** Class probabilities (in the order of `labels`) for each image. */
-  async probabilities(images: ImageInput[]): Promise<Float32Array[]> {
+  /** Class probabilities (in the order of `labels`) for each image; `tta` defaults to the recorded one. */
+  async probabilities(images: ImageInput[], o: { tta?: Tta } = {}): Promise<Float32Array[]> {
     const [h, w] = this.preprocessing.size;
     const per = h * w * 3;
     const pixels = new Float32Array(images.length * per);
     images.forEach((img, i) => {
       pixels.set(this.networkInput(img), i * per);
     });
-    return this.probabilitiesOfPixels(pixels, images.length);
+    return this.probabilitiesOfPixels(pixels, images.length, o);
   }
 
-  /** Class probabilities for n network inputs (n × h × w × 3 values 0..255, as networkInput gives them). */
-  async probabilitiesOfPixels(pixels: Float32Array, n: number): Promise<Float32Array[]> {
+  /**
+   * Class probabilities for n network inputs (n × h × w × 3 values 0..255, as networkInput gives them). With `tta`
+   * 'flip' (default: the recorded one) each input also runs mirrored and the two are averaged.
+   */
+  async probabilitiesOfPixels(pixels: Float32Array, n: number, o: { tta?: Tta } = {}): Promise<Float32Array[]> {
+    const tta = checkOneOf('tta', o.tta, ['flip', 'none']) ?? this.tta;
     const [h, w] = this.preprocessing.size;
-    const y = tf.tidy(() => this.model.predict(tf.tensor4d(pixels, [n, h, w, 3])) as tf.Tensor);
+    const views = tta === 'flip' ? 2 : 1;
+    const input = new Float32Array(views * pixels.length);
+    input.set(pixels);
+    if (tta === 'flip') input.set(mirrorImages(pixels, n, [h, w]), pixels.length);
+    const y = tf.tidy(() => this.model.predict(tf.tensor4d(input, [views * n, h, w, 3])) as tf.Tensor);
     try {
       const all = (await y.data()) as Float32Array;
       const c = this.labels.length;
-      return Array.from({ length: n }, (_, i) => all.slice(i * c, (i + 1) * c));
+      return Array.from({ length: n }, (_, i) => {
+        const p = all.slice(i * c, (i + 1) * c);
+        if (tta === 'flip') for (let k = 0; k < c; k++) p[k] = (p[k] + all[(n + i) * c + k]) / 2;
+        return p;
+      });
     } finally {
       y.dispose();
     }
   }
 
-  /** The `topK` most likely labels (default 3) for one image, best first. */
-  async predict(image: ImageInput, o: { topK?: number } = {}): Promise<Prediction[]> {
-    const [p] = await this.probabilities([image]);
+  /** The `topK` most likely labels (default 3) for one image, best first; `tta` defaults to the recorded one. */
+  async predict(image: ImageInput, o: { topK?: number; tta?: Tta } = {}): Promise<Prediction[]> {
+    const [p] = await this.probabilities([image], o);
     return topLabels(p, this.labels, o.topK ?? 3);
   }
 
