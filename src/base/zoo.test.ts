@@ -1,6 +1,16 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -236,22 +246,27 @@ describe('zoo bases through loadBase and the CLI', { skip }, () => {
   });
 
   test('pinned weights: a mirror serving changed values is refused (and the copy removed), a re-sharded copy passes', async () => {
-    const entry = findZooEntry('mobilenet_v2_0.35') as ZooEntry;
+    // The default base, whichever it is, with one weight changed in its largest file.
+    const entry = findZooEntry(DEFAULT_BASE) as ZooEntry;
     assert.ok(entry.weightsSha256, 'the default base is pinned');
+    const rel = path.dirname(new URL(entry.url).pathname);
     const tampered = path.join(tmp, 'tampered-mirror');
-    cpSync(path.join(MIRROR_ROOT, REL), path.join(tampered, REL), { recursive: true });
-    const wfile = path.join(tampered, REL, 'weights.bin');
-    const w = readFileSync(wfile);
+    cpSync(path.join(MIRROR_ROOT, rel), path.join(tampered, rel), { recursive: true });
+    const largest = readdirSync(path.join(tampered, rel))
+      .map((f) => path.join(tampered, rel, f))
+      .sort((a, b) => statSync(b).size - statSync(a).size)[0];
+    const w = readFileSync(largest);
     w.writeFloatLE(w.readFloatLE(4000) + 0.5, 4000);
-    writeFileSync(wfile, w);
+    writeFileSync(largest, w);
     const bad = await serveMirror(tampered);
     try {
       const cache = useCache('tampered');
-      await assert.rejects(loadBase('mobilenet_v2_0.35', { mirror: bad.base }), {
-        message:
-          /^mobilenet_v2_0\.35: the downloaded weights differ from the pinned SHA-256 .*; refused and removed from the cache$/,
+      await assert.rejects(loadBase(DEFAULT_BASE, { mirror: bad.base }), {
+        message: new RegExp(
+          `^${DEFAULT_BASE.replace(/\./g, '\\.')}: the downloaded weights differ from the pinned SHA-256 .*; refused and removed from the cache$`,
+        ),
       });
-      assert.ok(!existsSync(path.join(cache, 'models', 'storage.googleapis.com', REL)), 'the refused copy is gone');
+      assert.ok(!existsSync(path.join(cache, 'models', 'storage.googleapis.com', rel)), 'the refused copy is gone');
       const fallback = await loadBase(undefined, { mirror: bad.base });
       assert.equal(fallback.name, FALLBACK_BASE);
       assert.match(fallback.fallback?.reason ?? '', /differ from the pinned SHA-256/);
