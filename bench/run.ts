@@ -28,7 +28,7 @@ import path from 'node:path';
 import { DEFAULT_BASE, loadLayersBase } from '../src/base/base.ts';
 import { onnxAvailable, onnxTrunkRunner } from '../src/engines/onnx.ts';
 import { compileTail } from '../src/engines/ort-train.ts';
-import { buildTrunkModel, type TrunkRunner, tfjsTrunkRunner } from '../src/engines/trunk.ts';
+import { buildTrunkModel, tfjsTrunkRunner } from '../src/engines/trunk.ts';
 import { initTf, tf } from '../src/tfjs/tf.ts';
 import { registerWasmGradients } from '../src/tfjs/wasm-grad.ts';
 import { wilsonInterval } from '../src/train/metrics.ts';
