@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { concatRows, selectRows, stratifiedFolds } from './folds.ts';
+import { concatRows, imageFolds, selectRows, stratifiedFolds } from './folds.ts';
 
 test('folds are stratified: each fold holds each class in proportion', () => {
   const y = Int32Array.from([...Array(50).fill(0), ...Array(20).fill(1), ...Array(7).fill(2)]);
@@ -35,4 +35,13 @@ test('concatRows joins sets lying one after another in one buffer without copyin
   const apart = concatRows([b, a], 2);
   assert.notEqual(apart.x.buffer, buf.buffer);
   assert.deepEqual(Array.from(apart.x), [4, 5, 6, 7, 8, 9, 0, 1, 2, 3]);
+});
+
+test('imageFolds: images stratified as stratifiedFolds assigns them, every view in its image’s fold', () => {
+  // 30 images (rows 0..29), then two views of each (rows 30..89).
+  const y = Int32Array.from({ length: 90 }, (_, r) => (r % 30) % 3);
+  const source = Int32Array.from({ length: 90 }, (_, r) => r % 30);
+  const fold = imageFolds(y, source, 5, 4);
+  assert.deepEqual(fold.subarray(0, 30), stratifiedFolds(y.subarray(0, 30), 5, 4));
+  for (let r = 30; r < 90; r++) assert.equal(fold[r], fold[r % 30], `view row ${r}`);
 });

@@ -25,6 +25,25 @@ export function stratifiedFolds(y: Int32Array, k: number, seed: number): Int32Ar
   return folds;
 }
 
+/**
+ * Stratified folds of the images among a set's rows, each augmentation view in its image's fold: `source[r]` is the row
+ * of the image row r shows (r itself for an image), as FeatureSet.source. Images are stratified by `y` in row order.
+ */
+export function imageFolds(y: Int32Array, source: Int32Array, k: number, seed: number): Int32Array {
+  const images = [...source.keys()].filter((r) => source[r] === r);
+  const ofImage = stratifiedFolds(
+    Int32Array.from(images, (r) => y[r]),
+    k,
+    seed,
+  );
+  const fold = new Int32Array(source.length);
+  images.forEach((r, i) => {
+    fold[r] = ofImage[i];
+  });
+  for (let r = 0; r < source.length; r++) fold[r] = fold[source[r]];
+  return fold;
+}
+
 /** Rows of a row-major matrix selected by a mask. */
 export function selectRows(x: Float32Array, dim: number, rows: number[]): Float32Array {
   const out = new Float32Array(rows.length * dim);

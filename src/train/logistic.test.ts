@@ -151,6 +151,28 @@ test('lambda search: noise wants the strongest penalty, a clean rule a weaker on
   assert.deepEqual(again.search?.rows, b.search?.rows);
 });
 
+test('a search on given folds: one score per fold, pooled into the chosen lambda’s accuracy', async () => {
+  const d = problem(90, 10, 3, 8, 0.2);
+  const source = Int32Array.from({ length: 90 }, (_, i) => i);
+  const folds = Int32Array.from({ length: 90 }, (_, i) => i % 3);
+  const fit = await fitLogistic(d, source, { folds });
+  const search = fit.search;
+  assert.ok(search);
+  assert.equal(search.folds, 3);
+  assert.equal(search.foldScores.length, 3);
+  const row = search.rows.find((r) => r.lambda === search.lambda);
+  // Equal folds of 30 images: the pooled held-out accuracy is the mean of the folds' accuracies.
+  const mean = search.foldScores.reduce((a, b) => a + b, 0) / 3;
+  assert.ok(Math.abs((row?.accuracy ?? Number.NaN) - mean) < 1e-9, `${row?.accuracy} vs ${mean}`);
+  // Each fold's score is its own held-out rows' accuracy under the out-of-fold probabilities.
+  for (let f = 0; f < 3; f++) {
+    const rows = [...folds.keys()].filter((r) => folds[r] === f);
+    const p = Float32Array.from(rows.flatMap((r) => [...search.oof.subarray(r * 3, r * 3 + 3)]));
+    const yf = Int32Array.from(rows, (r) => d.y[r]);
+    assert.ok(Math.abs(accuracy(p, yf, 3) - search.foldScores[f]) < 1e-9);
+  }
+});
+
 test('views stay in their image’s fold: an image and its copy are predicted by the same fit', async () => {
   // 60 noise images, each followed by an exact copy standing in for its view.
   const base = problem(60, 40, 2, 6, 1);

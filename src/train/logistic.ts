@@ -12,7 +12,7 @@
 import { tf } from '../tfjs/tf.ts';
 import { opt, UsageError, words } from '../util/errors.ts';
 import { checkAbort } from '../util/progress.ts';
-import { stratifiedFolds } from './folds.ts';
+import { imageFolds } from './folds.ts';
 import { accuracy, logLoss } from './metrics.ts';
 
 /** Regularisation strengths tried, strongest first: 10^1 down to 10^-3.5 in half decades. On standardised features
@@ -277,12 +277,18 @@ export interface LambdaSearch {
    * fit that did not see that image: what test-time augmentation is judged on.
    */
   oof: Float32Array;
+  /** Accuracy on each fold's held-out images at the chosen lambda. */
+  foldScores: number[];
   /** Every fold fit met its tolerance. */
   converged: boolean;
 }
 
 export interface LogisticFitOptions {
+  /** Seed of the fold assignment when `folds` is not given. */
   seed?: number;
+  /** The fold of each row (0..k-1; an augmentation view in its image's fold), for a search on folds chosen by the
+   *  caller (cross-validation's own). Default: stratified folds of the images (imageFolds). */
+  folds?: Int32Array;
   /** Skip the search and fit this lambda. */
   lambda?: number;
   signal?: AbortSignal;
@@ -362,18 +368,16 @@ export async function fitLogistic(
   }
   const images = [...source.keys()].filter((r) => source[r] === r);
   const imageY = Int32Array.from(images, (r) => d.y[r]);
-  const k = Math.min(LOGISTIC_FOLDS, minClassCount(imageY, d.numClasses));
+  const k = o.folds
+    ? o.folds.reduce((a, b) => Math.max(a, b), 0) + 1
+    : Math.min(LOGISTIC_FOLDS, minClassCount(imageY, d.numClasses));
   if (k < 2) {
     // Too few images of some class to hold any out: the middle of the grid, said so in the search record.
     const lambda = LAMBDA_GRID[Math.floor(LAMBDA_GRID.length / 2)];
     return fitLogistic(d, source, { ...o, lambda });
   }
-  const foldOfImage = stratifiedFolds(imageY, k, o.seed ?? 42);
-  const fold = new Int32Array(d.n);
-  images.forEach((r, i) => {
-    fold[r] = foldOfImage[i];
-  });
-  for (let r = 0; r < d.n; r++) fold[r] = fold[source[r]];
+  const fold = o.folds ?? imageFolds(d.y, source, k, o.seed ?? 42);
+  if (fold.length !== d.n) throw new UsageError('invalid-value', `logistic: ${fold.length} folds for ${d.n} rows`);
   const C = d.numClasses;
   const folds = Array.from({ length: k }, (_, f) => {
     const fitRows = [...fold.keys()].filter((r) => fold[r] !== f);
@@ -385,6 +389,7 @@ export async function fitLogistic(
   const rows: LambdaSearch['rows'] = [];
   const oofs: Float32Array[] = [];
   const solutions: Float64Array[][] = [];
+  const foldScores: number[][] = [];
   let iterations = 0;
   let allConverged = true;
   try {
@@ -401,6 +406,7 @@ export async function fitLogistic(
       const imgY = new Int32Array(images.length);
       let j = 0;
       const sols: Float64Array[] = [];
+      const scores: number[] = [];
       for (const [fi, f] of folds.entries()) {
         objectives[fi].lambda = lambda;
         // The held-out fold only needs its log loss to a few digits: a looser tolerance than the final fit's.
@@ -409,6 +415,7 @@ export async function fitLogistic(
         allConverged &&= r.converged;
         sols.push(r.x);
         const proba = softmaxRows(scorers[fi].logits(r.x), f.held.n, C);
+        const j0 = j;
         f.heldRows.forEach((row, i) => {
           const pr = proba.subarray(i * C, (i + 1) * C);
           oof.set(pr, row * C);
@@ -417,8 +424,10 @@ export async function fitLogistic(
             imgY[j++] = d.y[row];
           }
         });
+        if (j > j0) scores.push(accuracy(imgProba.subarray(j0 * C, j * C), imgY.subarray(j0, j), C));
       }
       inits = sols;
+      foldScores.push(scores);
       solutions.push(sols);
       oofs.push(oof);
       rows.push({ lambda, logLoss: logLoss(imgProba, imgY, C), accuracy: accuracy(imgProba, imgY, C) });
@@ -438,7 +447,7 @@ export async function fitLogistic(
         iterations: iterations + r.iterations,
         converged: r.converged,
         gradMax: r.gradMax,
-        search: { folds: k, rows, lambda, oof: oofs[best], converged: allConverged },
+        search: { folds: k, rows, lambda, oof: oofs[best], foldScores: foldScores[best], converged: allConverged },
       };
     } finally {
       obj.dispose();

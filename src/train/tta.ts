@@ -6,7 +6,7 @@
 
 import { opt, shown, UsageError, words } from '../util/errors.ts';
 import type { FeatureSet, TrainHeadOptions } from './features.ts';
-import { stratifiedFolds } from './folds.ts';
+import { imageFolds } from './folds.ts';
 import { accuracy, logLoss } from './metrics.ts';
 import { trainHead } from './trainer.ts';
 
@@ -49,17 +49,7 @@ export async function outOfFold(
   k = TTA_FOLDS,
 ): Promise<Float32Array> {
   const source = train.source ?? Int32Array.from({ length: train.n }, (_, i) => i);
-  const images = [...source.keys()].filter((r) => source[r] === r);
-  const foldOfImage = stratifiedFolds(
-    Int32Array.from(images, (r) => train.y[r]),
-    k,
-    opts.seed ?? 42,
-  );
-  const fold = new Int32Array(train.n);
-  images.forEach((r, i) => {
-    fold[r] = foldOfImage[i];
-  });
-  for (let r = 0; r < train.n; r++) fold[r] = fold[source[r]];
+  const fold = imageFolds(train.y, source, k, opts.seed ?? 42);
   const { dim } = train;
   const rows = (idx: number[]): FeatureSet => {
     const x = new Float32Array(idx.length * dim);
