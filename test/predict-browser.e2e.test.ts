@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { build } from 'esbuild';
+import { DEFAULT_BASE } from '../src/base/base.ts';
 import { decodeImage } from '../src/dataset/decode.ts';
 import { Predictor, train } from '../src/index.ts';
 import { artifactPath, browserSkipReason, launchBrowser, watchPage } from './browser.ts';
@@ -147,7 +148,7 @@ test('graft/predict in Chromium agrees with graft predict: same top-1, probabili
         ...options,
       });
       const meta = JSON.parse(readFileSync(path.join(out, 'graft.json'), 'utf8'));
-      assert.equal(meta.base.name, 'mobilenet_v2_0.35', 'trained on the default base');
+      assert.equal(meta.base.name, DEFAULT_BASE, 'trained on the default base');
       assert.equal(meta.preprocessing.crop, 'crop' in options ? 0.875 : undefined);
       const files = IMAGES.map((f) => path.join(HYM, 'val', f));
       // What `graft predict MODEL FILES --top 2` runs (sharp decodes, graft resizes, ONNX Runtime or TF.js WASM).
