@@ -13,7 +13,7 @@
  */
 import { InternalError, opt, UsageError, words } from '../util/errors.ts';
 import { checkAbort } from '../util/progress.ts';
-import type { FeatureSet, TrainedHead, TrainHeadOptions } from './features.ts';
+import type { FeatureSet, LogisticFitInfo, TrainedHead, TrainHeadOptions } from './features.ts';
 import { concatRows, selectRows, stratifiedFolds } from './folds.ts';
 import { accuracy, logLoss } from './metrics.ts';
 import { DenseFit, denseSettings, HEAD_DEFAULTS, RESIDENT_VALUES, trainHead } from './trainer.ts';
@@ -46,6 +46,12 @@ export interface CrossValidation {
   curve: CvEpoch[];
   /** Epochs for a head trained on all rows: the epoch of the curve's lowest loss (1 for a head without epochs). */
   epochs: number;
+  /** Out-of-fold probabilities of each augmentation view's rows (`views[v]`, n × numClasses), from the same fold heads
+   *  as `oof`: what the test-time flip check compares the images' own with. */
+  viewsOof: Float32Array[];
+  /** The logistic head's L2 strength chosen on these folds (absent for the other heads), and the search behind it. */
+  lambda?: number;
+  lambdaSearch?: LogisticFitInfo['search'];
 }
 
 export interface CrossValidateOptions {
@@ -112,22 +118,59 @@ export async function crossValidate(
   }
   const kind = head.head ?? HEAD_DEFAULTS.head;
   const oof = new Float32Array(train.n * numClasses);
+  const viewsOof = views.map(() => new Float32Array(train.n * numClasses));
   const scores: number[] = [];
+  const place = (into: Float32Array, rows: Int32Array, p: Float32Array) => {
+    rows.forEach((i, r) => {
+      into.set(p.subarray(r * numClasses, (r + 1) * numClasses), i * numClasses);
+    });
+  };
   // A fold's held-out rows are copied out only to predict them, one fold at a time: the rows stay in one matrix.
   const collect = (f: Fold, h: TrainedHead) => {
     const heldSet = rowsOf(train, f.held);
     const p = h.predictProba(heldSet.x, heldSet.n);
-    f.held.forEach((i, r) => {
-      oof.set(p.subarray(r * numClasses, (r + 1) * numClasses), i * numClasses);
-    });
+    place(oof, f.held, p);
     scores.push(accuracy(p, heldSet.y, numClasses));
+    for (const [v, view] of views.entries()) {
+      const heldView = rowsOf(view, f.held);
+      place(viewsOof[v], f.held, h.predictProba(heldView.x, heldView.n));
+    }
   };
   let curve: CvEpoch[];
   let epochs: number;
+  let lambda: number | undefined;
+  let lambdaSearch: CrossValidation['lambdaSearch'];
   if (kind === 'softmax' || kind === 'mlp') {
     ({ curve, epochs } = await lockstep(kind, all, train, folds, numClasses, head, o, collect));
+  } else if (kind === 'logistic' && head.lambda === undefined) {
+    // The logistic head's own search for its L2 strength is this cross-validation: on these folds (each view in its
+    // image's), one fit per fold and strength; the chosen strength's out-of-fold probabilities and fold scores are the
+    // result, and the head on all rows is then fitted at that strength.
+    const n = train.n;
+    const h = await trainHead(
+      { ...all, source: Int32Array.from({ length: all.n }, (_, r) => r % n) },
+      undefined,
+      numClasses,
+      { ...head, folds: Int32Array.from({ length: all.n }, (_, r) => fold[r % n]), signal: o.signal },
+    );
+    try {
+      const search = h.fit?.search;
+      const rowsOof = h.outOfFold;
+      if (!search || !rowsOof || !h.fit)
+        throw new InternalError('cross-validation: the logistic head searched nothing');
+      oof.set(rowsOof.subarray(0, n * numClasses));
+      for (let v = 0; v < views.length; v++)
+        viewsOof[v].set(rowsOof.subarray((v + 1) * n * numClasses, (v + 2) * n * numClasses));
+      scores.push(...(search.foldScores ?? []));
+      lambda = h.fit.lambda;
+      lambdaSearch = search;
+    } finally {
+      h.dispose();
+    }
+    curve = [{ epoch: 1, loss: logLoss(oof, train.y, numClasses), accuracy: accuracy(oof, train.y, numClasses) }];
+    epochs = 1;
   } else {
-    // A head without epochs (knn): one fit per fold.
+    // A head without epochs (knn, or the logistic head at a given strength): one fit per fold.
     for (const f of folds) {
       checkAbort(o.signal);
       const h = await trainHead(rowsOf(all, f.fit), undefined, numClasses, { ...head, signal: o.signal });
@@ -142,7 +185,17 @@ export async function crossValidate(
   }
   const score = scores.reduce((a, b) => a + b, 0) / scores.length;
   const sd = Math.sqrt(scores.reduce((a, s) => a + (s - score) ** 2, 0) / Math.max(1, scores.length - 1));
-  return { folds: scores.length, oof, scores, score, sd, curve, epochs };
+  return {
+    folds: scores.length,
+    oof,
+    scores,
+    score,
+    sd,
+    curve,
+    epochs,
+    viewsOof,
+    ...(lambda === undefined ? {} : { lambda, lambdaSearch }),
+  };
 }
 
 const tick = () => new Promise<void>((resolve) => setImmediate(resolve));

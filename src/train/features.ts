@@ -67,6 +67,9 @@ export interface TrainHeadOptions {
   earlyStopping?: boolean;
   /** logistic: fit this L2 strength instead of choosing one by cross-validation. */
   lambda?: number;
+  /** logistic: the fold (0..k-1) of each training row for the search of its L2 strength, an augmentation view in its
+   *  image's fold (train/cross-validate.ts passes its own). Default: stratified folds of the images (folds.imageFolds). */
+  folds?: Int32Array;
   /** knn neighbours; default 5. */
   k?: number;
   /** Default 'balanced': sample weight n / (numClasses * count_c). */
@@ -112,7 +115,12 @@ export interface LogisticFitInfo {
   lambda: number;
   /** The lambda search (absent when lambda was given): folds, and per lambda the held-out log loss and accuracy over the
    *  training images. */
-  search?: { folds: number; rows: { lambda: number; logLoss: number; accuracy: number }[] };
+  search?: {
+    folds: number;
+    rows: { lambda: number; logLoss: number; accuracy: number }[];
+    /** Accuracy on each fold's held-out images at the chosen lambda. */
+    foldScores?: number[];
+  };
   /** L-BFGS iterations, search included. */
   iterations: number;
   /** The final fit met its gradient tolerance. */

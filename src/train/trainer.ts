@@ -190,13 +190,15 @@ async function trainLogistic(
   const fit = await fitLogistic(
     { x: standardised(train, std.mean, std.invStd), n, dim, y: train.y, w, numClasses: C },
     source,
-    { seed: opts.seed ?? HEAD_DEFAULTS.seed, lambda: opts.lambda, signal: opts.signal },
+    { seed: opts.seed ?? HEAD_DEFAULTS.seed, lambda: opts.lambda, folds: opts.folds, signal: opts.signal },
   );
   const kernel = Float32Array.from(fit.params.subarray(0, dim * C));
   const bias = Float32Array.from(fit.params.subarray(dim * C));
   const info = {
     lambda: fit.lambda,
-    ...(fit.search ? { search: { folds: fit.search.folds, rows: fit.search.rows } } : {}),
+    ...(fit.search
+      ? { search: { folds: fit.search.folds, rows: fit.search.rows, foldScores: fit.search.foldScores } }
+      : {}),
     iterations: fit.iterations,
     converged: fit.converged,
   };

@@ -22,7 +22,7 @@ import { type CrossValidation, type CvEpoch, crossValidate, foldCount } from '..
 import type { EpochLog, HeadKind, LogisticFitInfo, TrainedHead, TrainHeadOptions } from '../train/features.ts';
 import { accuracy, argmaxRows, confusionMatrix } from '../train/metrics.ts';
 import { HEAD_DEFAULTS, trainHead } from '../train/trainer.ts';
-import { judgeTta, outOfFold, TTA_FOLDS, type Tta, type TtaCheck } from '../train/tta.ts';
+import { judgeTta, type Tta, type TtaCheck } from '../train/tta.ts';
 import { InternalError, opt, UsageError, type Warning, words } from '../util/errors.ts';
 import { checkRange } from '../util/options.ts';
 import { checkAbort, type ProgressCallback } from '../util/progress.ts';
@@ -422,8 +422,9 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
     seed: o.seed,
     patience: o.patience,
   };
-  // The number of epochs (and in auto mode the cut) is chosen by cross-validation on the training images, so the
-  // validation images only measure; the same fold heads give the label-issue finder its out-of-fold probabilities.
+  // The head's one setting (the logistic head's L2 strength, the others' number of epochs) and in auto mode the cut are
+  // chosen by cross-validation on the training images, so the validation images only measure; the same fold heads give
+  // the label-issue finder and the test-time flip check their out-of-fold probabilities.
   // When a class has a single training image no split leaves it in every fold's fitting rows: the epochs then stop
   // early on the validation set, and the result says so (selection.usedValidation), or on the training loss without one.
   const folds = foldCount(plainTrain.y);
@@ -451,16 +452,18 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
           },
         )));
   const selectSeconds = (performance.now() - t1) / 1000;
+  const setting = cv?.lambda !== undefined ? 'L2 strength' : 'epochs';
+  const logistic = (o.head ?? HEAD_DEFAULTS.head) === 'logistic';
   const selection: Selection | undefined = cv
     ? {
         method: `${cv.folds}-fold cross-validation on the training images`,
-        chose: mode === 'auto' ? ['cut', 'epochs'] : ['epochs'],
+        chose: mode === 'auto' ? ['cut', setting] : [setting],
         score: cv.score,
         sd: cv.sd,
         usedValidation: false,
         ...(cv.curve.length > 1 ? { curve: cv.curve } : {}),
       }
-    : valSet
+    : valSet && !logistic
       ? {
           method: 'early stopping on the validation set (a class has one training image: too few for folds)',
           chose: ['epochs'],
@@ -471,7 +474,7 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
 
   const headOptions: TrainHeadOptions = {
     ...headSettings,
-    ...(cv ? { epochs: cv.epochs, earlyStopping: false } : {}),
+    ...(cv ? (cv.lambda !== undefined ? { lambda: cv.lambda } : { epochs: cv.epochs, earlyStopping: false }) : {}),
     signal: o.signal,
     onEpoch: (log, total) =>
       o.onProgress?.({
@@ -489,12 +492,8 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
 
   let ttaCheck: TtaCheck | undefined;
   const ttaMode = o.tta ?? 'auto';
-  if (ttaMode === 'auto' && data.augment === 'flip') {
-    const own = head.outOfFold;
-    const oof = own ?? (await outOfFold(trainSet, data.classes.length, { ...headOptions, onEpoch: undefined }));
-    const method = own ? `out of fold, the head's own ${head.fit?.search?.folds}-fold search` : `${TTA_FOLDS}-fold`;
-    ttaCheck = judgeTta(oof, trainSet, data.classes.length, method);
-  }
+  if (ttaMode === 'auto' && data.augment === 'flip' && cv?.viewsOof.length)
+    ttaCheck = judgeTta(cv.oof, cv.viewsOof, plainTrain.y, data.classes.length, `${cv.folds}-fold, out of fold`);
   const tta: Tta = ttaMode === 'flip' || ttaCheck?.helps ? 'flip' : 'none';
 
   // Training accuracy is measured on the images as they are, not on their augmented views.
@@ -539,7 +538,7 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
     ...runFacts(base, data, engine, trainSeconds),
     cut,
     head: head.kind,
-    ...(head.fit ? { headFit: head.fit } : {}),
+    ...(head.fit ? { headFit: { ...head.fit, ...(cv?.lambdaSearch ? { search: cv.lambdaSearch } : {}) } } : {}),
     tta,
     ...(ttaCheck ? { ttaCheck } : {}),
     epochs: head.history.length,
