@@ -47,7 +47,17 @@ import { type OverheadResult, overheadSection, renderOverhead } from './overhead
 import { renderScale, type ScaleRow, scaleSection } from './scale.ts';
 import { MEMORY_BUDGET, type ServeMemoryRow, serveMemoryBench } from './serve-memory.ts';
 import { timeRunner } from './timing.ts';
-import { type BasesResult, basesSection, type HeadsResult, headsSection, renderBases, renderHeads } from './zoo.ts';
+import {
+  type BasesResult,
+  basesSection,
+  type DefaultResult,
+  defaultSection,
+  type HeadsResult,
+  headsSection,
+  renderBases,
+  renderDefault,
+  renderHeads,
+} from './zoo.ts';
 
 const argv = process.argv.slice(2);
 const args = new Set(argv);
@@ -67,6 +77,7 @@ const SECTIONS = [
   'duplicate-search',
   'bases',
   'heads',
+  'default',
 ] as const;
 type Section = (typeof SECTIONS)[number];
 const listed = argv
@@ -196,6 +207,7 @@ interface Store {
   scale?: Stored<ScaleRow[]>;
   bases?: Stored<BasesResult>;
   heads?: Stored<HeadsResult>;
+  default?: Stored<DefaultResult>;
 }
 
 interface DecodeRow {
@@ -785,7 +797,10 @@ async function main() {
   }
   if (wanted.has('train-step')) put('train-step', await trainStepBench());
   const haveData = existsSync(HYM);
-  if (!haveData && ['train', 'accuracy', 'transfer', 'decode', 'bases', 'heads'].some((x) => wanted.has(x as Section)))
+  if (
+    !haveData &&
+    ['train', 'accuracy', 'transfer', 'decode', 'bases', 'heads', 'default'].some((x) => wanted.has(x as Section))
+  )
     log(`skipping training sections: ${HYM} not found`);
   if (haveData && wanted.has('train')) put('train', await trainSection());
   if (haveData && wanted.has('accuracy')) put('accuracy', await accuracySection(store.accuracy?.rows ?? []));
@@ -834,6 +849,7 @@ async function main() {
   }
   if (haveData && wanted.has('bases')) put('bases', await basesSection(log));
   if (haveData && wanted.has('heads')) put('heads', await headsSection(log));
+  if (haveData && wanted.has('default')) put('default', await defaultSection(log));
   if (wanted.size === 0) writeFileSync('docs/BENCHMARKS.md', render(store));
   log('wrote docs/BENCHMARKS.md and docs/benchmarks.json');
   const peer = store.peer?.rows ?? [];
@@ -1078,6 +1094,7 @@ function render(s: Store): string {
   if (s.overhead) lines.push(...renderOverhead(s.overhead.rows, when(s.overhead)));
   if (s.bases) lines.push(...renderBases(s.bases.rows, when(s.bases)));
   if (s.heads) lines.push(...renderHeads(s.heads.rows, when(s.heads)));
+  if (s.default) lines.push(...renderDefault(s.default.rows, when(s.default)));
   return `${lines.join('\n')}\n`;
 }
 

@@ -700,3 +700,101 @@ export function renderHeads(result: HeadsResult, when: string): string[] {
     lines.push(`| ${f.base} | ${f.head} | ${f3(mean(f.accuracy))} | ${f3(mean(f.flipAccuracy as number[]))} |`);
   return lines;
 }
+
+// -------------------------------------------------------------------------------------------------------------- default
+
+/** One configuration of the default-command comparison: wall seconds (process start included) per round. */
+export interface DefaultRow {
+  label: string;
+  args: string[];
+  base: string;
+  head: string;
+  tta: string;
+  seconds: number[];
+  valAccuracy: number[];
+  valImages: number;
+}
+
+export interface DefaultResult {
+  rows: DefaultRow[];
+  load: string;
+}
+
+/** Rounds of the default-command comparison (each configuration once per round, in alternation). */
+const DEFAULT_ROUNDS = 2;
+
+/**
+ * `graft train hymenoptera/train --val hymenoptera/val --out M` as it is, against the default before issue 16
+ * (mobilenet_v2_0.35, the softmax head, no test-time flip), each on a fresh cache (model download from the mirror
+ * included), in alternation so drifting load touches both alike.
+ */
+export async function defaultSection(log: Log): Promise<DefaultResult> {
+  const load = os
+    .loadavg()
+    .map((v) => v.toFixed(2))
+    .join(', ');
+  return withMirror(log, async () => {
+    const configs = [
+      { label: 'before issue 16', args: ['--base', 'mobilenet_v2_0.35', '--head', 'softmax', '--tta', 'none'] },
+      { label: 'default', args: [] as string[] },
+    ];
+    const rows: DefaultRow[] = [];
+    for (let round = 0; round < DEFAULT_ROUNDS; round++) {
+      for (const c of configs) {
+        const dir = mkdtempSync(path.join(os.tmpdir(), 'graft-bench-default-'));
+        try {
+          const { json, seconds } = await trainJson(
+            [path.join(HYM, 'train'), '--val', path.join(HYM, 'val'), '--out', path.join(dir, 'm'), ...c.args],
+            { ...process.env, GRAFT_CACHE_DIR: path.join(dir, 'cache') },
+          );
+          let row = rows.find((r) => r.label === c.label);
+          if (!row) {
+            const j = json as TrainJson & { base?: string; tta?: string };
+            row = {
+              label: c.label,
+              args: c.args,
+              base: j.base ?? '',
+              head: json.head,
+              tta: j.tta ?? 'none',
+              seconds: [],
+              valAccuracy: [],
+              valImages: json.valImages,
+            };
+            rows.push(row);
+          }
+          row.seconds.push(seconds);
+          row.valAccuracy.push(json.valAccuracy);
+          log(`default ${c.label}: ${seconds.toFixed(1)} s, val ${f3(json.valAccuracy)}`);
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
+      }
+    }
+    return { rows, load };
+  });
+}
+
+export function renderDefault(result: DefaultResult, when: string): string[] {
+  const before = result.rows.find((r) => r.label === 'before issue 16');
+  const lines = [
+    '',
+    '## The default command on a cold cache, against the default before issue 16',
+    '',
+    when,
+    '',
+    '`graft train ../shared/data/hymenoptera/train --val ../shared/data/hymenoptera/val --out M ARGS`, each run on a fresh',
+    '`GRAFT_CACHE_DIR` (the base downloaded from the mirror, every activation computed), the two configurations in',
+    `alternation, ${DEFAULT_ROUNDS} rounds; wall seconds include process start. \`npm run bench -- --sections=default\`.`,
+    '',
+    '| configuration | args | base | head | test-time flip recorded | wall s per round | median | vs before | val accuracy (95% interval) |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+  ];
+  for (const r of result.rows) {
+    const m = median(r.seconds);
+    const acc = mean(r.valAccuracy);
+    lines.push(
+      `| ${r.label} | \`${r.args.join(' ') || '(none)'}\` | ${r.base} | ${r.head} | ${r.tta} | ${r.seconds.map((s) => s.toFixed(1)).join(', ')} | ${m.toFixed(1)} | ${before ? (m / median(before.seconds)).toFixed(2) : ''} | ${f3(acc)} (${interval(wilson(acc, r.valImages))}) |`,
+    );
+  }
+  return lines;
+}
