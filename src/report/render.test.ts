@@ -157,4 +157,15 @@ test('a section appears only with content; text is escaped; no external referenc
   assert.equal((page.match(/src="data:image\/jpeg;base64,/g) ?? []).length, 2);
   assert.doesNotMatch(page, /(src|href)="(?!data:|#)/);
   assert.doesNotMatch(page, /<script/);
+  assert.match(byId.curves, /number of epochs was chosen by cross-validation/);
+  // The logistic head chose an L2 strength, not epochs: the curves note says so.
+  const logistic = await reportSections({
+    ...full,
+    selection: { ...full.selection!, chose: ['L2 strength'] },
+    history: [full.history![0]],
+    stages: [{ stage: 'head', epochs: 1, bestEpoch: 1, lr: 0.001, seconds: 0.1 }],
+  });
+  const curves = logistic.find((s) => s.id === 'curves')?.html ?? '';
+  assert.match(curves, /logistic head has no epochs.*L2 strength chosen by cross-validation/s);
+  assert.doesNotMatch(curves, /number of epochs was chosen/);
 });

@@ -129,9 +129,11 @@ async function curves(d: ReportData): Promise<string | undefined> {
   ]);
   const note = d.selection?.usedValidation
     ? 'Each stage stopped early on the validation loss; the dashed line marks the epoch whose weights were kept.'
-    : d.selection?.curve
-      ? "The number of epochs was chosen by cross-validation on the training images: the green curve is the folds' pooled held-out loss and accuracy, the dashed line its lowest loss, the epochs the head then trained on all training images. The validation curve is shown for information and chose nothing."
-      : 'The number of epochs was chosen by cross-validation on the training images (the dashed line); the validation curve is shown for information and chose nothing.';
+    : d.selection?.chose.includes('L2 strength')
+      ? 'The logistic head has no epochs: it was fitted in one go, to convergence, at the L2 strength chosen by cross-validation on the training images. The validation figures are shown for information and chose nothing.'
+      : d.selection?.curve
+        ? "The number of epochs was chosen by cross-validation on the training images: the green curve is the folds' pooled held-out loss and accuracy, the dashed line its lowest loss, the epochs the head then trained on all training images. The validation curve is shown for information and chose nothing."
+        : 'The number of epochs was chosen by cross-validation on the training images (the dashed line); the validation curve is shown for information and chose nothing.';
   return `<div class="chart">${svg}</div><p class="note">${note}</p>${table(['stage', 'epochs', 'kept epoch', 'lr', 'val accuracy', 'val loss', 'seconds'], rows)}`;
 }
 
