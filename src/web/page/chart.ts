@@ -60,18 +60,8 @@ export function lineChart(series: Series[], o: ChartOptions): SVGElement {
     svg.append(s('text', { x: px(t), y: H - m.b + 13, class: 'tick', 'text-anchor': 'middle' }, String(t)));
   }
   svg.append(s('text', { x: (W + m.l) / 2, y: H - 4, class: 'axis', 'text-anchor': 'middle' }, o.xLabel ?? 'epoch'));
-  if (o.marker) {
-    const x = px(o.marker.x);
-    svg.append(s('line', { x1: x, x2: x, y1: m.t, y2: H - m.b, class: 'marker' }));
-    const right = x > W - m.r - 30;
-    svg.append(
-      s(
-        'text',
-        { x: right ? x - 3 : x + 3, y: m.t + 9, class: 'tick', 'text-anchor': right ? 'end' : 'start' },
-        o.marker.label,
-      ),
-    );
-  }
+  const markerX = o.marker && px(o.marker.x);
+  if (markerX !== undefined) svg.append(s('line', { x1: markerX, x2: markerX, y1: m.t, y2: H - m.b, class: 'marker' }));
   let lx = W - m.r;
   for (const ser of [...series].reverse()) {
     const pts = ser.points.filter((p) => Number.isFinite(p[1]));
@@ -91,6 +81,22 @@ export function lineChart(series: Series[], o: ChartOptions): SVGElement {
     const label = s('text', { x: lx, y: 14, class: 'legend', 'text-anchor': 'end', fill: ser.color }, ser.name);
     svg.append(label);
     lx -= ser.name.length * 6.2 + 14;
+  }
+  if (o.marker && markerX !== undefined) {
+    // Over the curves, with a halo (style.css), so a curve along the top does not hide it.
+    const right = markerX > W - m.r - 30;
+    svg.append(
+      s(
+        'text',
+        {
+          x: right ? markerX - 3 : markerX + 3,
+          y: m.t + 9,
+          class: 'tick marker-label',
+          'text-anchor': right ? 'end' : 'start',
+        },
+        o.marker.label,
+      ),
+    );
   }
   return svg;
 }
