@@ -194,8 +194,9 @@ for (const phase of ['extract', 'train'] as const) {
     assert.equal(r.json.state, 'cancelled');
     assert.ok(ms <= 2000, `stopped in ${ms.toFixed(0)} ms (${String(r.json.stoppedBy)})`);
     // Training checks the signal between steps of milliseconds: it must stop through it. Extraction checks it between
-    // trunk batches (16 images, about half a second on a quiet machine); on a heavily loaded one a batch can outlast
-    // the grace time, and the process is then killed, which also leaves the project untouched.
+    // decoded images and trunk batches, but one trunk batch (16 images, about half a second on a quiet machine) cannot
+    // be interrupted; on a heavily loaded machine it can outlast the grace time, and the process is then killed, which
+    // also leaves the project untouched.
     if (phase === 'train') assert.equal(r.json.stoppedBy, 'signal', 'stopped through the AbortSignal');
     const after = snapshot(dir);
     assert.deepEqual(after, before, 'the project folder is exactly as before the run');

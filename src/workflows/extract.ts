@@ -174,6 +174,8 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
     const runner = await o.runner(base, cuts, pool);
     engine = runner.engine;
     try {
+      // Building the runner (an ONNX conversion, a session) can take a while.
+      checkAbort(o.signal);
       const [h, w] = base.preprocessing.size;
       const px = h * w * 3;
       const decodeBatch = async (batch: typeof pending) => {
@@ -194,6 +196,8 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
           return p;
         };
         const decoded = await mapLimit(batch, DECODE_CONCURRENCY, async (item) => {
+          // Between images, not only between batches: a cancelled run stops within one decode.
+          checkAbort(o.signal);
           try {
             return applyView(await decodeOnce(item), base.preprocessing.size, views[item.i]);
           } catch (e) {
@@ -217,12 +221,19 @@ export async function extractFeatures(o: ExtractOptions): Promise<Extracted> {
         return { pixels: pixels.subarray(0, ok.length * px), ok };
       };
       const bs = runner.batchSize;
-      let next = decodeBatch(pending.slice(0, bs));
+      // The batch decoding ahead may be left behind by an abort; its rejection is then nobody's to handle.
+      const ahead = (batch: typeof pending) => {
+        const p = decodeBatch(batch);
+        p.catch(() => {});
+        return p;
+      };
+      let next = ahead(pending.slice(0, bs));
       for (let start = 0; start < pending.length; start += bs) {
         checkAbort(o.signal);
         const { pixels, ok } = await next;
+        checkAbort(o.signal);
         // Decode the following batch while the trunk works on this one.
-        if (start + bs < pending.length) next = decodeBatch(pending.slice(start + bs, start + 2 * bs));
+        if (start + bs < pending.length) next = ahead(pending.slice(start + bs, start + 2 * bs));
         if (ok.length === 0) continue;
         const outs = await runner.run(pixels, ok.length);
         trunkCalls++;
