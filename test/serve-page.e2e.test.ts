@@ -11,8 +11,9 @@ import { copyFileSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
+import { build } from 'esbuild';
 import { unzipSync } from 'fflate';
-import type { Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { decodeImage } from '../src/dataset/decode.ts';
 import { splitByHash } from '../src/index.ts';
 import { artifactPath, browserSkipReason, launchBrowser, watchPage } from './browser.ts';
@@ -20,6 +21,8 @@ import { HAVE_SHARED, HYMENOPTERA, SHARED, tmpDir, writeColourDataset } from './
 import { client, type ServeProcess, serveMirror, startServe } from './serve-helpers.ts';
 
 const skip = browserSkipReason();
+/** Largest difference allowed between the page's (browser) and the server's probabilities for a dropped image. */
+const AGREEMENT = 0.01;
 const stops: (() => Promise<void>)[] = [];
 after(async () => {
   for (const s of stops) await s();
@@ -34,12 +37,6 @@ interface Variant {
   env: Record<string, string>;
   /** Accuracy the model must at least reach on its validation images. */
   minAccuracy: number;
-  /**
-   * Largest difference allowed between the page's and the server's probabilities. Undefined: not checked, only the
-   * label. Both variants leave it undefined until graft/predict's resampler (issue 13) replaces the page's canvas
-   * resize: the canvas differs from sharp by up to about 0.1 on photographs and about 0.01 on the generated images.
-   */
-  agreement?: number;
   /** A file (class/name) uploaded under the wrong class: the results must list it as a label issue. */
   mislabelled?: string;
   /** Also record webcam frames into a class (hold to record), remove them with Undo, and try the webcam live. */
@@ -135,6 +132,65 @@ async function webcamSteps(page: Page, v: Variant): Promise<void> {
   await shot(page, v.name, '10-try-webcam');
 }
 
+/**
+ * Runs the Export panel's browser snippet as a user's web app would: bundled by esbuild ('graft/predict' resolves to
+ * this checkout's sources, as a bundler resolves the installed package), on a page of another origin with one <img>
+ * and the unzipped model folder beside it. Returns the probabilities it logs, by label.
+ */
+async function browserSnippet(
+  browser: Browser,
+  code: string,
+  files: Record<string, Uint8Array>,
+  image: string,
+): Promise<Record<string, number>> {
+  const bundled = await build({
+    stdin: { contents: code, resolveDir: process.cwd(), loader: 'js' },
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    write: false,
+    logLevel: 'silent',
+    alias: { 'graft/predict': path.resolve('src/predict/web.ts') },
+    define: { 'process.env.NODE_ENV': '"production"' },
+  });
+  const origin = 'http://web-app.test';
+  const photo = `/photo${path.extname(image)}`;
+  const routes: Record<string, [string, Uint8Array | string]> = {
+    '/': ['text/html', `<!doctype html><img src="${photo}"><script type="module" src="/app.js"></script>`],
+    '/app.js': ['text/javascript', bundled.outputFiles[0].text],
+    [photo]: ['application/octet-stream', readFileSync(image)],
+  };
+  for (const [name, bytes] of Object.entries(files)) routes[`/${name}`] = ['application/octet-stream', bytes];
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    await page.route(`${origin}/**`, (route) => {
+      const found = routes[new URL(route.request().url()).pathname];
+      return found
+        ? route.fulfill({ status: 200, contentType: found[0], body: Buffer.from(found[1]) })
+        : route.fulfill({ status: 404, body: 'not found' });
+    });
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    const logged = new Promise<unknown>((resolve) =>
+      page.on('console', async (m) => {
+        if (m.type() === 'log' && m.args().length === 1) resolve(await m.args()[0].jsonValue());
+      }),
+    );
+    await page.goto(`${origin}/`);
+    const top = (await Promise.race([
+      logged,
+      new Promise((_, reject) => setTimeout(() => reject(new Error(`no output: ${errors.join('; ')}`)), 120_000)),
+    ])) as { label: string; probability: number }[];
+    assert.deepEqual(errors, []);
+    assert.ok(Array.isArray(top) && top.length === 2, `the snippet logs its predictions: ${JSON.stringify(top)}`);
+    return Object.fromEntries(top.map((x) => [x.label, x.probability]));
+  } finally {
+    await context.close();
+  }
+}
+
 async function shot(page: Page, variant: string, step: string): Promise<void> {
   await page.screenshot({ path: artifactPath(`serve-${variant}-${step}.png`), fullPage: true });
 }
@@ -212,14 +268,26 @@ async function runVariant(v: Variant): Promise<void> {
     const serverProbs = JSON.parse((await page.getAttribute('.server-probs', 'data-probs'))!) as number[];
     const diff = Math.max(...browserProbs.map((p, i) => Math.abs(p - serverProbs[i])));
     assert.equal(await page.getAttribute('.server-probs', 'data-top'), c, 'the server agrees on the label');
-    if (v.agreement !== undefined) assert.ok(diff <= v.agreement, `browser and server probabilities differ by ${diff}`);
-    process.stdout.write(`# ${v.name} ${c}: browser and server differ by ${diff.toFixed(4)}\n`);
+    // The page runs graft/predict on the file's own pixels: only the two JPEG decoders may differ.
+    assert.ok(diff <= AGREEMENT, `browser and server probabilities differ by ${diff}`);
+    assert.equal(await page.getAttribute('#agree', 'class'), 'ok', 'the page says they agree');
+    process.stdout.write(`# ${v.name} ${c}: browser and server differ by ${diff.toExponential(2)}\n`);
     await shot(page, v.name, `6-try-${c}`);
   }
 
-  // Export: the zip downloads, and plain TF.js in Node loads the model from it and predicts like the server.
+  // Export: the page shows the server's snippets as they are; the zip downloads, and plain TF.js in Node loads the
+  // model from it and predicts like the server.
   await page.click('#export h2');
   await shot(page, v.name, '7-export');
+  const api = client(serve.url, serve.token);
+  const { snippets } = (await api('GET', '/api/export/snippets')).json as { snippets: Record<string, string> };
+  const shown: Record<string, string> = {};
+  for (const kind of Object.keys(snippets)) {
+    await page.click(`#export .tab[data-kind="${kind}"]`);
+    shown[kind] = (await page.textContent(`#export pre.snippet[data-kind="${kind}"]`)) ?? '';
+  }
+  assert.deepEqual(shown, snippets, 'the snippets on the page');
+  await page.click('#export .tab[data-kind="browser"]');
   const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export-zip')]);
   const zipFile = path.join(tmpDir(), 'model.zip');
   await download.saveAs(zipFile);
@@ -253,11 +321,16 @@ async function runVariant(v: Variant): Promise<void> {
   model.dispose();
   assert.deepEqual(meta.labels, [...v.classes].sort());
   assert.equal(meta.labels[probs.indexOf(Math.max(...probs))], v.classes[0], 'plain TF.js on the zipped model');
-  const api = client(serve.url, serve.token);
   const fd = await api('POST', '/api/predict', new Blob([readFileSync(held)]));
   const server = fd.json.probabilities as number[];
   const d = Math.max(...probs.map((p, i) => Math.abs(p - server[i])));
   assert.ok(d <= 1e-3, `plain TF.js and the server differ by ${d}`);
+
+  // The browser snippet, as the page shows it, in a web app of its own: it must agree with the server like the page.
+  const inApp = await browserSnippet(browser, snippets.browser, files, held);
+  const appDiff = Math.max(...meta.labels.map((l: string, i: number) => Math.abs(inApp[l] - server[i])));
+  assert.ok(appDiff <= AGREEMENT, `the browser snippet and the server differ by ${appDiff}`);
+  process.stdout.write(`# ${v.name}: browser snippet and server differ by ${appDiff.toExponential(2)}\n`);
 
   if (v.webcam) await webcamSteps(page, v);
 

@@ -25,55 +25,60 @@ export function readMetadata(modelDir: string): ModelMetadata | undefined {
   return existsSync(f) ? (JSON.parse(readFileSync(f, 'utf8')) as ModelMetadata) : undefined;
 }
 
-/** Copy-paste snippets for this model; `folder` is the folder name inside the zip. */
+/**
+ * sharp's half of training's preprocessing in a user's Node code: the whole image decoded as graft's decoder does it
+ * (dataset/decode.ts: EXIF rotation, transparency onto black, sRGB); graft's resampler does the rest.
+ */
+const DECODE = `await sharp(file).rotate().flatten({ background: '#000000' }).toColourspace('srgb')
+  .raw().toBuffer({ resolveWithObject: true })`;
+
+/**
+ * Copy-paste snippets for this model; `folder` is the folder name inside the zip (and the ONNX file's name). Each one
+ * prepares images as training did: graft/predict resizes with graft's own resampler (dataset/resize.ts), so the
+ * snippets agree with `graft predict` (test/package.e2e.test.ts runs them from an installed package).
+ */
 export function snippets(m: ModelMetadata, folder: string, hasOnnx: boolean): Record<string, string> {
-  const [h, w] = m.preprocessing.size;
-  const crop = m.preprocessing.crop ?? 1;
-  const fit = m.preprocessing.resize === 'fill' ? 'fill' : 'cover';
-  const [rh, rw] = crop === 1 ? [h, w] : [Math.round(h / crop), Math.round(w / crop)];
-  const sharpChain =
-    `sharp(file).rotate().resize(${rw}, ${rh}, { fit: '${fit}', kernel: 'linear' })` +
-    (crop === 1 ? '' : `.extract({ left: ${(rw - w) >> 1}, top: ${(rh - h) >> 1}, width: ${w}, height: ${h} })`) +
-    '.removeAlpha().raw().toBuffer()';
+  const { size, resize, crop } = m.preprocessing;
+  const [h, w] = size;
+  const fit = `${h}x${w}, ${resize}${crop === undefined || crop === 1 ? '' : `, central ${crop}`}`;
   const out: Record<string, string> = {};
   out.browser = `// npm install graft @tensorflow/tfjs   (serve the ${folder}/ folder with your web app)
-// graft/predict resizes${crop === 1 ? '' : ', crops'} and scales exactly as training did (${h}x${w}, ${fit}).
-import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs'; // a TF.js backend (WebGL here); graft/predict runs on whichever you load
 import { loadModel } from 'graft/predict';
 
 const model = await loadModel('/${folder}/');
-const top = await model.predict(document.querySelector('img')); // <img>, <canvas>, <video>, ImageData
+const img = document.querySelector('img'); // or a <canvas>, <video>, ImageBitmap, ImageData
+await img.decode();
+// Resized as in training (${fit}) by graft's own resampler; scaling is inside the model.
+const top = await model.predict(img);
 console.log(top); // [{ label, probability }, …] best first`;
-  out.node = `// npm install @tensorflow/tfjs sharp
-import * as tf from '@tensorflow/tfjs';
+  out.node = `// npm install graft sharp
+import '@tensorflow/tfjs-backend-wasm'; // a TF.js backend (or '@tensorflow/tfjs-node')
 import sharp from 'sharp';
-import { readFileSync } from 'node:fs';
+import { loadModel } from 'graft/predict';
 
-const dir = '${folder}';
-const json = JSON.parse(readFileSync(\`\${dir}/model.json\`, 'utf8'));
-const bin = readFileSync(\`\${dir}/weights.bin\`);
-const model = await tf.loadLayersModel(tf.io.fromMemory({
-  modelTopology: json.modelTopology,
-  weightSpecs: json.weightsManifest[0].weights,
-  weightData: bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength),
-}));
-const { labels } = JSON.parse(readFileSync(\`\${dir}/graft.json\`, 'utf8'));
+const model = await loadModel('./${folder}');
 const file = process.argv[2] ?? 'photo.jpg';
-// Raw RGB 0..255, ${h}x${w}, fitted as in training (${fit}${crop === 1 ? '' : `, central ${crop}`}); scaling is inside the model.
-const rgb = await ${sharpChain};
-const probs = model.predict(tf.tensor4d(Float32Array.from(rgb), [1, ${h}, ${w}, 3])).dataSync();
-console.log(labels.map((label, i) => ({ label, probability: probs[i] })));`;
+// Decoded whole as in training; graft/predict resizes it (${fit}) with training's resampler.
+const { data, info } = ${DECODE};
+const top = await model.predict({ data, width: info.width, height: info.height });
+console.log(top); // [{ label, probability }, …] best first`;
   if (hasOnnx)
-    out.onnx = `// npm install onnxruntime-node sharp
+    out.onnx = `// npm install graft onnxruntime-node sharp
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
+import { resizeImage } from 'graft/predict';
 
 const labels = ${JSON.stringify(m.labels)};
-const session = await ort.InferenceSession.create('model.onnx');
+const session = await ort.InferenceSession.create('./${folder}.onnx');
 const file = process.argv[2] ?? 'photo.jpg';
-const rgb = await ${sharpChain};
-const out = await session.run({ pixels: new ort.Tensor('float32', Float32Array.from(rgb), [1, ${h}, ${w}, 3]) });
+// Decoded whole as in training, then training's resampler: raw RGB 0..255, ${fit}; scaling is inside the model.
+const { data, info } = ${DECODE};
+const rgb = resizeImage({ data, width: info.width, height: info.height, channels: info.channels },
+  { size: [${h}, ${w}], resize: '${resize}'${crop === undefined ? '' : `, crop: ${crop}`} });
+const input = new ort.Tensor('float32', Float32Array.from(rgb), [1, ${h}, ${w}, 3]);
+const out = await session.run({ [session.inputNames[0]]: input });
 const probs = out[session.outputNames[0]].data;
-console.log(labels.map((label, i) => ({ label, probability: probs[i] })));`;
+console.log(labels.map((label, i) => ({ label, probability: probs[i] })).sort((a, b) => b.probability - a.probability));`;
   return out;
 }

@@ -7,7 +7,7 @@
 import { api, type Limits, token, uploadFiles, url } from './api.ts';
 import { lineChart, type Series } from './chart.ts';
 import { type Child, confirmDialog, fill, fmtPct, h, toast } from './dom.ts';
-import { type BrowserModel, loadBrowserModel } from './predict.ts';
+import { type BrowserModel, decodeFile, loadBrowserModel } from './predict.ts';
 import { grabSquare, openCamera, recorder, stopCamera } from './webcam.ts';
 
 interface ImageEntry {
@@ -1120,7 +1120,7 @@ const tryResult = h('div', { id: 'try-result' });
 let tryCam: { stream: MediaStream; video: HTMLVideoElement; timer: number } | undefined;
 
 async function predictBoth(
-  src: CanvasImageSource,
+  src: ImageBitmap | HTMLCanvasElement,
   blob: Blob | (() => Promise<Blob>),
   source: string,
   preview?: HTMLElement,
@@ -1166,12 +1166,17 @@ async function predictBoth(
 
 async function tryFile(f: File): Promise<void> {
   stopTryCam();
-  const img = new Image();
   const src = URL.createObjectURL(f);
-  img.src = src;
   try {
-    await img.decode();
-    await predictBoth(img, f, 'file', h('img', { src, class: 'try-preview', alt: f.name }));
+    // The file's own pixels at full resolution go to the model; the <img> is only the preview.
+    const pixels = await decodeFile(f).catch(() => {
+      throw new Error(`${f.name}: this browser cannot decode it as an image`);
+    });
+    try {
+      await predictBoth(pixels, f, 'file', h('img', { src, class: 'try-preview', alt: f.name }));
+    } finally {
+      pixels.close();
+    }
   } catch (e) {
     fill(tryResult, h('p', { class: 'error' }, (e as Error).message));
   }
@@ -1198,7 +1203,8 @@ async function startTryCam(): Promise<void> {
       const frame = grabSquare(video, 256);
       await predictBoth(
         frame,
-        () => new Promise<Blob>((res) => frame.toBlob((b) => res(b!), 'image/jpeg', 0.92)),
+        // PNG: the server gets the very pixels the browser predicted on (a JPEG would add its own error).
+        () => new Promise<Blob>((res) => frame.toBlob((b) => res(b!), 'image/png')),
         'webcam',
       ).catch(() => {});
     }
