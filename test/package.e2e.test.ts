@@ -10,9 +10,11 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import { build } from 'esbuild';
+import { unzipSync } from 'fflate';
 import { artifactPath } from './browser.ts';
+import { client, startServe, waitFor } from './serve-helpers.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm';
@@ -82,6 +84,84 @@ export async function inBrowser(img: HTMLImageElement): Promise<Prediction[]> {
   return model.predict(img, { topK: 2 });
 }
 `;
+
+/** The probabilities a snippet prints (Node's console.log of [{ label, probability }, …]), by label. */
+function printed(out: string): Record<string, number> {
+  const found = [...out.matchAll(/label: '([^']+)',\s*probability: ([-\d.e]+)/g)];
+  assert.ok(found.length >= 2, `a snippet printed no probabilities: ${out}`);
+  return Object.fromEntries(found.map((m) => [m[1], Number(m[2])]));
+}
+
+/**
+ * `graft serve` as the installed package runs it: the prebuilt page (no esbuild, no sources), a training run through
+ * the API (the training process runs dist/), then the Export panel's Node and onnxruntime snippets, exactly as the page
+ * shows them, run against the downloaded zip and ONNX file: each must agree with `graft predict`.
+ */
+async function serveFromPackage(t: TestContext, app: string, project: string): Promise<void> {
+  const bin = path.join(app, 'node_modules', 'graft', 'bin', 'graft.js');
+  const serve = await startServe(project, {}, [], { bin, cwd: app });
+  try {
+    const get = (p: string) => fetch(new URL(p, serve.url));
+    const page = await get('/app.js');
+    assert.equal(page.status, 200);
+    assert.match(page.headers.get('content-type') ?? '', /javascript/);
+    assert.ok((await page.text()).length > 100_000, 'the bundled page script');
+    assert.equal((await get('/app.css')).status, 200);
+    const wasm = await get('/wasm/tfjs-backend-wasm-simd.wasm');
+    assert.equal(wasm.status, 200);
+    assert.equal(wasm.headers.get('content-type'), 'application/wasm');
+    const api = client(serve.url, serve.token);
+    const state = await api('GET', '/api/project');
+    assert.equal(state.status, 200);
+    assert.deepEqual(
+      (state.json.classes as { name: string }[]).map((c) => c.name),
+      ['left', 'right'],
+    );
+
+    assert.equal((await api('PUT', '/api/settings', { base: 'nsfw-mobilenet-v2', epochs: 30 })).status, 200);
+    assert.equal((await api('POST', '/api/train')).status, 202);
+    const ended = await waitFor(
+      async () => {
+        const r = (await api('GET', '/api/project')).json.run as { state: string };
+        return r.state === 'running' ? undefined : r.state;
+      },
+      300_000,
+      'the run through graft serve',
+    );
+    assert.equal(ended, 'done');
+
+    const { folder, snippets } = (await api('GET', '/api/export/snippets')).json as {
+      folder: string;
+      snippets: Record<string, string>;
+    };
+    assert.deepEqual(Object.keys(snippets).sort(), ['browser', 'node', 'onnx']);
+    const zip = unzipSync(new Uint8Array(await (await get(`/api/export/zip?t=${serve.token}`)).arrayBuffer()));
+    for (const [name, bytes] of Object.entries(zip)) {
+      mkdirSync(path.join(app, path.dirname(name)), { recursive: true });
+      writeFileSync(path.join(app, name), bytes);
+    }
+    const onnx = await get(`/api/export/onnx?t=${serve.token}`);
+    assert.equal(onnx.status, 200);
+    writeFileSync(path.join(app, `${folder}.onnx`), new Uint8Array(await onnx.arrayBuffer()));
+
+    const image = path.join(project, 'right', '3.png');
+    const cli = JSON.parse(
+      run(process.execPath, [bin, 'predict', folder, image, '--json'], app).trim().split('\n').at(-1)!,
+    ) as { predictions: { top: { label: string; probability: number }[] }[] };
+    const expected = Object.fromEntries(cli.predictions[0].top.map((x) => [x.label, x.probability]));
+    for (const kind of ['node', 'onnx']) {
+      const file = path.join(app, `snippet-${kind}.mjs`);
+      writeFileSync(file, snippets[kind]);
+      const got = printed(run(process.execPath, [file, image], app));
+      assert.deepEqual(Object.keys(got).sort(), ['left', 'right'], kind);
+      const diff = Math.max(...Object.keys(expected).map((l) => Math.abs(got[l] - expected[l])));
+      assert.ok(diff <= 1e-4, `the ${kind} snippet and graft predict differ by ${diff}`);
+      t.diagnostic(`${kind} snippet vs graft predict: largest probability difference ${diff.toExponential(1)}`);
+    }
+  } finally {
+    await serve.stop();
+  }
+}
 
 test('the packed package installs without tsx, trains and predicts, typechecks, runs the demo and bundles graft/predict', async (t) => {
   const work = mkdtempSync(path.join(os.tmpdir(), 'graft-package-'));
@@ -162,6 +242,8 @@ test('the packed package installs without tsx, trains and predicts, typechecks, 
   );
   assert.ok(existsSync(path.join(app, 'graft-demo', 'model', 'graft.json')));
   assert.ok(demo.valAccuracy >= 0.8, `demo val accuracy ${demo.valAccuracy}`);
+
+  await serveFromPackage(t, app, path.join(app, 'run', 'data'));
 
   // A web app's bundle of graft/predict: resolved through the exports map, nothing from Node, only TF.js besides graft.
   const bundle = await build({

@@ -16,13 +16,20 @@ export interface ServeProcess {
   stop(): Promise<void>;
 }
 
-/** Starts `graft serve DIR --port 0` as a child process and waits for the URL it prints. */
+/**
+ * Starts `graft serve DIR --port 0` as a child process and waits for the URL it prints. `graft` is the checkout's
+ * sources through tsx unless `bin` names another entry (an installed package's bin/graft.js); `cwd` defaults to the
+ * current folder.
+ */
 export async function startServe(
   dir: string,
   env: Record<string, string> = {},
   args: string[] = [],
+  o: { bin?: string; cwd?: string } = {},
 ): Promise<ServeProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', dir, '--port', '0', ...args], {
+  const entry = o.bin ? [o.bin] : ['--import', 'tsx', 'src/cli/main.ts'];
+  const child = spawn(process.execPath, [...entry, 'serve', dir, '--port', '0', ...args], {
+    cwd: o.cwd,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -4,7 +4,6 @@
  * the work; security.ts decides who may ask.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { serve } from '@hono/node-server';
@@ -15,7 +14,7 @@ import { Predictor } from '../index.ts';
 import { baseChoices, checkSettings, MODES, pullBase, storeBase } from './bases.ts';
 import { readMetadata, snippets, zipModel } from './exporting.ts';
 import { checkImage, ImageRefused, thumbnail } from './images.ts';
-import { bundlePage, pageHtml } from './page-bundle.ts';
+import { bundlePage, pageHtml, WASM_FILES, wasmDir } from './page-bundle.ts';
 import { checkImagePath, checkName, MODEL_DIR, ONNX_FILE, Project, ProjectError } from './project.ts';
 import { guard, LIMITS, limitBody, newToken, TOKEN_HEADER } from './security.ts';
 import { type RunEvent, relativise, Trainer } from './training.ts';
@@ -89,11 +88,11 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   app.get('/', (c) => c.html(html, 200, pageHeaders));
   app.get('/app.js', (c) => c.body(page.js, 200, { 'Content-Type': 'text/javascript; charset=utf-8' }));
   // TF.js's WebAssembly binaries for the page's in-browser prediction.
-  const wasmDir = path.dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs-backend-wasm/package.json'));
+  const wasm = wasmDir();
   app.get('/wasm/:file', (c) => {
     const file = c.req.param('file');
-    if (!/^tfjs-backend-wasm(-simd|-threaded-simd)?\.wasm$/.test(file)) return c.json({ error: 'no such file' }, 404);
-    return c.body(bytesOf(readFileSync(path.join(wasmDir, 'dist', file))), 200, {
+    if (!WASM_FILES.includes(file)) return c.json({ error: 'no such file' }, 404);
+    return c.body(bytesOf(readFileSync(path.join(wasm, file))), 200, {
       'Content-Type': 'application/wasm',
       'Cache-Control': 'public, max-age=86400',
     });
