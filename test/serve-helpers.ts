@@ -79,7 +79,10 @@ export function client(url: string, token: string) {
     p: string,
     body?: unknown,
   ): Promise<{ status: number; json: Record<string, unknown> }> => {
-    const headers: Record<string, string> = { 'X-Graft-Token': token, Origin: origin };
+    // A fresh connection per request: a test that blocks its event loop (TF.js in this process) for longer than the
+    // server's keep-alive would otherwise send its next request, a POST that is not retried, on a socket the server
+    // has just closed ('fetch failed').
+    const headers: Record<string, string> = { 'X-Graft-Token': token, Origin: origin, Connection: 'close' };
     let payload: BodyInit | undefined;
     if (body instanceof FormData || body instanceof Blob) payload = body;
     else if (body !== undefined) {
