@@ -277,8 +277,15 @@ test('the packed package installs without tsx, trains and predicts, typechecks, 
       .filter((f) => f.includes('node_modules/graft/'))
       .map((f) => f.split('node_modules/graft/')[1])
       .sort(),
-    ['dist/dataset/resize.js', 'dist/predict/web.js', 'dist/util/errors.js'],
-    'of graft, only the predictor for the web, the resampler and the error types',
+    // views.js: the test-time flip graft.json may record; options.js: checking the { tta } option. Both import only errors.js.
+    [
+      'dist/dataset/resize.js',
+      'dist/dataset/views.js',
+      'dist/predict/web.js',
+      'dist/util/errors.js',
+      'dist/util/options.js',
+    ],
+    'of graft, only the predictor for the web, the resampler, the flip view, option checks and the error types',
   );
   const bundleKB = Math.round(bundle.outputFiles[0].contents.length / 1024);
   t.diagnostic(`graft/predict + TF.js core and layers, bundled for the browser: ${bundleKB} KB unminified`);
