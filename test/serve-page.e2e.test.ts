@@ -15,6 +15,7 @@ import { build } from 'esbuild';
 import { unzipSync } from 'fflate';
 import type { Browser, Page } from 'playwright-core';
 import { decodeImage } from '../src/dataset/decode.ts';
+import { mirrorImages } from '../src/dataset/views.ts';
 import { splitByHash } from '../src/index.ts';
 import { artifactPath, browserSkipReason, launchBrowser, watchPage } from './browser.ts';
 import { HAVE_SHARED, HYMENOPTERA, SHARED, tmpDir, writeColourDataset } from './helpers.ts';
@@ -32,7 +33,7 @@ interface Variant {
   name: string;
   classes: [string, string];
   /** 12 training images per class, and one held-out image per class to try. */
-  images: Record<string, { train: string[]; held: string }>;
+  images: Record<string, { train: string[]; held: string; candidates?: string[] }>;
   base?: string;
   env: Record<string, string>;
   /** Accuracy the model must at least reach on its validation images. */
@@ -256,8 +257,21 @@ async function runVariant(v: Variant): Promise<void> {
   await shot(page, v.name, '5-results');
   if (v.mislabelled) await labelIssueSteps(page, serve, v.mislabelled);
 
-  // Try it: a held-out image of each class, predicted in the browser and on the server.
+  // Try it: for each class, the first of its listed held-out images that the trained model labels right (a classifier of
+  // 24 images misses some; the page, not the model, is under test here), predicted in the browser and on the server.
+  const predictApi = client(serve.url, serve.token);
   for (const c of v.classes) {
+    const candidates = v.images[c].candidates ?? [v.images[c].held];
+    let chosen: string | undefined;
+    for (const f of candidates) {
+      const p = (await predictApi('POST', '/api/predict', new Blob([readFileSync(f)]))).json.probabilities as number[];
+      if ([...v.classes].sort()[p.indexOf(Math.max(...p))] === c) {
+        chosen = f;
+        break;
+      }
+    }
+    assert.ok(chosen, `the model labels none of ${candidates.length} held-out ${c} images right`);
+    v.images[c].held = chosen;
     await page.setInputFiles('#try-file', v.images[c].held);
     await page.waitForFunction(
       (name) =>
@@ -318,8 +332,14 @@ async function runVariant(v: Variant): Promise<void> {
   const held = v.images[v.classes[0]].held;
   // The pixels training would feed (graft's decoder and resampler), so the comparison below checks the model alone.
   const rgb = await decodeImage(readFileSync(held), held, meta.preprocessing);
-  const out = model.predict(tf.tensor4d(Float32Array.from(rgb), [1, h, w, 3])) as tf.Tensor;
-  const probs = Array.from(await out.data());
+  // graft.json's tta: flip means the model's answer is the mean over the image and its mirror (as graft predicts).
+  const views = meta.tta === 'flip' ? [rgb, mirrorImages(rgb, 1, [h, w])] : [rgb];
+  const out = model.predict(
+    tf.tensor4d(Float32Array.from(views.flatMap((v) => Array.from(v))), [views.length, h, w, 3]),
+  ) as tf.Tensor;
+  const all = Array.from(await out.data());
+  const k = all.length / views.length;
+  const probs = Array.from({ length: k }, (_, i) => views.reduce((a, _v, j) => a + all[j * k + i], 0) / views.length);
   tf.dispose([out]);
   model.dispose();
   assert.deepEqual(meta.labels, [...v.classes].sort());
@@ -389,8 +409,11 @@ test('graft serve page, hymenoptera with the default base from the mirror', {
       .filter((f) => f.endsWith('.jpg'))
       .slice(0, 12)
       .map((f) => path.join(HYMENOPTERA, 'train', c, f));
-    const held = path.join(HYMENOPTERA, 'val', c, readdirSync(path.join(HYMENOPTERA, 'val', c)).sort()[0]);
-    images[c] = { train, held };
+    const candidates = readdirSync(path.join(HYMENOPTERA, 'val', c))
+      .sort()
+      .slice(0, 5)
+      .map((f) => path.join(HYMENOPTERA, 'val', c, f));
+    images[c] = { train, held: candidates[0], candidates };
   }
   await runVariant({
     name: 'hymenoptera',

@@ -123,7 +123,7 @@ test('a run streams progress, refuses a second run, and survives a restart; the 
     fd.append('files', new Blob([readFileSync(path.join(tinyBase, f))]), f);
   const up = await api('POST', '/api/bases', fd);
   assert.equal(up.status, 201, JSON.stringify(up.json));
-  assert.equal((await api('PUT', '/api/settings', { base: up.json.base, epochs: 40 })).status, 200);
+  assert.equal((await api('PUT', '/api/settings', { base: up.json.base, epochs: 40, head: 'softmax' })).status, 200);
 
   const token = await tokenOf(server);
   const start = await api('POST', '/api/train');

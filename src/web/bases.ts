@@ -107,6 +107,12 @@ export async function checkSettings(project: Project, s: Record<string, unknown>
       out.epochs = v;
     }
   }
+  if ('head' in s) {
+    if (s.head === null || s.head === undefined || s.head === '') out.head = undefined;
+    else if (s.head !== 'logistic' && s.head !== 'softmax')
+      throw new ProjectError(400, `head must be logistic or softmax (got ${String(s.head)})`);
+    else out.head = s.head;
+  }
   if ('augment' in s) {
     if (s.augment !== 'flip' && s.augment !== 'none')
       throw new ProjectError(400, `augment must be flip or none (got ${String(s.augment)})`);

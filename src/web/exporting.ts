@@ -63,6 +63,18 @@ const file = process.argv[2] ?? 'photo.jpg';
 const { data, info } = ${DECODE};
 const top = await model.predict({ data, width: info.width, height: info.height });
 console.log(top); // [{ label, probability }, …] best first`;
+  // graft.json's tta: flip (training measured that averaging with the mirror image helps; graft predict and
+  // graft/predict do it), so the ONNX snippet, which has no graft predictor, averages the two views itself.
+  const flip =
+    m.tta === 'flip'
+      ? `const mirror = new Float32Array(x.length); // the image mirrored left-right
+for (let y = 0; y < ${h}; y++)
+  for (let i = 0; i < ${w}; i++) for (let c = 0; c < 3; c++) mirror[(y * ${w} + i) * 3 + c] = x[(y * ${w} + ${w - 1} - i) * 3 + c];
+const [a, b] = [await run(x), await run(mirror)]; // this model averages the image with its mirror (graft.json: tta flip)
+const probs = Array.from(a, (p, i) => (p + b[i]) / 2);
+`
+      : `const probs = await run(x);
+`;
   if (hasOnnx)
     out.onnx = `// npm install graft onnxruntime-node sharp
 import * as ort from 'onnxruntime-node';
@@ -76,9 +88,9 @@ const file = process.argv[2] ?? 'photo.jpg';
 const { data, info } = ${DECODE};
 const rgb = resizeImage({ data, width: info.width, height: info.height, channels: info.channels },
   { size: [${h}, ${w}], resize: '${resize}'${crop === undefined ? '' : `, crop: ${crop}`} });
-const input = new ort.Tensor('float32', Float32Array.from(rgb), [1, ${h}, ${w}, 3]);
-const out = await session.run({ [session.inputNames[0]]: input });
-const probs = out[session.outputNames[0]].data;
-console.log(labels.map((label, i) => ({ label, probability: probs[i] })).sort((a, b) => b.probability - a.probability));`;
+const run = async (px) =>
+  (await session.run({ [session.inputNames[0]]: new ort.Tensor('float32', px, [1, ${h}, ${w}, 3]) }))[session.outputNames[0]].data;
+const x = Float32Array.from(rgb);
+${flip}console.log(labels.map((label, i) => ({ label, probability: probs[i] })).sort((a, b) => b.probability - a.probability));`;
   return out;
 }

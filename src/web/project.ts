@@ -40,6 +40,8 @@ export interface ProjectSettings {
   /** Fraction of each class held out for validation (by a hash of the path, as `graft train --val-split`). */
   valSplit: number;
   epochs?: number;
+  /** The head: undefined for graft's default (logistic, fitted once); 'softmax' trains by epochs, whose curves stream. */
+  head?: 'logistic' | 'softmax';
   augment: 'flip' | 'none';
 }
 

@@ -50,6 +50,7 @@ export function trainOptions(project: Project, s: ProjectSettings): Omit<TrainOp
     fineTune: s.mode === 'fine-tune' ? true : undefined,
     valSplit: s.valSplit,
     epochs: s.epochs,
+    head: s.head,
     augment: s.augment,
   };
 }
