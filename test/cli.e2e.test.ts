@@ -7,6 +7,7 @@ import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { before, test } from 'node:test';
 import sharp from 'sharp';
+import { thumbnail } from '../src/report/thumbnails.ts';
 import { runCli, tmpDir, writeColourDataset, writeTinyBase } from './helpers.ts';
 
 let base: string;
@@ -155,4 +156,21 @@ test('inspect lists candidate cut points from the graph, excluding layers inside
   assert.ok(!names.includes('block_1_conv'), 'a layer inside the residual block is not a cut point');
   assert.ok(!names.includes('block_1_relu'));
   assert.equal(r.json?.defaultCut, 'top_relu');
+});
+
+const thumbs = (json: Record<string, unknown> | undefined) =>
+  (json?.thumbnails as { files: number } | undefined)?.files;
+
+test('graft cache counts the report thumbnails it keeps, and clear removes them', async () => {
+  const cacheEnv = { GRAFT_CACHE_DIR: path.join(tmpDir(), 'cache') };
+  await thumbnail(path.join(data, 'cats', 'cats-3.png'), {
+    cacheDir: path.join(cacheEnv.GRAFT_CACHE_DIR, 'thumbnails'),
+  });
+  const before = runCli(['cache', '--json'], cacheEnv);
+  assert.equal(before.status, 0, before.stderr);
+  assert.equal(thumbs(before.json), 1);
+  assert.match(runCli(['cache'], cacheEnv).stdout, /report thumbnails: 1,/);
+  const cleared = runCli(['cache', 'clear', '--json'], cacheEnv);
+  assert.equal(thumbs(cleared.json), 1);
+  assert.equal(thumbs(runCli(['cache', '--json'], cacheEnv).json), 0);
 });

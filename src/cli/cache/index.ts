@@ -10,6 +10,7 @@ import {
   removeDownload,
   verifyCache,
 } from '../../index.ts';
+import { pruneThumbnails, thumbnailUsage } from '../../report/thumbnails.ts';
 import { opt, UsageError, words } from '../../util/errors.ts';
 import { cacheRoot } from '../../util/paths.ts';
 import { type GlobalOptions, printJson, say } from '../output.ts';
@@ -56,7 +57,8 @@ export function cacheCommand(): Command {
     .action((opts: GlobalOptions) => {
       const usage = cacheUsage(activationsDir());
       const downloads = listDownloads(modelsDir());
-      if (opts.json) return printJson({ root: cacheRoot(), activations: usage, models: downloads });
+      const thumbs = thumbnailUsage();
+      if (opts.json) return printJson({ root: cacheRoot(), activations: usage, models: downloads, thumbnails: thumbs });
       say(opts, `cache ${cacheRoot()}`);
       say(opts, `activations: ${usage.entries} entries, ${human(usage.bytes)}`);
       for (const b of usage.bases) {
@@ -75,6 +77,7 @@ export function cacheCommand(): Command {
       const t = usage.temporaries;
       if (t.live + t.stale)
         say(opts, `  temporaries: ${t.live} of running writers, ${t.stale} left by killed ones (removed by prune)`);
+      say(opts, `report thumbnails: ${thumbs.files}, ${human(thumbs.bytes)}`);
       say(opts, `downloaded bases: ${downloads.length}, ${human(downloads.reduce((a, d) => a + d.bytes, 0))}`);
       for (const d of downloads) say(opts, `  ${d.url}  ${human(d.bytes)}`);
     });
@@ -82,21 +85,21 @@ export function cacheCommand(): Command {
   const prune = cmd
     .command('prune')
     .description(
-      'remove activations unused for a while and/or the least recently used beyond a size; always removes leftovers of killed runs',
+      'remove activations (and report thumbnails) unused for a while and/or the least recently used activations beyond a size; always removes leftovers of killed runs',
     )
-    .option('--older-than <age>', 'remove activations not used for this long: 30d, 12h, 2w')
-    .option('--max-size <size>', 'then keep at most this much: 5GB, 500MB')
+    .option('--older-than <age>', 'remove activations and report thumbnails not used for this long: 30d, 12h, 2w')
+    .option('--max-size <size>', 'then keep at most this much of activations: 5GB, 500MB')
     .option('--json', 'print one JSON object on the last line')
     .action(() => {
       const f = prune.optsWithGlobals<PruneFlags>();
-      const r = pruneCache(activationsDir(), {
-        olderThanMs: parseOr('olderThan', parseDuration, f.olderThan),
-        maxBytes: parseOr('maxSize', parseSize, f.maxSize),
-      });
-      if (f.json) return printJson(r);
+      const olderThanMs = parseOr('olderThan', parseDuration, f.olderThan);
+      const r = pruneCache(activationsDir(), { olderThanMs, maxBytes: parseOr('maxSize', parseSize, f.maxSize) });
+      // Thumbnails are a few kB each: only age removes them (--max-size is about the activations).
+      const thumbs = olderThanMs === undefined ? { files: 0, bytes: 0 } : pruneThumbnails(undefined, olderThanMs);
+      if (f.json) return printJson({ ...r, thumbnails: thumbs });
       say(
         f,
-        `removed ${r.removed} entries (${human(r.freedBytes)}), ${r.temporaries} leftover temporaries, ${r.legacy} old-format files; ${r.remaining.entries} entries (${human(r.remaining.bytes)}) remain`,
+        `removed ${r.removed} entries (${human(r.freedBytes)}), ${r.temporaries} leftover temporaries, ${r.legacy} old-format files, ${thumbs.files} report thumbnails; ${r.remaining.entries} entries (${human(r.remaining.bytes)}) remain`,
       );
     });
 
@@ -114,18 +117,21 @@ export function cacheCommand(): Command {
 
   const clear = cmd
     .command('clear')
-    .description('remove every cached activation (recomputed when needed); --models also removes downloaded bases')
+    .description(
+      'remove every cached activation and report thumbnail (made again when needed); --models also removes downloaded bases',
+    )
     .option('--models', 'also remove downloaded zoo bases (downloaded again when needed)')
     .option('--json', 'print one JSON object on the last line')
     .action(async () => {
       const f = clear.optsWithGlobals<ClearFlags>();
       const r = clearCache(activationsDir());
+      const thumbs = pruneThumbnails();
       const models = f.models ? listDownloads(modelsDir()) : [];
       for (const m of models) await removeDownload(m.dir);
-      if (f.json) return printJson({ ...r, modelsRemoved: models.length });
+      if (f.json) return printJson({ ...r, thumbnails: thumbs, modelsRemoved: models.length });
       say(
         f,
-        `removed ${r.removed} activation entries (${human(r.freedBytes)})${f.models ? ` and ${models.length} downloaded bases` : ''}`,
+        `removed ${r.removed} activation entries (${human(r.freedBytes)}), ${thumbs.files} report thumbnails${f.models ? ` and ${models.length} downloaded bases` : ''}`,
       );
     });
   return cmd;
