@@ -250,10 +250,18 @@ async function runVariant(v: Variant): Promise<void> {
   assert.ok(acc >= v.minAccuracy, `validation accuracy shown on the page: ${acc}`);
   const stage = await page.textContent('#stage');
   assert.match(stage ?? '', /Training finished/);
-  // A head fitted once (the logistic default) has a one-point history: its path has no length (never "visible"), and the
-  // chart marks the point with a circle; so the chart must be shown and hold a curve, whatever its length.
-  await page.waitForSelector('#result-curves svg');
-  assert.ok((await page.locator('#result-curves svg path').count()) > 0, 'the results chart draws its curves');
+  // The default head (logistic) is fitted once, at the L2 strength the training folds chose: the page states that
+  // strength instead of "best epoch 1 of 1", and draws the folds' held-out loss per strength instead of a one-point curve.
+  await page.waitForSelector('#result-lambda svg');
+  assert.equal(await page.locator('#result-curves').count(), 0, 'no epoch curves for a head that has no epochs');
+  const lambda = Number(await page.getAttribute('#head-fit', 'data-lambda'));
+  assert.ok(lambda > 0, `the page states the chosen L2 strength: ${lambda}`);
+  assert.match((await page.textContent('#head-fit')) ?? '', /L2 strength .*cross-validation/);
+  const lambdaPath = (await page.getAttribute('#result-lambda svg:first-child path', 'd')) ?? '';
+  assert.ok(
+    (lambdaPath.match(/L/g) ?? []).length >= 1,
+    `the L2 search is drawn as a line of several points: ${lambdaPath}`,
+  );
   await shot(page, v.name, '5-results');
   if (v.mislabelled) await labelIssueSteps(page, serve, v.mislabelled);
 

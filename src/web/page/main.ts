@@ -44,6 +44,13 @@ interface TrainResult {
   baseFallback?: { wanted: string; reason: string };
   cut: string;
   head: string;
+  /** A logistic head's fit: its L2 strength and the cross-validated search that chose it. */
+  headFit?: {
+    lambda: number;
+    iterations: number;
+    converged: boolean;
+    search?: { folds: number; rows: { lambda: number; logLoss: number; accuracy: number }[] };
+  };
   engine: string;
   epochs: number;
   bestEpoch: number;
@@ -661,6 +668,55 @@ function progressView(): HTMLElement {
   return box;
 }
 
+/** A logistic head fitted once has no epochs to tell of: its one setting is the L2 strength the folds chose. */
+const fittedOnce = (r: TrainResult) => r.head === 'logistic' && !r.parameter && r.headFit !== undefined;
+
+function headRows(r: TrainResult): HTMLElement[] {
+  const fit = r.headFit;
+  if (!fittedOnce(r) || !fit) return [h('dt', null, 'Epochs'), h('dd', null, `best ${r.bestEpoch} of ${r.epochs}`)];
+  const how = fit.search
+    ? `chosen by ${fit.search.folds}-fold cross-validation on the training images among ${fit.search.rows.length} values`
+    : 'as given';
+  return [
+    h('dt', null, 'Head'),
+    h(
+      'dd',
+      { id: 'head-fit', 'data-lambda': fit.lambda },
+      `logistic regression, L2 strength ${fmtLambda(fit.lambda)} (${how}); ${fit.iterations} L-BFGS iterations${fit.converged ? '' : ', not converged'}`,
+    ),
+  ];
+}
+
+const fmtLambda = (x: number) => (x >= 0.01 && x < 100 ? String(+x.toPrecision(3)) : x.toExponential(1));
+
+/** Held-out loss and accuracy per L2 strength (x: log10 of it), the chosen one marked. */
+function lambdaSearch(fit: NonNullable<TrainResult['headFit']>): HTMLElement {
+  const rows = [...(fit.search?.rows ?? [])].sort((a, b) => a.lambda - b.lambda);
+  const x = (l: number) => Math.log10(l);
+  const marker = { x: x(fit.lambda), label: 'chosen' };
+  return h(
+    'div',
+    { class: 'curves', id: 'result-lambda' },
+    lineChart([{ name: 'held-out', color: '#16a34a', points: rows.map((r) => [x(r.lambda), r.logLoss]) }], {
+      title: 'Held-out log loss by L2 strength',
+      xLabel: 'log10 L2 strength',
+      marker,
+    }),
+    lineChart([{ name: 'held-out', color: '#16a34a', points: rows.map((r) => [x(r.lambda), r.accuracy]) }], {
+      title: 'Held-out accuracy by L2 strength',
+      xLabel: 'log10 L2 strength',
+      yRange: [0, 1],
+      marker,
+    }),
+  );
+}
+
+function resultChart(r: TrainResult): HTMLElement | null {
+  if (fittedOnce(r) && r.headFit?.search && r.headFit.search.rows.length > 1) return lambdaSearch(r.headFit);
+  if (fittedOnce(r)) return null;
+  return r.history.length ? curves(r.history, 'result', r.bestEpoch) : null;
+}
+
 function curves(history: EpochLog[], id: string, best?: number): HTMLElement {
   const pts = (f: (l: EpochLog) => number | undefined) =>
     history
@@ -866,8 +922,7 @@ async function renderResults(): Promise<void> {
       h('dd', null, fmtPct(r.trainAccuracy), ` on ${r.trainImages} images`),
       h('dt', null, 'Base · cut · method'),
       h('dd', null, `${r.base} · ${r.cut} · ${r.mode}${r.parameter ? ' (with retrained layers)' : ''}`),
-      h('dt', null, 'Epochs'),
-      h('dd', null, `best ${r.bestEpoch} of ${r.epochs}`),
+      ...headRows(r),
       h('dt', null, 'Time'),
       h(
         'dd',
@@ -931,7 +986,7 @@ async function renderResults(): Promise<void> {
   fill(
     panels.results,
     h('h2', null, '3 · Results of the last run'),
-    h('div', { class: 'results-grid' }, summary, r.history.length ? curves(r.history, 'result', r.bestEpoch) : null),
+    h('div', { class: 'results-grid' }, summary, resultChart(r)),
     sweep,
     confusionView(r),
     mistakesView(d),
