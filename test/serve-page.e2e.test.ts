@@ -262,7 +262,12 @@ async function runVariant(v: Variant): Promise<void> {
     (lambdaPath.match(/L/g) ?? []).length >= 1,
     `the L2 search is drawn as a line of several points: ${lambdaPath}`,
   );
+  // The full report is embedded (sandboxed, no scripts): it must show its sections, not an empty frame.
+  await page.frameLocator('#report-frame').locator('section#summary').waitFor({ timeout: 30_000 });
+  await page.frameLocator('#report-frame').locator('section#confusion svg, section#confusion table').first().waitFor();
   await shot(page, v.name, '5-results');
+  // Full-page shots leave the sandboxed (out-of-process) frame empty; the frame's own shot shows what a user sees there.
+  await page.locator('#report-frame').screenshot({ path: artifactPath(`serve-${v.name}-5b-report-frame.png`) });
   if (v.mislabelled) await labelIssueSteps(page, serve, v.mislabelled);
 
   // Try it: for each class, the first of its listed held-out images that the trained model labels right (a classifier of
