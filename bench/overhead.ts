@@ -5,9 +5,10 @@
  * change of load hits both alike; the figure is the ratio of the medians. Goal (issue 11): at most 20% more.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { haveGnuTime, parseTiming, timedNode } from './gnu-time.ts';
 
 export interface OverheadRun {
   /** With report.html and both finders, or with --no-report --no-find-label-issues --no-find-duplicates. */
@@ -49,11 +50,7 @@ function trainOnce(
   const load = os.loadavg()[0];
   const t = performance.now();
   const r = spawnSync(
-    '/usr/bin/time',
-    [
-      '-f',
-      'graft-bench-cpu %U %S',
-      process.execPath,
+    ...timedNode([
       '--import',
       'tsx',
       'src/cli/main.ts',
@@ -67,18 +64,18 @@ function trainOnce(
       out,
       '--json',
       ...(extras ? [] : OFF),
-    ],
+    ]),
     { encoding: 'utf8', env: { ...process.env, GRAFT_CACHE_DIR: cacheDir }, maxBuffer: 1 << 26 },
   );
   const wallSeconds = (performance.now() - t) / 1000;
-  if (r.status !== 0) throw new Error(`overhead: train failed: ${r.stderr.trim().split('\n').pop()}`);
-  const m = /graft-bench-cpu ([\d.]+) ([\d.]+)/.exec(r.stderr);
-  if (!m) throw new Error('overhead: no CPU time from /usr/bin/time');
+  const { timing, stderr } = parseTiming(r.stderr);
+  if (r.status !== 0) throw new Error(`overhead: train failed: ${stderr.trim().split('\n').pop()}`);
+  if (!timing) throw new Error('overhead: no CPU time from GNU time');
   const out_ = JSON.parse(r.stdout.trim().split('\n').pop()!);
   if (warm && out_.cache.misses !== 0) throw new Error(`overhead: ${out_.cache.misses} cache misses on a warm cache`);
   return {
     extras,
-    cpuSeconds: Number(m[1]) + Number(m[2]),
+    cpuSeconds: timing.cpuSeconds,
     wallSeconds,
     findSeconds: out_.seconds.find ?? 0,
     reportSeconds: out_.seconds.report ?? 0,
@@ -93,7 +90,7 @@ export function overheadSection(
   base = 'nsfw-mobilenet-v2',
   pairs = 5,
 ): OverheadResult | undefined {
-  if (!existsSync('/usr/bin/time')) {
+  if (!haveGnuTime()) {
     log('overhead: skipped (needs GNU time at /usr/bin/time for CPU seconds)');
     return undefined;
   }

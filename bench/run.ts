@@ -43,6 +43,7 @@ import {
   type LabelIssueCheck,
   labelIssueCheck,
 } from './findings.ts';
+import { parseTiming, timedNode } from './gnu-time.ts';
 import { type OverheadResult, overheadSection, renderOverhead } from './overhead.ts';
 import { renderScale, type ScaleRow, scaleSection } from './scale.ts';
 import { MEMORY_BUDGET, type ServeMemoryRow, serveMemoryBench } from './serve-memory.ts';
@@ -414,13 +415,10 @@ interface TrainJson {
 }
 
 function trainRun(engine: string, base: string, extra: string[], cacheDir: string): TrainRow & { raw: TrainJson } {
-  const timed = existsSync('/usr/bin/time');
   const load0 = os.loadavg()[0];
   const t = performance.now();
   const r = spawnSync(
-    timed ? '/usr/bin/time' : process.execPath,
-    [
-      ...(timed ? ['-f', 'graft-bench-cpu-s %U %S', process.execPath] : []),
+    ...timedNode([
       '--import',
       'tsx',
       'src/cli/main.ts',
@@ -434,17 +432,16 @@ function trainRun(engine: string, base: string, extra: string[], cacheDir: strin
       engine,
       '--json',
       ...extra,
-    ],
+    ]),
     { encoding: 'utf8', env: { ...process.env, GRAFT_CACHE_DIR: cacheDir }, maxBuffer: 1 << 26 },
   );
   const seconds = (performance.now() - t) / 1000;
   const load: [number, number] = [load0, os.loadavg()[0]];
-  const cpu = /graft-bench-cpu-s ([\d.]+) ([\d.]+)\s*$/.exec(r.stderr);
-  const stderr = cpu ? r.stderr.slice(0, cpu.index) : r.stderr;
+  const { timing, stderr } = parseTiming(r.stderr);
   if (r.status !== 0) throw new Error(`train failed: ${stderr.trim().split('\n').pop()}`);
   const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
   const cache = out.cache.misses === 0 ? 'warm' : 'cold';
-  const cpuSeconds = cpu ? Number(cpu[1]) + Number(cpu[2]) : undefined;
+  const cpuSeconds = timing?.cpuSeconds;
   return {
     engine: out.engine,
     base,

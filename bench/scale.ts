@@ -22,6 +22,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { cacheUsage } from '../src/cache/maintenance.ts';
 import { mapLimit } from '../src/workflows/extract.ts';
+import { haveGnuTime, parseTiming, timedNode } from './gnu-time.ts';
 
 export interface ScaleRow {
   mode: 'feature' | 'parameter';
@@ -145,9 +146,7 @@ function mirrorServer(): Promise<{ url: string; server: Server }> {
 
 function run(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const p = spawn('/usr/bin/time', ['-f', 'graft-bench-rss-kb %M cpu-s %U %S', process.execPath, ...args], {
-      env: { ...process.env, ...env },
-    });
+    const p = spawn(...timedNode(args), { env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d) => {
@@ -173,7 +172,7 @@ function wantedRows(): typeof DEFAULTS {
  * row takes hours, and rows stored meanwhile by another bench run must survive it.
  */
 export async function scaleSection(previous: () => ScaleRow[], log: (s: string) => void): Promise<ScaleRow[]> {
-  if (!existsSync('/usr/bin/time')) {
+  if (!haveGnuTime()) {
     log('scale: skipped (needs GNU time at /usr/bin/time for peak RSS)');
     return previous();
   }
@@ -207,9 +206,9 @@ export async function scaleSection(previous: () => ScaleRow[], log: (s: string) 
       log(`scale: ${want.mode} ${want.images} images (load ${load0.toFixed(1)})...`);
       const r = await run(args, { GRAFT_CACHE_DIR: cache, GRAFT_MODEL_MIRROR: url });
       const seconds = (performance.now() - t) / 1000;
-      const rss = /graft-bench-rss-kb (\d+) cpu-s ([\d.]+) ([\d.]+)/.exec(r.stderr);
+      const { timing, stderr } = parseTiming(r.stderr);
       if (r.code !== 0) {
-        log(`scale: ${want.mode} ${want.images} failed: ${r.stderr.trim().split('\n').slice(-2).join(' / ')}`);
+        log(`scale: ${want.mode} ${want.images} failed: ${stderr.trim().split('\n').slice(-2).join(' / ')}`);
         rmSync(cache, { recursive: true, force: true });
         continue;
       }
@@ -226,9 +225,9 @@ export async function scaleSection(previous: () => ScaleRow[], log: (s: string) 
         extractSeconds: out.seconds.extract,
         trainSeconds: out.seconds.train,
         msPerImage: (seconds * 1000) / images,
-        peakRssMB: rss ? (Number(rss[1]) * 1024) / 1e6 : null,
-        cpuSeconds: rss ? Number(rss[2]) + Number(rss[3]) : null,
-        cpuMsPerImage: rss ? ((Number(rss[2]) + Number(rss[3])) * 1000) / images : null,
+        peakRssMB: timing?.peakRssMB ?? null,
+        cpuSeconds: timing?.cpuSeconds ?? null,
+        cpuMsPerImage: timing ? (timing.cpuSeconds * 1000) / images : null,
         cacheMB: usage.bytes / 1e6,
         cacheEntries: usage.entries,
         epochs: out.epochsRun,
