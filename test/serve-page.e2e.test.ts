@@ -192,6 +192,15 @@ async function browserSnippet(
   }
 }
 
+/** Polls `check` until it holds (a saved setting reaches the server a moment after the page's change event). */
+async function waitFor(check: () => Promise<boolean>, what: string, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 async function shot(page: Page, variant: string, step: string): Promise<void> {
   await page.screenshot({ path: artifactPath(`serve-${variant}-${step}.png`), fullPage: true });
 }
@@ -239,6 +248,14 @@ async function runVariant(v: Variant): Promise<void> {
       v.base,
     );
   }
+  // The classifier is chosen under Advanced and kept in the project's settings; the default (logistic) is trained here.
+  const settings = async () =>
+    (await client(serve.url, serve.token)('GET', '/api/project')).json.settings as { head?: string };
+  await page.click('details.advanced summary');
+  await page.selectOption('#head-select', 'softmax');
+  await waitFor(async () => (await settings()).head === 'softmax', 'the head choice is saved');
+  await page.selectOption('#head-select', '');
+  await waitFor(async () => (await settings()).head === undefined, 'the default head is saved back');
   await page.click('#train-btn');
   // Live progress: a stage line while the run goes on, then curves once epochs arrive.
   await page.waitForSelector('#stage', { timeout: 120_000 });

@@ -24,6 +24,8 @@ interface Settings {
   mode: string;
   valSplit: number;
   epochs?: number;
+  /** undefined: graft's default head (logistic regression, fitted once). */
+  head?: 'logistic' | 'softmax';
   augment: 'flip' | 'none';
 }
 interface EpochLog {
@@ -574,10 +576,21 @@ function renderTrain(): void {
     id: 'augment',
     onChange: () => saveSettings({ augment: augment.checked ? 'flip' : 'none' }),
   });
+  const head = h(
+    'select',
+    {
+      id: 'head-select',
+      // An empty string, not a missing key: JSON drops undefined, and the server would keep the old choice.
+      onChange: () => saveSettings({ head: (head.value || '') as Settings['head'] }),
+    },
+    h('option', { value: '', selected: st.head !== 'softmax' }, 'Logistic regression, fitted once (default)'),
+    h('option', { value: 'softmax', selected: st.head === 'softmax' }, 'Softmax layer trained by epochs (live curves)'),
+  );
   const advanced = h(
     'details',
     { class: 'advanced' },
     h('summary', null, 'Advanced'),
+    h('label', null, 'Classifier on the features (feature transfer and auto cut) ', head),
     h('label', null, 'Epochs (maximum; training stops early when validation loss stops improving) ', epochs),
     h('label', null, 'Validation fraction (held out per class, by a hash of the file name) ', valSplit),
     h('label', null, augment, ' Also train on mirrored images'),
