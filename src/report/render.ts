@@ -4,6 +4,7 @@
  * another page (graft serve) can place them in its own frame.
  */
 import path from 'node:path';
+import { DUPLICATE_MAX_PAIRS } from '../train/duplicates.ts';
 import { confusionSpec, curvesSpec, renderSvg, sweepSpec } from './charts.ts';
 import type { ReportData } from './data.ts';
 import { thumbnails } from './thumbnails.ts';
@@ -208,7 +209,9 @@ function duplicates(d: ReportData, thumbs: Map<string, string | undefined>): str
   const leaks = d.duplicates.filter((p) => p.leak).length;
   const conflicts = d.duplicates.filter((p) => p.conflict).length;
   const shown = d.duplicates.slice(0, SHOWN_PER_SECTION);
-  return `<p>${intro}</p><p>${d.duplicates.length} pair${d.duplicates.length > 1 ? 's' : ''}: ${leaks} leak${leaks === 1 ? '' : 's'}, ${conflicts} conflict${conflicts === 1 ? '' : 's'}.</p><div class="pairs">${shown
+  const capped =
+    d.duplicates.length >= DUPLICATE_MAX_PAIRS ? ` (the ${DUPLICATE_MAX_PAIRS} most similar: there are more)` : '';
+  return `<p>${intro}</p><p>${d.duplicates.length} pair${d.duplicates.length > 1 ? 's' : ''}${capped}: ${leaks} leak${leaks === 1 ? '' : 's'}, ${conflicts} conflict${conflicts === 1 ? '' : 's'}.</p><div class="pairs">${shown
     .map((p) => {
       const tags = [p.leak ? '<b class="bad">leak</b>' : '', p.conflict ? '<b class="bad">conflict</b>' : '']
         .filter(Boolean)

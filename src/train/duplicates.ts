@@ -9,6 +9,12 @@
  * candidates, and only candidates have their cosine computed. Two rows at cosine s agree on one bit with probability
  * 1 − arccos(s)/π, so a pair at 0.95 shares at least one of 16 codes of 16 bits with probability 0.96, a pair at 0.98
  * with probability 0.999, while unrelated rows almost never share a code.
+ *
+ * Sets of near-identical images (video frames, product shots on one background, generated images) put thousands of
+ * rows in one bucket, and millions of pairs above the threshold. Work and memory stay bounded there: in a bucket of
+ * more than WINDOW + 1 rows each row is compared only with its WINDOW neighbours along one more random direction
+ * (copies project to nearly the same value, so they sit side by side), and at most DUPLICATE_MAX_PAIRS pairs are
+ * kept, the most similar. 100,000 generated images of 10 classes once ran out of memory here, counting candidates.
  */
 import { tf } from '../tfjs/tf.ts';
 import { InternalError } from '../util/errors.ts';
@@ -22,9 +28,13 @@ import { gaussian, mulberry32 } from './random.ts';
 export const DUPLICATE_THRESHOLD = 0.95;
 /** Up to this many rows the search is exact. */
 export const EXACT_MAX_ROWS = 4096;
+/** Pairs kept at most, the most similar: a report shows a few dozen, and a list of millions helps nobody. */
+export const DUPLICATE_MAX_PAIRS = 20_000;
 const TABLES = 16;
 const BITS = 16;
 const BLOCK = 1024;
+/** Neighbours along the bucket's sort direction that a row of a large bucket is compared with. */
+const WINDOW = 16;
 
 export interface DuplicatePair {
   /** Row indices, a < b. */
@@ -41,7 +51,46 @@ export interface DuplicateOptions {
   exact?: boolean;
   /** Seed of the random hyperplanes. */
   seed?: number;
+  /** Default DUPLICATE_MAX_PAIRS. */
+  maxPairs?: number;
 }
+
+/**
+ * The pairs found so far, at most `max` of them, the most similar: when twice as many have come in, the list is cut to
+ * the best `max` and the bar rises to the lowest similarity kept, so that nothing below it is looked at again.
+ */
+class PairList {
+  private pairs: DuplicatePair[] = [];
+  private keys = new Set<number>();
+  bar: number;
+  constructor(
+    threshold: number,
+    private readonly n: number,
+    private readonly max: number,
+  ) {
+    this.bar = threshold;
+  }
+  has(a: number, b: number): boolean {
+    return this.keys.has(a * this.n + b);
+  }
+  add(a: number, b: number, similarity: number): void {
+    if (similarity < this.bar || this.has(a, b)) return;
+    this.pairs.push({ a, b, similarity: Math.min(1, similarity) });
+    this.keys.add(a * this.n + b);
+    if (this.pairs.length >= 2 * this.max) this.trim();
+  }
+  private trim(): void {
+    this.pairs = sorted(this.pairs).slice(0, this.max);
+    this.keys = new Set(this.pairs.map((p) => p.a * this.n + p.b));
+    // Strictly above from now on would drop ties at the bar; keeping them costs at most another trim.
+    this.bar = Math.max(this.bar, this.pairs[this.pairs.length - 1].similarity);
+  }
+  result(): DuplicatePair[] {
+    return sorted(this.pairs).slice(0, this.max);
+  }
+}
+
+const sorted = (pairs: DuplicatePair[]) => pairs.sort((p, q) => q.similarity - p.similarity || p.a - q.a || p.b - q.b);
 
 /** Rows minus the mean row, scaled to unit length (an all-zero row stays zero and matches nothing). */
 export function centredUnitRows(x: Float32Array, n: number, dim: number): Float32Array {
@@ -75,11 +124,10 @@ export async function findDuplicates(
   if (x.length !== n * dim) throw new InternalError(`findDuplicates: ${x.length} values for ${n} rows of ${dim}`);
   const threshold = o.threshold ?? DUPLICATE_THRESHOLD;
   if (n < 2) return [];
-  const pairs =
-    (o.exact ?? n <= EXACT_MAX_ROWS)
-      ? await exactPairs(centredUnitRows(x, n, dim), n, dim, threshold)
-      : await hashedPairs(x, n, dim, threshold, o.seed ?? 7);
-  return pairs.sort((p, q) => q.similarity - p.similarity || p.a - q.a || p.b - q.b);
+  const out = new PairList(threshold, n, o.maxPairs ?? DUPLICATE_MAX_PAIRS);
+  if (o.exact ?? n <= EXACT_MAX_ROWS) await exactPairs(centredUnitRows(x, n, dim), n, dim, out);
+  else await hashedPairs(x, n, dim, out, o.seed ?? 7);
+  return out.result();
 }
 
 const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -93,8 +141,7 @@ function transposed(u: Float32Array, r0: number, r1: number, dim: number): Float
 }
 
 /** Every pair, one BLOCK × BLOCK matrix product at a time (the upper triangle only). */
-async function exactPairs(u: Float32Array, n: number, dim: number, threshold: number): Promise<DuplicatePair[]> {
-  const out: DuplicatePair[] = [];
+async function exactPairs(u: Float32Array, n: number, dim: number, out: PairList): Promise<void> {
   for (let i0 = 0; i0 < n; i0 += BLOCK) {
     const i1 = Math.min(n, i0 + BLOCK);
     const a = tf.tensor2d(u.subarray(i0 * dim, i1 * dim), [i1 - i0, dim]);
@@ -108,7 +155,7 @@ async function exactPairs(u: Float32Array, n: number, dim: number, threshold: nu
         for (let i = i0; i < i1; i++) {
           for (let j = Math.max(j0, i + 1); j < j1; j++) {
             const v = s[(i - i0) * w + (j - j0)];
-            if (v >= threshold) out.push({ a: i, b: j, similarity: Math.min(1, v) });
+            if (v >= out.bar) out.add(i, j, v);
           }
         }
         await tick();
@@ -117,20 +164,13 @@ async function exactPairs(u: Float32Array, n: number, dim: number, threshold: nu
       a.dispose();
     }
   }
-  return out;
 }
 
 /**
  * Hashing without building the centred copy (n × dim floats more): the sign of (x − m)·r is the sign of x·r − m·r, and
  * a candidate's centred cosine follows from x_a·x_b, x·m and m·m.
  */
-async function hashedPairs(
-  x: Float32Array,
-  n: number,
-  dim: number,
-  threshold: number,
-  seed: number,
-): Promise<DuplicatePair[]> {
+async function hashedPairs(x: Float32Array, n: number, dim: number, out: PairList, seed: number): Promise<void> {
   const mean = new Float64Array(dim);
   for (let i = 0; i < n; i++) for (let d = 0; d < dim; d++) mean[d] += x[i * dim + d];
   for (let d = 0; d < dim; d++) mean[d] /= n;
@@ -151,11 +191,14 @@ async function hashedPairs(
     norm[i] = Math.sqrt(Math.max(0, b - 2 * a + mm));
   }
   const rng = mulberry32(seed);
-  const K = TABLES * BITS;
+  // Per table BITS hashing planes, then one direction that orders the rows of a large bucket.
+  const H = TABLES * BITS;
+  const K = H + TABLES;
   const planes = Float32Array.from({ length: dim * K }, () => gaussian(rng));
   const offsets = new Float64Array(K);
   for (let k = 0; k < K; k++) for (let d = 0; d < dim; d++) offsets[k] += mean[d] * planes[d * K + k];
   const codes = new Uint32Array(n * TABLES);
+  const along = new Float32Array(n * TABLES);
   const r = tf.tensor2d(planes, [dim, K]);
   try {
     for (let i0 = 0; i0 < n; i0 += BLOCK) {
@@ -171,6 +214,7 @@ async function hashedPairs(
             if (p[(i - i0) * K + k] > offsets[k]) code |= 1 << b;
           }
           codes[i * TABLES + t] = code;
+          along[i * TABLES + t] = p[(i - i0) * K + H + t];
         }
       }
       await tick();
@@ -178,11 +222,17 @@ async function hashedPairs(
   } finally {
     r.dispose();
   }
-  const seen = new Set<number>();
-  const out: DuplicatePair[] = [];
   const buckets = 1 << BITS;
   const start = new Int32Array(buckets + 1);
   const order = new Int32Array(n);
+  const compare = (i: number, j: number) => {
+    const a = Math.min(i, j);
+    const b = Math.max(i, j);
+    if (norm[a] === 0 || norm[b] === 0 || out.has(a, b)) return;
+    let dot = 0;
+    for (let d = 0, oa = a * dim, ob = b * dim; d < dim; d++) dot += x[oa + d] * x[ob + d];
+    out.add(a, b, (dot - xm[a] - xm[b] + mm) / (norm[a] * norm[b]));
+  };
   for (let t = 0; t < TABLES; t++) {
     // Counting sort by code: rows sharing a code sit together and are candidates of each other.
     start.fill(0);
@@ -191,21 +241,14 @@ async function hashedPairs(
     const fill = start.slice(0, buckets);
     for (let i = 0; i < n; i++) order[fill[codes[i * TABLES + t]]++] = i;
     for (let c = 0; c < buckets; c++) {
-      for (let p = start[c]; p < start[c + 1]; p++) {
-        for (let q = p + 1; q < start[c + 1]; q++) {
-          const a = Math.min(order[p], order[q]);
-          const b = Math.max(order[p], order[q]);
-          const key = a * n + b;
-          if (seen.has(key)) continue;
-          seen.add(key);
-          if (norm[a] === 0 || norm[b] === 0) continue;
-          let dot = 0;
-          for (let d = 0, oa = a * dim, ob = b * dim; d < dim; d++) dot += x[oa + d] * x[ob + d];
-          const cos = (dot - xm[a] - xm[b] + mm) / (norm[a] * norm[b]);
-          if (cos >= threshold) out.push({ a, b, similarity: Math.min(1, cos) });
-        }
-      }
+      const [s0, s1] = [start[c], start[c + 1]];
+      if (s1 - s0 > WINDOW + 1) {
+        // A crowded bucket: along its direction, each row meets only its next WINDOW rows.
+        const rows = Array.from(order.subarray(s0, s1)).sort((i, j) => along[i * TABLES + t] - along[j * TABLES + t]);
+        for (let p = 0; p < rows.length; p++)
+          for (let q = p + 1; q < Math.min(rows.length, p + 1 + WINDOW); q++) compare(rows[p], rows[q]);
+      } else for (let p = s0; p < s1; p++) for (let q = p + 1; q < s1; q++) compare(order[p], order[q]);
     }
+    await tick();
   }
-  return out;
 }

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { HEAD_DEFAULTS, type HeadKind, train } from '../../index.ts';
 import { commandLine } from '../../report/data.ts';
+import { DUPLICATE_MAX_PAIRS } from '../../train/duplicates.ts';
 import { wilsonInterval } from '../../train/metrics.ts';
 import { interruptSignal } from '../interrupt.ts';
 import {
@@ -265,7 +266,7 @@ export function trainCommand(): Command {
       const leaks = result.duplicates.filter((d) => d.leak).length;
       say(
         f,
-        `near duplicates: ${result.duplicates.length} pair${result.duplicates.length === 1 ? '' : 's'}, ${leaks} between training and validation`,
+        `near duplicates: ${result.duplicates.length} pair${result.duplicates.length === 1 ? '' : 's'}${result.duplicates.length >= DUPLICATE_MAX_PAIRS ? ' (the most similar; there are more)' : ''}, ${leaks} between training and validation`,
       );
     }
     const s = result.seconds;
