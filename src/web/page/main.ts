@@ -462,6 +462,9 @@ function saveSettings(patch: Partial<Settings>): Promise<void> {
 
 const downloads = new Map<string, { done: number; total: number; error?: string; finished?: boolean }>();
 
+/** Whether the user opened the train panel's Advanced section. */
+let advancedOpen = false;
+
 function renderTrain(): void {
   const st = project.settings;
   const selected = st.base ?? choices.bases.find((b) => b.default)?.id ?? '';
@@ -588,7 +591,14 @@ function renderTrain(): void {
   );
   const advanced = h(
     'details',
-    { class: 'advanced' },
+    {
+      class: 'advanced',
+      // Every saved setting re-renders this panel: the section stays open while the user works in it.
+      open: advancedOpen,
+      onToggle: () => {
+        advancedOpen = advanced.open;
+      },
+    },
     h('summary', null, 'Advanced'),
     h('label', null, 'Classifier on the features (feature transfer and auto cut) ', head),
     h('label', null, 'Epochs (maximum; training stops early when validation loss stops improving) ', epochs),
