@@ -221,3 +221,20 @@ test('a fit frees every tensor it made and stops on abort', async () => {
   );
   assert.equal(tf.memory().numTensors, start);
 });
+
+test('the folds sharing one copy of the rows search as the folds with copies of their own do', async () => {
+  const d = problem(150, 12, 3, 11, 0.3);
+  const source = Int32Array.from({ length: d.n }, (_, i) => i);
+  const own = await fitLogistic(d, source, { seed: 3, shareRows: false });
+  const shared = await fitLogistic(d, source, { seed: 3, shareRows: true });
+  assert.equal(shared.lambda, own.lambda);
+  assert.equal(shared.search?.rows.length, own.search?.rows.length);
+  for (const [i, r] of (own.search?.rows ?? []).entries()) {
+    assert.ok(Math.abs(r.logLoss - (shared.search?.rows[i].logLoss ?? Number.NaN)) < 1e-4, `lambda ${r.lambda}`);
+    assert.equal(shared.search?.rows[i].accuracy, r.accuracy);
+  }
+  const oofDiff = Math.max(...(own.search?.oof ?? []).map((v, i) => Math.abs(v - (shared.search?.oof[i] ?? 0))));
+  assert.ok(oofDiff < 1e-3, `out-of-fold probabilities differ by ${oofDiff}`);
+  const paramDiff = Math.max(...own.params.map((v, i) => Math.abs(v - shared.params[i])));
+  assert.ok(paramDiff < 1e-3, `final parameters differ by ${paramDiff}`);
+});

@@ -10,7 +10,7 @@
  * on WASM, about 5x plain JS for two classes, 25x for a hundred); the rest is Float64 arithmetic in JS.
  */
 import { tf } from '../tfjs/tf.ts';
-import { opt, UsageError, words } from '../util/errors.ts';
+import { InternalError, opt, UsageError, words } from '../util/errors.ts';
 import { checkAbort } from '../util/progress.ts';
 import { imageFolds } from './folds.ts';
 import { accuracy, logLoss } from './metrics.ts';
@@ -25,6 +25,8 @@ export const LOGISTIC_FOLDS = 5;
 const PATH_PATIENCE = 2;
 /** Gradient tolerance of the fold fits: held-out losses settle long before the final fit's 1e-5. */
 const CV_GRAD_TOL = 1e-4;
+/** Above this many bytes of per-fold copies, the folds share one copy of the rows (see fitLogistic). */
+export const SHARE_ROWS_ABOVE_BYTES = 256e6;
 
 /** Rows to fit: x standardised (n*dim), y class indices, w sample weights that sum to 1. */
 export interface LogisticData {
@@ -43,17 +45,26 @@ export function paramCount(dim: number, numClasses: number): number {
   return (dim + 1) * numClasses;
 }
 
-/** The data on the TF.js backend once; both products read it as the right-hand operand, which WASM keeps packed. */
+/**
+ * The data on the TF.js backend once; both products read it as the right-hand operand, which WASM keeps packed.
+ * Objectives over the same rows with other weights (the folds of the lambda search: a held-out row weighs 0) share
+ * one copy: `shared` is another objective on `d.x`, whose tensor this one reads and never disposes.
+ */
 export class LogisticObjective {
   private readonly X: tf.Tensor2D;
+  private readonly owner: boolean;
   /** Function and gradient evaluations so far. */
   evaluations = 0;
 
   constructor(
     readonly d: LogisticData,
     public lambda: number,
+    shared?: LogisticObjective,
   ) {
-    this.X = tf.tensor2d(d.x, [d.n, d.dim]);
+    if (shared && (shared.d.x !== d.x || shared.d.n !== d.n || shared.d.dim !== d.dim))
+      throw new InternalError('LogisticObjective: a shared tensor must hold the same rows');
+    this.owner = !shared;
+    this.X = shared ? shared.X : tf.tensor2d(d.x, [d.n, d.dim]);
   }
 
   /** Logits (n*C) for the kernel and bias in `params`. */
@@ -80,6 +91,8 @@ export class LogisticObjective {
     grad.fill(0);
     let loss = 0;
     for (let i = 0; i < n; i++) {
+      // A row of weight 0 (held out of this fold) adds nothing to the loss or the gradient.
+      if (w[i] === 0) continue;
       const o = i * C;
       let max = Number.NEGATIVE_INFINITY;
       for (let c = 0; c < C; c++) if (z[o + c] > max) max = z[o + c];
@@ -108,7 +121,7 @@ export class LogisticObjective {
   }
 
   dispose(): void {
-    this.X.dispose();
+    if (this.owner) this.X.dispose();
   }
 }
 
@@ -291,6 +304,9 @@ export interface LogisticFitOptions {
   folds?: Int32Array;
   /** Skip the search and fit this lambda. */
   lambda?: number;
+  /** The folds read one copy of all rows (true) or copies of their own (false); default: shared beyond
+   *  SHARE_ROWS_ABOVE_BYTES of copies. */
+  shareRows?: boolean;
   signal?: AbortSignal;
 }
 
@@ -318,6 +334,15 @@ function subset(d: LogisticData, idx: number[]): LogisticData {
   });
   for (let i = 0; i < w.length; i++) w[i] /= total;
   return { x, n: idx.length, dim: d.dim, y, w, numClasses: d.numClasses };
+}
+
+/** `d`'s weights with every row outside `idx` at 0, the rest renormalised to sum 1: the fit of one fold. */
+function foldWeights(d: LogisticData, idx: number[]): Float64Array {
+  const w = new Float64Array(d.n);
+  let total = 0;
+  for (const r of idx) total += d.w[r];
+  for (const r of idx) w[r] = d.w[r] / total;
+  return w;
 }
 
 /** Yield to the event loop at least this often, so aborts, timers and servers are served during a fit. */
@@ -379,13 +404,17 @@ export async function fitLogistic(
   const fold = o.folds ?? imageFolds(d.y, source, k, o.seed ?? 42);
   if (fold.length !== d.n) throw new UsageError('invalid-value', `logistic: ${fold.length} folds for ${d.n} rows`);
   const C = d.numClasses;
-  const folds = Array.from({ length: k }, (_, f) => {
-    const fitRows = [...fold.keys()].filter((r) => fold[r] !== f);
-    const heldRows = [...fold.keys()].filter((r) => fold[r] === f);
-    return { fitRows, heldRows, fit: subset(d, fitRows), held: subset(d, heldRows) };
-  });
-  const objectives: LogisticObjective[] = [];
-  const scorers: LogisticObjective[] = [];
+  // Per fold, its own copies of the fitting and of the held-out rows on the backend: the fastest, but the data k + 1
+  // times over (plus the final fit's), which 100,000 images of 1280 features do not fit in WASM's memory. Beyond
+  // SHARE_ROWS_ABOVE_BYTES every fold reads one copy of all rows instead, its held-out rows weighted 0 (a quarter more
+  // arithmetic per fold fit: the held-out rows are multiplied too).
+  const share = o.shareRows ?? d.n * d.dim * 4 * (k + 1) > SHARE_ROWS_ABOVE_BYTES;
+  const owned: LogisticObjective[] = [];
+  const objective = (data: LogisticData, lambda: number, shared?: LogisticObjective) => {
+    const obj = new LogisticObjective(data, lambda, shared);
+    owned.push(obj);
+    return obj;
+  };
   const rows: LambdaSearch['rows'] = [];
   const oofs: Float32Array[] = [];
   const solutions: Float64Array[][] = [];
@@ -393,10 +422,25 @@ export async function fitLogistic(
   let iterations = 0;
   let allConverged = true;
   try {
-    for (const f of folds) {
-      objectives.push(new LogisticObjective(f.fit, LAMBDA_GRID[0]));
-      scorers.push(new LogisticObjective(f.held, 0));
-    }
+    const all = share ? objective(d, 0) : undefined;
+    const folds = Array.from({ length: k }, (_, f) => {
+      const fitRows = [...fold.keys()].filter((r) => fold[r] !== f);
+      const heldRows = [...fold.keys()].filter((r) => fold[r] === f);
+      if (all) {
+        const fit = objective({ ...d, w: foldWeights(d, fitRows) }, LAMBDA_GRID[0], all);
+        // Probabilities of the held-out rows, in heldRows' order.
+        const held = (q: Float64Array) => {
+          const pAll = softmaxRows(all.logits(q), d.n, C);
+          const out = new Float32Array(heldRows.length * C);
+          for (const [i, row] of heldRows.entries()) out.set(pAll.subarray(row * C, (row + 1) * C), i * C);
+          return out;
+        };
+        return { heldRows, fit, held };
+      }
+      const fit = objective(subset(d, fitRows), LAMBDA_GRID[0]);
+      const scorer = objective(subset(d, heldRows), 0);
+      return { heldRows, fit, held: (q: Float64Array) => softmaxRows(scorer.logits(q), heldRows.length, C) };
+    });
     let inits: Float64Array[] = folds.map(() => new Float64Array(p));
     let best = 0;
     const onIter = pacer(o.signal);
@@ -408,13 +452,13 @@ export async function fitLogistic(
       const sols: Float64Array[] = [];
       const scores: number[] = [];
       for (const [fi, f] of folds.entries()) {
-        objectives[fi].lambda = lambda;
+        f.fit.lambda = lambda;
         // The held-out fold only needs its log loss to a few digits: a looser tolerance than the final fit's.
-        const r = await lbfgs((q, gr) => objectives[fi].lossGrad(q, gr), inits[fi], { gradTol: CV_GRAD_TOL, onIter });
+        const r = await lbfgs((q, gr) => f.fit.lossGrad(q, gr), inits[fi], { gradTol: CV_GRAD_TOL, onIter });
         iterations += r.iterations;
         allConverged &&= r.converged;
         sols.push(r.x);
-        const proba = softmaxRows(scorers[fi].logits(r.x), f.held.n, C);
+        const proba = f.held(r.x);
         const j0 = j;
         f.heldRows.forEach((row, i) => {
           const pr = proba.subarray(i * C, (i + 1) * C);
@@ -438,22 +482,19 @@ export async function fitLogistic(
     const lambda = LAMBDA_GRID[best];
     const init = new Float64Array(p);
     for (const s of solutions[best]) for (let i = 0; i < p; i++) init[i] += s[i] / k;
-    const obj = new LogisticObjective(d, lambda);
-    try {
-      const r = await minimise(obj, init, o.signal);
-      return {
-        params: r.x,
-        lambda,
-        iterations: iterations + r.iterations,
-        converged: r.converged,
-        gradMax: r.gradMax,
-        search: { folds: k, rows, lambda, oof: oofs[best], foldScores: foldScores[best], converged: allConverged },
-      };
-    } finally {
-      obj.dispose();
-    }
+    const final = all ?? objective(d, lambda);
+    final.lambda = lambda;
+    const r = await minimise(final, init, o.signal);
+    return {
+      params: r.x,
+      lambda,
+      iterations: iterations + r.iterations,
+      converged: r.converged,
+      gradMax: r.gradMax,
+      search: { folds: k, rows, lambda, oof: oofs[best], foldScores: foldScores[best], converged: allConverged },
+    };
   } finally {
-    for (const x of [...objectives, ...scorers]) x.dispose();
+    for (const obj of owned) obj.dispose();
   }
 }
 
