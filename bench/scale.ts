@@ -208,7 +208,12 @@ export async function scaleSection(previous: () => ScaleRow[], log: (s: string) 
       const seconds = (performance.now() - t) / 1000;
       const { timing, stderr } = parseTiming(r.stderr);
       if (r.code !== 0) {
-        log(`scale: ${want.mode} ${want.images} failed: ${stderr.trim().split('\n').slice(-2).join(' / ')}`);
+        // The whole stderr is kept: a run of 100,000 images is too long to repeat for its message.
+        const saved = path.join(scaleDataDir(), `failed-${want.mode}-${want.images}-${Date.now()}.log`);
+        writeFileSync(saved, r.stderr);
+        log(
+          `scale: ${want.mode} ${want.images} failed (exit ${r.code}; stderr in ${saved}): ${stderr.trim().split('\n').slice(-2).join(' / ')}`,
+        );
         rmSync(cache, { recursive: true, force: true });
         continue;
       }

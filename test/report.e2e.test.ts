@@ -205,4 +205,9 @@ test('hymenoptera: the auto-mode report on the bundled base opens cleanly and st
   const page = readFileSync(html, 'utf8');
   assert.match(page, /95% interval/);
   assert.match(page, /chose nothing|These images chose nothing/);
+  // The default head is logistic: the settings give its L2 strength, not epochs it never trained.
+  const settings = JSON.parse(readFileSync(path.join(out, 'report.json'), 'utf8')).summary.settings;
+  assert.equal(typeof settings['L2 strength'], 'number', JSON.stringify(settings));
+  assert.equal(settings['epochs trained'], undefined);
+  assert.match(page, /L2 strength/);
 });

@@ -192,15 +192,18 @@ export function trainReportData(r: TrainResult, o: TrainOptions & { command?: st
       mode: r.mode,
       engine: r.engine,
       head: r.head,
-      settings: {
-        augment: r.augment,
-        'max epochs': o.epochs ?? null,
-        'epochs trained': r.epochs,
-        lr: o.lr ?? null,
-        'batch size': o.batchSize ?? null,
-        seed: o.seed ?? 42,
-        patience: o.patience ?? null,
-      },
+      // A logistic head is fitted to convergence: it has an L2 strength, and no epochs, learning rate or batches.
+      settings: r.headFit
+        ? { augment: r.augment, 'L2 strength': r.headFit.lambda, seed: o.seed ?? 42 }
+        : {
+            augment: r.augment,
+            'max epochs': o.epochs ?? null,
+            'epochs trained': r.epochs,
+            lr: o.lr ?? null,
+            'batch size': o.batchSize ?? null,
+            seed: o.seed ?? 42,
+            patience: o.patience ?? null,
+          },
       seconds: { ...r.seconds },
     },
     accuracy: accuracyOf(confusion, 'validation', usedVal),

@@ -7,7 +7,9 @@ import {
   type LogisticData,
   LogisticObjective,
   lbfgs,
+  ORT_BLOCK_ROWS,
   paramCount,
+  rowEngine,
   softmaxRows,
 } from './logistic.ts';
 import { accuracy } from './metrics.ts';
@@ -66,27 +68,80 @@ function autodiff(d: LogisticData, lambda: number, params: Float64Array): { f: n
 
 const maxAbs = (a: Float64Array) => a.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
 
-test('hand-written loss and gradient match tf.variableGrads (3 classes, sample weights, L2 on the kernel only)', () => {
-  const d = problem(40, 7, 3, 1);
-  const rng = mulberry32(2);
-  const params = Float64Array.from({ length: paramCount(d.dim, 3) }, () => gaussian(rng) * 0.5);
-  const obj = new LogisticObjective(d, 0.3);
-  try {
-    const grad = new Float64Array(params.length);
-    const f = obj.lossGrad(params, grad);
-    const ref = autodiff(d, 0.3, params);
-    assert.ok(Math.abs(f - ref.f) < 1e-5, `loss ${f} vs ${ref.f}`);
-    const diff = grad.map((g, i) => g - ref.grad[i]);
-    assert.ok(maxAbs(diff) < 1e-5, `gradient differs by ${maxAbs(diff)}`);
-    // The bias is not penalised: at lambda 0 and lambda 0.3 its gradient is the same.
-    const grad0 = new Float64Array(params.length);
-    obj.lambda = 0;
-    obj.lossGrad(params, grad0);
-    for (let c = 0; c < 3; c++) assert.ok(Math.abs(grad0[7 * 3 + c] - grad[7 * 3 + c]) < 1e-9);
-    assert.ok(Math.abs(grad0[0] - grad[0]) > 1e-3, 'the kernel is penalised');
-  } finally {
-    obj.dispose();
-  }
+/** `d` as extracted rows with a per-feature offset and scale, plus the mean and invStd that standardise them back. */
+function unstandardised(d: LogisticData, seed: number): LogisticData {
+  const rng = mulberry32(seed);
+  const offset = Float32Array.from({ length: d.dim }, () => 3 + 5 * rng());
+  const spread = Float32Array.from({ length: d.dim }, () => 0.5 + 4 * rng());
+  const x = d.x.map((v, i) => offset[i % d.dim] + spread[i % d.dim] * v);
+  // The standardisation graft would compute is not needed here: any (mean, invStd) pair defines the model's input.
+  return { ...d, x, mean: offset, invStd: spread.map((v) => 1 / v) };
+}
+
+for (const kind of ['ort', 'tfjs'] as const) {
+  test(`${kind}: hand-written loss and gradient match tf.variableGrads (3 classes, sample weights, L2 on the kernel only)`, async () => {
+    const d = problem(40, 7, 3, 1);
+    const rng = mulberry32(2);
+    const params = Float64Array.from({ length: paramCount(d.dim, 3) }, () => gaussian(rng) * 0.5);
+    // The same model on rows kept as extracted and standardised on the way: the gradient is the same function.
+    for (const data of [d, unstandardised(d, 9)]) {
+      const engine = await rowEngine(data, kind);
+      assert.equal(engine.kind, kind);
+      try {
+        const obj = new LogisticObjective(engine, data, 0.3);
+        const grad = new Float64Array(params.length);
+        const f = await obj.lossGrad(params, grad);
+        const ref = autodiff(d, 0.3, params);
+        assert.ok(Math.abs(f - ref.f) < 1e-5, `loss ${f} vs ${ref.f}`);
+        const diff = grad.map((g, i) => g - ref.grad[i]);
+        assert.ok(maxAbs(diff) < 1e-5, `gradient differs by ${maxAbs(diff)}`);
+        // The bias is not penalised: at lambda 0 and lambda 0.3 its gradient is the same.
+        const grad0 = new Float64Array(params.length);
+        obj.lambda = 0;
+        await obj.lossGrad(params, grad0);
+        for (let c = 0; c < 3; c++) assert.ok(Math.abs(grad0[7 * 3 + c] - grad[7 * 3 + c]) < 1e-9);
+        assert.ok(Math.abs(grad0[0] - grad[0]) > 1e-3, 'the kernel is penalised');
+      } finally {
+        await engine.dispose();
+      }
+    }
+  });
+}
+
+test('ONNX Runtime and TF.js agree on scattered rows across several blocks, on fresh random data', async () => {
+  const n = 2 * ORT_BLOCK_ROWS + 123;
+  const d = unstandardised(problem(n, 9, 4, 12, 0.2), 13);
+  const rng = mulberry32(14);
+  // A fold's rows: scattered, so ONNX Runtime gathers them; the rest weigh 0.
+  const rows = Int32Array.from([...Array(n).keys()].filter(() => rng() < 0.8));
+  const w = new Float64Array(n);
+  for (const r of rows) w[r] = 1 / rows.length;
+  const params = Float64Array.from({ length: paramCount(d.dim, 4) }, () => gaussian(rng) * 0.3);
+  const run = async (kind: 'ort' | 'tfjs') => {
+    const engine = await rowEngine(d, kind);
+    try {
+      const obj = new LogisticObjective(engine, d, 0.05, rows, w);
+      const grad = new Float64Array(params.length);
+      const f = await obj.lossGrad(params, grad);
+      const held = Int32Array.from([...Array(n).keys()].filter((r) => w[r] === 0));
+      // Every row: blocks read in place, at offsets into the caller's array.
+      const gradAll = new Float64Array(params.length);
+      const fAll = await new LogisticObjective(engine, d, 0.05).lossGrad(params, gradAll);
+      return { f, grad, logits: await obj.logits(params, held), fAll, gradAll };
+    } finally {
+      await engine.dispose();
+    }
+  };
+  const [o, t] = [await run('ort'), await run('tfjs')];
+  assert.ok(Math.abs(o.f - t.f) < 1e-5 * Math.abs(t.f), `loss ${o.f} vs ${t.f}`);
+  const gDiff = maxAbs(o.grad.map((g, i) => g - t.grad[i]));
+  assert.ok(gDiff < 1e-5 * Math.max(1, maxAbs(t.grad)), `gradients differ by ${gDiff}`);
+  assert.ok(Math.abs(o.fAll - t.fAll) < 1e-5 * Math.abs(t.fAll), `loss on every row ${o.fAll} vs ${t.fAll}`);
+  const gAllDiff = maxAbs(o.gradAll.map((g, i) => g - t.gradAll[i]));
+  assert.ok(gAllDiff < 1e-5 * Math.max(1, maxAbs(t.gradAll)), `gradients on every row differ by ${gAllDiff}`);
+  assert.ok(o.logits.length > 0 && o.logits.length === t.logits.length);
+  const zDiff = Math.max(...o.logits.map((v, i) => Math.abs(v - t.logits[i])));
+  assert.ok(zDiff < 1e-4, `held-out logits differ by ${zDiff}`);
 });
 
 test('L-BFGS reaches the minimum of the Rosenbrock function and of an ill-conditioned quadratic', async () => {
@@ -127,12 +182,12 @@ test('a fixed-lambda fit stops where the independent gradient vanishes, and pred
   // Optimality: the gradient of the objective, computed by autodiff, is zero at the returned parameters.
   const g = maxAbs(autodiff(d, 0.01, fit.params).grad);
   assert.ok(g < 1e-4, `gradient at the solution ${g}`);
-  const obj = new LogisticObjective(d, 0);
+  const engine = await rowEngine(d);
   try {
-    const p = softmaxRows(obj.logits(fit.params), d.n, 3);
+    const p = softmaxRows(await new LogisticObjective(engine, d, 0).logits(fit.params), d.n, 3);
     assert.ok(accuracy(p, d.y, 3) > 0.9);
   } finally {
-    obj.dispose();
+    await engine.dispose();
   }
 });
 
@@ -200,41 +255,48 @@ test('views stay in their image’s fold: an image and its copy are predicted by
   assert.ok(!same(leaky.search?.oof as Float32Array));
 });
 
-test('a fit frees every tensor it made and stops on abort', async () => {
-  const d = problem(50, 6, 2, 7);
-  const start = tf.memory().numTensors;
-  await fitLogistic(
-    d,
-    Int32Array.from({ length: 50 }, (_, i) => i),
-    { seed: 3 },
-  );
-  assert.equal(tf.memory().numTensors, start);
-  const ac = new AbortController();
-  ac.abort(new Error('stop now'));
-  await assert.rejects(
-    fitLogistic(
+for (const engine of ['ort', 'tfjs'] as const) {
+  test(`${engine}: a fit frees every tensor it made and stops on abort`, async () => {
+    const d = problem(50, 6, 2, 7);
+    const start = tf.memory().numTensors;
+    await fitLogistic(
       d,
       Int32Array.from({ length: 50 }, (_, i) => i),
-      { signal: ac.signal },
-    ),
-    /stop now/,
-  );
-  assert.equal(tf.memory().numTensors, start);
-});
+      { seed: 3, engine },
+    );
+    assert.equal(tf.memory().numTensors, start);
+    const ac = new AbortController();
+    ac.abort(new Error('stop now'));
+    await assert.rejects(
+      fitLogistic(
+        d,
+        Int32Array.from({ length: 50 }, (_, i) => i),
+        { signal: ac.signal, engine },
+      ),
+      /stop now/,
+    );
+    assert.equal(tf.memory().numTensors, start);
+  });
+}
 
-test('the folds sharing one copy of the rows search as the folds with copies of their own do', async () => {
+test('ONNX Runtime and TF.js choose the same lambda, and rows standardised on the way fit as standardised ones', async () => {
   const d = problem(150, 12, 3, 11, 0.3);
   const source = Int32Array.from({ length: d.n }, (_, i) => i);
-  const own = await fitLogistic(d, source, { seed: 3, shareRows: false });
-  const shared = await fitLogistic(d, source, { seed: 3, shareRows: true });
-  assert.equal(shared.lambda, own.lambda);
-  assert.equal(shared.search?.rows.length, own.search?.rows.length);
-  for (const [i, r] of (own.search?.rows ?? []).entries()) {
-    assert.ok(Math.abs(r.logLoss - (shared.search?.rows[i].logLoss ?? Number.NaN)) < 1e-4, `lambda ${r.lambda}`);
-    assert.equal(shared.search?.rows[i].accuracy, r.accuracy);
+  const ort = await fitLogistic(d, source, { seed: 3, engine: 'ort' });
+  const fits = [
+    await fitLogistic(d, source, { seed: 3, engine: 'tfjs' }),
+    await fitLogistic(unstandardised(d, 15), source, { seed: 3 }),
+  ];
+  for (const other of fits) {
+    assert.equal(other.lambda, ort.lambda);
+    assert.equal(other.search?.rows.length, ort.search?.rows.length);
+    for (const [i, r] of (ort.search?.rows ?? []).entries()) {
+      assert.ok(Math.abs(r.logLoss - (other.search?.rows[i].logLoss ?? Number.NaN)) < 1e-4, `lambda ${r.lambda}`);
+      assert.equal(other.search?.rows[i].accuracy, r.accuracy);
+    }
+    const oofDiff = Math.max(...(ort.search?.oof ?? []).map((v, i) => Math.abs(v - (other.search?.oof[i] ?? 0))));
+    assert.ok(oofDiff < 1e-3, `out-of-fold probabilities differ by ${oofDiff}`);
+    const paramDiff = Math.max(...ort.params.map((v, i) => Math.abs(v - other.params[i])));
+    assert.ok(paramDiff < 1e-3, `final parameters differ by ${paramDiff}`);
   }
-  const oofDiff = Math.max(...(own.search?.oof ?? []).map((v, i) => Math.abs(v - (shared.search?.oof[i] ?? 0))));
-  assert.ok(oofDiff < 1e-3, `out-of-fold probabilities differ by ${oofDiff}`);
-  const paramDiff = Math.max(...own.params.map((v, i) => Math.abs(v - shared.params[i])));
-  assert.ok(paramDiff < 1e-3, `final parameters differ by ${paramDiff}`);
 });

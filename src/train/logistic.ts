@@ -6,9 +6,12 @@
  * Objective on standardised rows x_i, labels y_i and sample weights w_i summing to 1:
  *   f(W, b) = sum_i w_i * CE(softmax(x_i W + b), y_i) + lambda/2 * |W|^2        (the bias is not penalised)
  * Smooth and strictly convex in W, so L-BFGS reaches its one minimum from any start; warm starts along a path of
- * decreasing lambda only save iterations. The two products with the data (X W and X^T G) run as TF.js matMuls (SIMD
- * on WASM, about 5x plain JS for two classes, 25x for a hundred); the rest is Float64 arithmetic in JS.
+ * decreasing lambda only save iterations. The two products with the data (X W and X^T G) run on ONNX Runtime block by
+ * block, reading the rows where they lie (RowEngine: no copy of the data, however many rows; TF.js where ONNX Runtime
+ * does not load); the rest is Float64 arithmetic in JS.
  */
+import { OrtRowProducts } from '../engines/ort-rows.ts';
+import { onnxAvailable } from '../onnx/runtime.ts';
 import { tf } from '../tfjs/tf.ts';
 import { InternalError, opt, UsageError, words } from '../util/errors.ts';
 import { checkAbort } from '../util/progress.ts';
@@ -25,10 +28,9 @@ export const LOGISTIC_FOLDS = 5;
 const PATH_PATIENCE = 2;
 /** Gradient tolerance of the fold fits: held-out losses settle long before the final fit's 1e-5. */
 const CV_GRAD_TOL = 1e-4;
-/** Above this many bytes of per-fold copies, the folds share one copy of the rows (see fitLogistic). */
-export const SHARE_ROWS_ABOVE_BYTES = 256e6;
 
-/** Rows to fit: x standardised (n*dim), y class indices, w sample weights that sum to 1. */
+/** Rows to fit: x (n*dim) as extracted, y class indices, w sample weights that sum to 1. The model sees each row
+ *  standardised, (x - mean) * invStd per feature, when `mean` and `invStd` are given, and as it is otherwise. */
 export interface LogisticData {
   x: Float32Array;
   n: number;
@@ -36,6 +38,8 @@ export interface LogisticData {
   y: Int32Array;
   w: Float64Array;
   numClasses: number;
+  mean?: Float32Array;
+  invStd?: Float32Array;
 }
 
 /**
@@ -46,82 +50,208 @@ export function paramCount(dim: number, numClasses: number): number {
 }
 
 /**
- * The data on the TF.js backend once; both products read it as the right-hand operand, which WASM keeps packed.
- * Objectives over the same rows with other weights (the folds of the lambda search: a held-out row weighs 0) share
- * one copy: `shared` is another objective on `d.x`, whose tensor this one reads and never disposes.
+ * The data side of a fit: the standardised rows Xs of a LogisticData times a kernel, and times a gradient. `pass`
+ * visits `rows` (ascending row indices, or every row) in blocks: it hands `visit` the logits without bias of positions
+ * [from, to) of that list ((to - from) x C), and when `visit` returns G for them (same shape), adds Xs_block^T G into
+ * the [dim][C] sums it returns.
+ */
+export interface RowEngine {
+  readonly kind: 'ort' | 'tfjs';
+  pass(
+    rows: Int32Array | undefined,
+    kernel: Float32Array,
+    visit: (z: Float32Array, from: number, to: number) => Float32Array | undefined,
+  ): Promise<Float64Array>;
+  dispose(): Promise<void>;
+}
+
+/** Rows per block on ONNX Runtime: 4,096 rows of 1,280 features are 21 MB, and runs of this size keep its Gemm busy. */
+export const ORT_BLOCK_ROWS = 4096;
+
+/**
+ * ONNX Runtime, block by block, reading the rows where they lie (a fold's scattered rows are gathered into one block
+ * buffer): however many rows, the fit holds no copy of them. Centring is done in the graph; the scale is folded into
+ * the kernel and the gradient, which multiplies no rounding error (no difference of large numbers is taken).
+ */
+class OrtRows implements RowEngine {
+  readonly kind = 'ort';
+  private buffer?: Float32Array;
+
+  private constructor(
+    private readonly d: LogisticData,
+    private readonly products: OrtRowProducts,
+    private readonly scale: Float32Array | undefined,
+  ) {}
+
+  static async create(d: LogisticData): Promise<OrtRows> {
+    const products = await OrtRowProducts.create(d.mean ?? new Float32Array(d.dim), d.numClasses);
+    return new OrtRows(d, products, d.invStd);
+  }
+
+  private block(rows: Int32Array | undefined, from: number, to: number): Float32Array {
+    const { x, dim } = this.d;
+    if (!rows) return x.subarray(from * dim, to * dim);
+    if (rows[to - 1] - rows[from] === to - 1 - from) return x.subarray(rows[from] * dim, (rows[to - 1] + 1) * dim);
+    this.buffer ??= new Float32Array(ORT_BLOCK_ROWS * dim);
+    for (let j = from; j < to; j++) this.buffer.set(x.subarray(rows[j] * dim, (rows[j] + 1) * dim), (j - from) * dim);
+    return this.buffer.subarray(0, (to - from) * dim);
+  }
+
+  async pass(
+    rows: Int32Array | undefined,
+    kernel: Float32Array,
+    visit: (z: Float32Array, from: number, to: number) => Float32Array | undefined,
+  ): Promise<Float64Array> {
+    const { dim, numClasses: C } = this.d;
+    const s = this.scale;
+    const k = s ? kernel.map((v, i) => v * s[Math.floor(i / C)]) : kernel;
+    const sums = new Float64Array(dim * C);
+    const count = rows ? rows.length : this.d.n;
+    for (let from = 0; from < count; from += ORT_BLOCK_ROWS) {
+      const to = Math.min(count, from + ORT_BLOCK_ROWS);
+      const x = this.block(rows, from, to);
+      const g = visit(await this.products.logits(x, to - from, k), from, to);
+      if (!g) continue;
+      const dk = await this.products.gradient(x, to - from, g);
+      for (let i = 0; i < dk.length; i++) sums[i] += dk[i];
+    }
+    if (s) for (let i = 0; i < sums.length; i++) sums[i] *= s[Math.floor(i / C)];
+    return sums;
+  }
+
+  dispose(): Promise<void> {
+    return this.products.release();
+  }
+}
+
+/**
+ * TF.js, where ONNX Runtime does not load: the standardised rows held once on the backend, which both products read as
+ * the right-hand operand (WASM keeps it packed). Every pass multiplies all rows; a visit sees those asked for.
+ */
+class TfjsRows implements RowEngine {
+  readonly kind = 'tfjs';
+  private readonly X: tf.Tensor2D;
+
+  constructor(private readonly d: LogisticData) {
+    const { x, n, dim, mean, invStd } = d;
+    this.X = tf.tidy(() => {
+      const raw = tf.tensor2d(x, [n, dim]);
+      return mean && invStd ? tf.mul(tf.sub(raw, tf.tensor1d(mean)), tf.tensor1d(invStd)) : raw;
+    });
+  }
+
+  async pass(
+    rows: Int32Array | undefined,
+    kernel: Float32Array,
+    visit: (z: Float32Array, from: number, to: number) => Float32Array | undefined,
+  ): Promise<Float64Array> {
+    const { n, dim, numClasses: C } = this.d;
+    const zt = tf.tidy(() => tf.matMul(this.X, tf.tensor2d(kernel, [dim, C])));
+    const zAll = zt.dataSync() as Float32Array;
+    zt.dispose();
+    const count = rows ? rows.length : n;
+    let z = zAll;
+    if (rows) {
+      z = new Float32Array(count * C);
+      for (let j = 0; j < count; j++) z.set(zAll.subarray(rows[j] * C, (rows[j] + 1) * C), j * C);
+    }
+    const sums = new Float64Array(dim * C);
+    const g = visit(z, 0, count);
+    if (!g) return sums;
+    // G transposed ([C][n], zero on rows not asked for): G^T X keeps the data as the right-hand operand.
+    const gT = new Float32Array(C * n);
+    for (let j = 0; j < count; j++) {
+      const i = rows ? rows[j] : j;
+      for (let c = 0; c < C; c++) gT[c * n + i] = g[j * C + c];
+    }
+    const gw = tf.tidy(() => tf.matMul(tf.tensor2d(gT, [C, n]), this.X));
+    const data = gw.dataSync();
+    gw.dispose();
+    for (let k = 0; k < dim; k++) for (let c = 0; c < C; c++) sums[k * C + c] = data[c * dim + k];
+    return sums;
+  }
+
+  async dispose(): Promise<void> {
+    this.X.dispose();
+  }
+}
+
+/** The rows of `d` on `kind`; default ONNX Runtime where it loads (no copy of the rows), else TF.js. */
+export async function rowEngine(d: LogisticData, kind?: 'ort' | 'tfjs'): Promise<RowEngine> {
+  if ((d.mean === undefined) !== (d.invStd === undefined))
+    throw new InternalError('logistic: mean and invStd come together');
+  const useOrt = kind ? kind === 'ort' : await onnxAvailable();
+  return useOrt ? OrtRows.create(d) : new TfjsRows(d);
+}
+
+/**
+ * The objective over rows `rows` of the engine's data (all rows when absent) with sample weights `w` (d.w by default;
+ * rows outside `rows` must weigh 0). Objectives over the same rows with other weights (the folds of the lambda search)
+ * share one engine.
  */
 export class LogisticObjective {
-  private readonly X: tf.Tensor2D;
-  private readonly owner: boolean;
   /** Function and gradient evaluations so far. */
   evaluations = 0;
 
   constructor(
+    readonly engine: RowEngine,
     readonly d: LogisticData,
     public lambda: number,
-    shared?: LogisticObjective,
-  ) {
-    if (shared && (shared.d.x !== d.x || shared.d.n !== d.n || shared.d.dim !== d.dim))
-      throw new InternalError('LogisticObjective: a shared tensor must hold the same rows');
-    this.owner = !shared;
-    this.X = shared ? shared.X : tf.tensor2d(d.x, [d.n, d.dim]);
-  }
+    readonly rows?: Int32Array,
+    readonly w: Float64Array = d.w,
+  ) {}
 
-  /** Logits (n*C) for the kernel and bias in `params`. */
-  logits(params: Float64Array): Float32Array {
-    const { n, dim, numClasses: C } = this.d;
-    const z = tf.tidy(() => tf.matMul(this.X, tf.tensor2d(Float32Array.from(params.subarray(0, dim * C)), [dim, C])));
-    const out = z.dataSync() as Float32Array;
-    z.dispose();
-    for (let i = 0; i < n; i++) for (let c = 0; c < C; c++) out[i * C + c] += params[dim * C + c];
+  /** Logits ((rows given, else this objective's rows) x C, in that order) for the kernel and bias in `params`. */
+  async logits(params: Float64Array, rows = this.rows): Promise<Float32Array> {
+    const { dim, numClasses: C } = this.d;
+    const out = new Float32Array((rows ? rows.length : this.d.n) * C);
+    await this.engine.pass(rows, Float32Array.from(params.subarray(0, dim * C)), (z, from) => {
+      for (let i = 0; i < z.length; i++) out[from * C + i] = z[i] + params[dim * C + (i % C)];
+      return undefined;
+    });
     return out;
   }
 
   /**
    * f and its gradient (written into `grad`) at `params`. Backpropagation by hand: d CE / d z_c = p_c - [y = c], so
-   * dW = X^T G + lambda W and db = column sums of G, with G_ic = w_i (p_ic - [y_i = c]). Checked against
+   * dW = Xs^T G + lambda W and db = column sums of G, with G_ic = w_i (p_ic - [y_i = c]). Checked against
    * tf.variableGrads in logistic.test.ts.
    */
-  lossGrad(params: Float64Array, grad: Float64Array): number {
+  async lossGrad(params: Float64Array, grad: Float64Array): Promise<number> {
     this.evaluations++;
-    const { n, dim, y, w, numClasses: C } = this.d;
-    const z = this.logits(params);
-    // G transposed ([C][n]): G^T X keeps the data as the right-hand operand.
-    const gT = new Float32Array(C * n);
+    const { dim, y, numClasses: C } = this.d;
+    const { w, rows } = this;
     grad.fill(0);
     let loss = 0;
-    for (let i = 0; i < n; i++) {
-      // A row of weight 0 (held out of this fold) adds nothing to the loss or the gradient.
-      if (w[i] === 0) continue;
-      const o = i * C;
-      let max = Number.NEGATIVE_INFINITY;
-      for (let c = 0; c < C; c++) if (z[o + c] > max) max = z[o + c];
-      let sum = 0;
-      for (let c = 0; c < C; c++) sum += Math.exp(z[o + c] - max);
-      loss += w[i] * (Math.log(sum) - (z[o + y[i]] - max));
-      for (let c = 0; c < C; c++) {
-        const gi = w[i] * (Math.exp(z[o + c] - max) / sum - (c === y[i] ? 1 : 0));
-        gT[c * n + i] = gi;
-        grad[dim * C + c] += gi;
+    const gw = await this.engine.pass(rows, Float32Array.from(params.subarray(0, dim * C)), (z, from, to) => {
+      const g = new Float32Array((to - from) * C);
+      for (let j = from; j < to; j++) {
+        const i = rows ? rows[j] : j;
+        // A row of weight 0 (held out of this fold) adds nothing to the loss or the gradient.
+        if (w[i] === 0) continue;
+        const o = (j - from) * C;
+        let max = Number.NEGATIVE_INFINITY;
+        for (let c = 0; c < C; c++) z[o + c] += params[dim * C + c];
+        for (let c = 0; c < C; c++) if (z[o + c] > max) max = z[o + c];
+        let sum = 0;
+        for (let c = 0; c < C; c++) sum += Math.exp(z[o + c] - max);
+        loss += w[i] * (Math.log(sum) - (z[o + y[i]] - max));
+        for (let c = 0; c < C; c++) {
+          const gi = w[i] * (Math.exp(z[o + c] - max) / sum - (c === y[i] ? 1 : 0));
+          g[o + c] = gi;
+          grad[dim * C + c] += gi;
+        }
       }
-    }
-    const gw = tf.tidy(() => tf.matMul(tf.tensor2d(gT, [C, n]), this.X));
-    const gwData = gw.dataSync();
-    gw.dispose();
+      return g;
+    });
     let reg = 0;
     const lambda = this.lambda;
-    for (let k = 0; k < dim; k++) {
-      for (let c = 0; c < C; c++) {
-        const v = params[k * C + c];
-        reg += v * v;
-        grad[k * C + c] = gwData[c * dim + k] + lambda * v;
-      }
+    for (let k = 0; k < dim * C; k++) {
+      const v = params[k];
+      reg += v * v;
+      grad[k] = gw[k] + lambda * v;
     }
     return loss + 0.5 * lambda * reg;
-  }
-
-  dispose(): void {
-    if (this.owner) this.X.dispose();
   }
 }
 
@@ -179,7 +309,7 @@ function absMax(a: Float64Array): number {
  * stays a descent direction.
  */
 export async function lbfgs(
-  fg: (x: Float64Array, grad: Float64Array) => number,
+  fg: (x: Float64Array, grad: Float64Array) => number | Promise<number>,
   x0: Float64Array,
   o: LbfgsOptions = {},
 ): Promise<LbfgsResult> {
@@ -190,7 +320,7 @@ export async function lbfgs(
   const p = x0.length;
   let x = Float64Array.from(x0);
   let g = new Float64Array(p);
-  let f = fg(x, g);
+  let f = await fg(x, g);
   const S: Float64Array[] = [];
   const Y: Float64Array[] = [];
   const rho: number[] = [];
@@ -237,7 +367,7 @@ export async function lbfgs(
     let wolfe = false;
     for (let ls = 0; ls < 50; ls++) {
       for (let i = 0; i < p; i++) xNew[i] = x[i] + t * dir[i];
-      fNew = fg(xNew, gNew);
+      fNew = await fg(xNew, gNew);
       if (!(fNew <= f + 1e-4 * t * gd)) hi = t;
       else if (dot(gNew, dir) < 0.9 * gd) lo = t;
       else {
@@ -304,9 +434,8 @@ export interface LogisticFitOptions {
   folds?: Int32Array;
   /** Skip the search and fit this lambda. */
   lambda?: number;
-  /** The folds read one copy of all rows (true) or copies of their own (false); default: shared beyond
-   *  SHARE_ROWS_ABOVE_BYTES of copies. */
-  shareRows?: boolean;
+  /** Where the products with the rows run (see rowEngine); default ONNX Runtime where it loads. */
+  engine?: 'ort' | 'tfjs';
   signal?: AbortSignal;
 }
 
@@ -320,24 +449,8 @@ export interface LogisticFit {
   search?: LambdaSearch;
 }
 
-/** Rows `idx` of `d`, with their weights renormalised to sum 1. */
-function subset(d: LogisticData, idx: number[]): LogisticData {
-  const x = new Float32Array(idx.length * d.dim);
-  const y = new Int32Array(idx.length);
-  const w = new Float64Array(idx.length);
-  let total = 0;
-  idx.forEach((r, i) => {
-    x.set(d.x.subarray(r * d.dim, (r + 1) * d.dim), i * d.dim);
-    y[i] = d.y[r];
-    w[i] = d.w[r];
-    total += d.w[r];
-  });
-  for (let i = 0; i < w.length; i++) w[i] /= total;
-  return { x, n: idx.length, dim: d.dim, y, w, numClasses: d.numClasses };
-}
-
 /** `d`'s weights with every row outside `idx` at 0, the rest renormalised to sum 1: the fit of one fold. */
-function foldWeights(d: LogisticData, idx: number[]): Float64Array {
+function foldWeights(d: LogisticData, idx: Int32Array): Float64Array {
   const w = new Float64Array(d.n);
   let total = 0;
   for (const r of idx) total += d.w[r];
@@ -380,17 +493,28 @@ export async function fitLogistic(
   o: LogisticFitOptions = {},
 ): Promise<LogisticFit> {
   const p = paramCount(d.dim, d.numClasses);
-  if (o.lambda !== undefined) {
-    if (!(o.lambda >= 0))
-      throw new UsageError('invalid-value', words`${opt('lambda')} must be a number ≥ 0 (got ${o.lambda})`);
-    const obj = new LogisticObjective(d, o.lambda);
-    try {
-      const r = await minimise(obj, new Float64Array(p), o.signal);
+  if (o.lambda !== undefined && !(o.lambda >= 0))
+    throw new UsageError('invalid-value', words`${opt('lambda')} must be a number ≥ 0 (got ${o.lambda})`);
+  const engine = await rowEngine(d, o.engine);
+  try {
+    if (o.lambda !== undefined) {
+      const r = await minimise(new LogisticObjective(engine, d, o.lambda), new Float64Array(p), o.signal);
       return { params: r.x, lambda: o.lambda, iterations: r.iterations, converged: r.converged, gradMax: r.gradMax };
-    } finally {
-      obj.dispose();
     }
+    return await searchLambda(engine, d, source, o);
+  } finally {
+    await engine.dispose();
   }
+}
+
+/** fitLogistic's lambda search and final fit, on one engine over all rows. */
+async function searchLambda(
+  engine: RowEngine,
+  d: LogisticData,
+  source: Int32Array,
+  o: LogisticFitOptions,
+): Promise<LogisticFit> {
+  const p = paramCount(d.dim, d.numClasses);
   const images = [...source.keys()].filter((r) => source[r] === r);
   const imageY = Int32Array.from(images, (r) => d.y[r]);
   const k = o.folds
@@ -399,103 +523,76 @@ export async function fitLogistic(
   if (k < 2) {
     // Too few images of some class to hold any out: the middle of the grid, said so in the search record.
     const lambda = LAMBDA_GRID[Math.floor(LAMBDA_GRID.length / 2)];
-    return fitLogistic(d, source, { ...o, lambda });
+    const r = await minimise(new LogisticObjective(engine, d, lambda), new Float64Array(p), o.signal);
+    return { params: r.x, lambda, iterations: r.iterations, converged: r.converged, gradMax: r.gradMax };
   }
   const fold = o.folds ?? imageFolds(d.y, source, k, o.seed ?? 42);
   if (fold.length !== d.n) throw new UsageError('invalid-value', `logistic: ${fold.length} folds for ${d.n} rows`);
   const C = d.numClasses;
-  // Per fold, its own copies of the fitting and of the held-out rows on the backend: the fastest, but the data k + 1
-  // times over (plus the final fit's), which 100,000 images of 1280 features do not fit in WASM's memory. Beyond
-  // SHARE_ROWS_ABOVE_BYTES every fold reads one copy of all rows instead, its held-out rows weighted 0 (a quarter more
-  // arithmetic per fold fit: the held-out rows are multiplied too).
-  const share = o.shareRows ?? d.n * d.dim * 4 * (k + 1) > SHARE_ROWS_ABOVE_BYTES;
-  const owned: LogisticObjective[] = [];
-  const objective = (data: LogisticData, lambda: number, shared?: LogisticObjective) => {
-    const obj = new LogisticObjective(data, lambda, shared);
-    owned.push(obj);
-    return obj;
-  };
+  // Every fold reads the one engine's rows: its fit visits its fitting rows, its score its held-out rows.
+  const folds = Array.from({ length: k }, (_, f) => {
+    const fitRows = Int32Array.from([...fold.keys()].filter((r) => fold[r] !== f));
+    const heldRows = Int32Array.from([...fold.keys()].filter((r) => fold[r] === f));
+    const fit = new LogisticObjective(engine, d, LAMBDA_GRID[0], fitRows, foldWeights(d, fitRows));
+    const held = async (q: Float64Array) => softmaxRows(await fit.logits(q, heldRows), heldRows.length, C);
+    return { heldRows, fit, held };
+  });
   const rows: LambdaSearch['rows'] = [];
   const oofs: Float32Array[] = [];
   const solutions: Float64Array[][] = [];
   const foldScores: number[][] = [];
   let iterations = 0;
   let allConverged = true;
-  try {
-    const all = share ? objective(d, 0) : undefined;
-    const folds = Array.from({ length: k }, (_, f) => {
-      const fitRows = [...fold.keys()].filter((r) => fold[r] !== f);
-      const heldRows = [...fold.keys()].filter((r) => fold[r] === f);
-      if (all) {
-        const fit = objective({ ...d, w: foldWeights(d, fitRows) }, LAMBDA_GRID[0], all);
-        // Probabilities of the held-out rows, in heldRows' order.
-        const held = (q: Float64Array) => {
-          const pAll = softmaxRows(all.logits(q), d.n, C);
-          const out = new Float32Array(heldRows.length * C);
-          for (const [i, row] of heldRows.entries()) out.set(pAll.subarray(row * C, (row + 1) * C), i * C);
-          return out;
-        };
-        return { heldRows, fit, held };
-      }
-      const fit = objective(subset(d, fitRows), LAMBDA_GRID[0]);
-      const scorer = objective(subset(d, heldRows), 0);
-      return { heldRows, fit, held: (q: Float64Array) => softmaxRows(scorer.logits(q), heldRows.length, C) };
-    });
-    let inits: Float64Array[] = folds.map(() => new Float64Array(p));
-    let best = 0;
-    const onIter = pacer(o.signal);
-    for (const [g, lambda] of LAMBDA_GRID.entries()) {
-      const oof = new Float32Array(d.n * C);
-      const imgProba = new Float32Array(images.length * C);
-      const imgY = new Int32Array(images.length);
-      let j = 0;
-      const sols: Float64Array[] = [];
-      const scores: number[] = [];
-      for (const [fi, f] of folds.entries()) {
-        f.fit.lambda = lambda;
-        // The held-out fold only needs its log loss to a few digits: a looser tolerance than the final fit's.
-        const r = await lbfgs((q, gr) => f.fit.lossGrad(q, gr), inits[fi], { gradTol: CV_GRAD_TOL, onIter });
-        iterations += r.iterations;
-        allConverged &&= r.converged;
-        sols.push(r.x);
-        const proba = f.held(r.x);
-        const j0 = j;
-        f.heldRows.forEach((row, i) => {
-          const pr = proba.subarray(i * C, (i + 1) * C);
-          oof.set(pr, row * C);
-          if (source[row] === row) {
-            imgProba.set(pr, j * C);
-            imgY[j++] = d.y[row];
-          }
-        });
-        if (j > j0) scores.push(accuracy(imgProba.subarray(j0 * C, j * C), imgY.subarray(j0, j), C));
-      }
-      inits = sols;
-      foldScores.push(scores);
-      solutions.push(sols);
-      oofs.push(oof);
-      rows.push({ lambda, logLoss: logLoss(imgProba, imgY, C), accuracy: accuracy(imgProba, imgY, C) });
-      if (rows[g].logLoss < rows[best].logLoss) best = g;
-      // The held-out loss is near-unimodal along the path: stop once it has risen past the best for two steps.
-      if (g - best >= PATH_PATIENCE) break;
+  let inits: Float64Array[] = folds.map(() => new Float64Array(p));
+  let best = 0;
+  const onIter = pacer(o.signal);
+  for (const [g, lambda] of LAMBDA_GRID.entries()) {
+    const oof = new Float32Array(d.n * C);
+    const imgProba = new Float32Array(images.length * C);
+    const imgY = new Int32Array(images.length);
+    let j = 0;
+    const sols: Float64Array[] = [];
+    const scores: number[] = [];
+    for (const [fi, f] of folds.entries()) {
+      f.fit.lambda = lambda;
+      // The held-out fold only needs its log loss to a few digits: a looser tolerance than the final fit's.
+      const r = await lbfgs((q, gr) => f.fit.lossGrad(q, gr), inits[fi], { gradTol: CV_GRAD_TOL, onIter });
+      iterations += r.iterations;
+      allConverged &&= r.converged;
+      sols.push(r.x);
+      const proba = await f.held(r.x);
+      const j0 = j;
+      f.heldRows.forEach((row, i) => {
+        const pr = proba.subarray(i * C, (i + 1) * C);
+        oof.set(pr, row * C);
+        if (source[row] === row) {
+          imgProba.set(pr, j * C);
+          imgY[j++] = d.y[row];
+        }
+      });
+      if (j > j0) scores.push(accuracy(imgProba.subarray(j0 * C, j * C), imgY.subarray(j0, j), C));
     }
-    const lambda = LAMBDA_GRID[best];
-    const init = new Float64Array(p);
-    for (const s of solutions[best]) for (let i = 0; i < p; i++) init[i] += s[i] / k;
-    const final = all ?? objective(d, lambda);
-    final.lambda = lambda;
-    const r = await minimise(final, init, o.signal);
-    return {
-      params: r.x,
-      lambda,
-      iterations: iterations + r.iterations,
-      converged: r.converged,
-      gradMax: r.gradMax,
-      search: { folds: k, rows, lambda, oof: oofs[best], foldScores: foldScores[best], converged: allConverged },
-    };
-  } finally {
-    for (const obj of owned) obj.dispose();
+    inits = sols;
+    foldScores.push(scores);
+    solutions.push(sols);
+    oofs.push(oof);
+    rows.push({ lambda, logLoss: logLoss(imgProba, imgY, C), accuracy: accuracy(imgProba, imgY, C) });
+    if (rows[g].logLoss < rows[best].logLoss) best = g;
+    // The held-out loss is near-unimodal along the path: stop once it has risen past the best for two steps.
+    if (g - best >= PATH_PATIENCE) break;
   }
+  const lambda = LAMBDA_GRID[best];
+  const init = new Float64Array(p);
+  for (const s of solutions[best]) for (let i = 0; i < p; i++) init[i] += s[i] / k;
+  const r = await minimise(new LogisticObjective(engine, d, lambda), init, o.signal);
+  return {
+    params: r.x,
+    lambda,
+    iterations: iterations + r.iterations,
+    converged: r.converged,
+    gradMax: r.gradMax,
+    search: { folds: k, rows, lambda, oof: oofs[best], foldScores: foldScores[best], converged: allConverged },
+  };
 }
 
 function minClassCount(y: Int32Array, C: number): number {

@@ -188,7 +188,8 @@ async function trainLogistic(
   const total = w.reduce((a, b) => a + b, 0);
   for (let i = 0; i < n; i++) w[i] /= total;
   const fit = await fitLogistic(
-    { x: standardised(train, std.mean, std.invStd), n, dim, y: train.y, w, numClasses: C },
+    // Standardised on the way (logistic.ts's RowEngine): a standardised copy would be the size of the data set.
+    { x: train.x, n, dim, y: train.y, w, numClasses: C, mean: std.mean, invStd: std.invStd },
     source,
     { seed: opts.seed ?? HEAD_DEFAULTS.seed, lambda: opts.lambda, folds: opts.folds, signal: opts.signal },
   );
