@@ -67,6 +67,14 @@ test('hashing finds the same pairs as the exact search on planted copies among 3
     exact.map((p) => `${p.a}-${p.b}`),
   );
   for (const [i, p] of hashed.entries()) assert.ok(Math.abs(p.similarity - exact[i].similarity) < 1e-4);
+  // The same rows given in parts of uneven sizes (as training and validation rows are): the same pairs, both ways,
+  // including copies in different parts (rows 1000 and 1101, 2200 and 2301).
+  const parts = [x.subarray(0, 1100 * 128), x.subarray(1100 * 128, 2250 * 128), x.subarray(2250 * 128)];
+  for (const exactly of [true, false]) {
+    const split = await findDuplicates(parts, 3000, 128, { exact: exactly });
+    assert.deepEqual(split, exactly ? exact : hashed);
+  }
+  await assert.rejects(findDuplicates([x.subarray(0, 130), x.subarray(130)], 3000, 128), /rows of 128/);
 });
 
 test('no pairs among unrelated rows; bad sizes are refused', async () => {

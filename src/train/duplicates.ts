@@ -113,21 +113,57 @@ export function centredUnitRows(x: Float32Array, n: number, dim: number): Float3
 
 /**
  * Pairs of rows (n × dim, row-major) whose centred cosine similarity is at least the threshold, most similar first.
- * Needs a TF.js backend (initTf) for the matrix products.
+ * `x` may come in parts, each a whole number of rows, numbered on from part to part: the training and validation
+ * images, which extraction keeps apart, are searched without a joined copy (100,000 images of 1,280 features would be
+ * 0.5 GB more). Needs a TF.js backend (initTf) for the matrix products.
  */
 export async function findDuplicates(
-  x: Float32Array,
+  x: Float32Array | readonly Float32Array[],
   n: number,
   dim: number,
   o: DuplicateOptions = {},
 ): Promise<DuplicatePair[]> {
-  if (x.length !== n * dim) throw new InternalError(`findDuplicates: ${x.length} values for ${n} rows of ${dim}`);
+  const parts = Array.isArray(x) ? (x as readonly Float32Array[]) : [x as Float32Array];
+  const values = parts.reduce((a, p) => a + p.length, 0);
+  if (values !== n * dim || parts.some((p) => p.length % dim !== 0))
+    throw new InternalError(`findDuplicates: ${values} values for ${n} rows of ${dim}`);
   const threshold = o.threshold ?? DUPLICATE_THRESHOLD;
   if (n < 2) return [];
   const out = new PairList(threshold, n, o.maxPairs ?? DUPLICATE_MAX_PAIRS);
-  if (o.exact ?? n <= EXACT_MAX_ROWS) await exactPairs(centredUnitRows(x, n, dim), n, dim, out);
-  else await hashedPairs(x, n, dim, out, o.seed ?? 7);
+  if (o.exact ?? n <= EXACT_MAX_ROWS) await exactPairs(centredUnitRows(joined(parts, n * dim), n, dim), n, dim, out);
+  else await hashedPairs(new RowParts(parts, dim), n, dim, out, o.seed ?? 7);
   return out.result();
+}
+
+/** The parts as one array: a copy only when there are several (the exact search, at most EXACT_MAX_ROWS rows). */
+function joined(parts: readonly Float32Array[], length: number): Float32Array {
+  if (parts.length === 1) return parts[0];
+  const x = new Float32Array(length);
+  let at = 0;
+  for (const p of parts) {
+    x.set(p, at);
+    at += p.length;
+  }
+  return x;
+}
+
+/** Rows numbered across parts. */
+class RowParts {
+  /** First row of each part, then the row count. */
+  readonly starts: number[] = [0];
+  constructor(
+    readonly parts: readonly Float32Array[],
+    private readonly dim: number,
+  ) {
+    for (const p of parts) this.starts.push(this.starts[this.starts.length - 1] + p.length / dim);
+  }
+  /** Row i, in place. */
+  row(i: number): Float32Array {
+    let k = 0;
+    while (i >= this.starts[k + 1]) k++;
+    const r = i - this.starts[k];
+    return this.parts[k].subarray(r * this.dim, (r + 1) * this.dim);
+  }
 }
 
 const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -170,9 +206,10 @@ async function exactPairs(u: Float32Array, n: number, dim: number, out: PairList
  * Hashing without building the centred copy (n × dim floats more): the sign of (x − m)·r is the sign of x·r − m·r, and
  * a candidate's centred cosine follows from x_a·x_b, x·m and m·m.
  */
-async function hashedPairs(x: Float32Array, n: number, dim: number, out: PairList, seed: number): Promise<void> {
+async function hashedPairs(x: RowParts, n: number, dim: number, out: PairList, seed: number): Promise<void> {
   const mean = new Float64Array(dim);
-  for (let i = 0; i < n; i++) for (let d = 0; d < dim; d++) mean[d] += x[i * dim + d];
+  for (const part of x.parts)
+    for (let o = 0; o < part.length; o += dim) for (let d = 0; d < dim; d++) mean[d] += part[o + d];
   for (let d = 0; d < dim; d++) mean[d] /= n;
   let mm = 0;
   for (let d = 0; d < dim; d++) mm += mean[d] * mean[d];
@@ -180,10 +217,11 @@ async function hashedPairs(x: Float32Array, n: number, dim: number, out: PairLis
   const xm = new Float64Array(n);
   const norm = new Float64Array(n);
   for (let i = 0; i < n; i++) {
+    const xi = x.row(i);
     let a = 0;
     let b = 0;
-    for (let d = 0, o = i * dim; d < dim; d++) {
-      const v = x[o + d];
+    for (let d = 0; d < dim; d++) {
+      const v = xi[d];
       a += v * mean[d];
       b += v * v;
     }
@@ -201,9 +239,19 @@ async function hashedPairs(x: Float32Array, n: number, dim: number, out: PairLis
   const along = new Float32Array(n * TABLES);
   const r = tf.tensor2d(planes, [dim, K]);
   try {
-    for (let i0 = 0; i0 < n; i0 += BLOCK) {
-      const i1 = Math.min(n, i0 + BLOCK);
-      const proj = tf.tidy(() => tf.matMul(tf.tensor2d(x.subarray(i0 * dim, i1 * dim), [i1 - i0, dim]), r));
+    // Blocks of BLOCK rows within each part.
+    const blocks = x.parts.flatMap((part, k) => {
+      const rows = part.length / dim;
+      return Array.from({ length: Math.ceil(rows / BLOCK) }, (_, b) => ({
+        part,
+        i0: x.starts[k] + b * BLOCK,
+        r0: b * BLOCK,
+        r1: Math.min(rows, (b + 1) * BLOCK),
+      }));
+    });
+    for (const { part, i0: start, r0, r1 } of blocks) {
+      const [i0, i1] = [start, start + r1 - r0];
+      const proj = tf.tidy(() => tf.matMul(tf.tensor2d(part.subarray(r0 * dim, r1 * dim), [r1 - r0, dim]), r));
       const p = (await proj.data()) as Float32Array;
       proj.dispose();
       for (let i = i0; i < i1; i++) {
@@ -230,7 +278,8 @@ async function hashedPairs(x: Float32Array, n: number, dim: number, out: PairLis
     const b = Math.max(i, j);
     if (norm[a] === 0 || norm[b] === 0 || out.has(a, b)) return;
     let dot = 0;
-    for (let d = 0, oa = a * dim, ob = b * dim; d < dim; d++) dot += x[oa + d] * x[ob + d];
+    const [xa, xb] = [x.row(a), x.row(b)];
+    for (let d = 0; d < dim; d++) dot += xa[d] * xb[d];
     out.add(a, b, (dot - xm[a] - xm[b] + mm) / (norm[a] * norm[b]));
   };
   for (let t = 0; t < TABLES; t++) {

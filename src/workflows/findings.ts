@@ -56,12 +56,8 @@ export async function duplicatesOf(
   threshold = DUPLICATE_THRESHOLD,
 ): Promise<DuplicateReport[]> {
   const rows = sets.flatMap((s) => s.samples.map((sample) => ({ sample, split: s.split })));
-  const x = new Float32Array(rows.length * dim);
-  let r = 0;
-  for (const s of sets) {
-    x.set(s.x.subarray(0, s.samples.length * dim), r * dim);
-    r += s.samples.length;
-  }
+  // The sets are searched where they lie, without a joined copy.
+  const x = sets.map((s) => s.x.subarray(0, s.samples.length * dim));
   const pairs = await findDuplicates(x, rows.length, dim, { threshold });
   return pairs.map((p) => {
     const a = rows[p.a];
