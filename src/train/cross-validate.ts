@@ -52,6 +52,8 @@ export interface CrossValidation {
   /** The logistic head's L2 strength chosen on these folds (absent for the other heads), and the search behind it. */
   lambda?: number;
   lambdaSearch?: LogisticFitInfo['search'];
+  /** The logistic head's fit on all the rows at that strength, for the final head to start from (TrainHeadOptions.start). */
+  logisticSolution?: Float64Array;
 }
 
 export interface CrossValidateOptions {
@@ -140,6 +142,7 @@ export async function crossValidate(
   let epochs: number;
   let lambda: number | undefined;
   let lambdaSearch: CrossValidation['lambdaSearch'];
+  let logisticSolution: Float64Array | undefined;
   if (kind === 'softmax' || kind === 'mlp') {
     ({ curve, epochs } = await lockstep(kind, all, train, folds, numClasses, head, o, collect));
   } else if (kind === 'logistic' && head.lambda === undefined) {
@@ -164,6 +167,7 @@ export async function crossValidate(
       scores.push(...(search.foldScores ?? []));
       lambda = h.fit.lambda;
       lambdaSearch = search;
+      logisticSolution = h.solution;
     } finally {
       h.dispose();
     }
@@ -194,7 +198,7 @@ export async function crossValidate(
     curve,
     epochs,
     viewsOof,
-    ...(lambda === undefined ? {} : { lambda, lambdaSearch }),
+    ...(lambda === undefined ? {} : { lambda, lambdaSearch, logisticSolution }),
   };
 }
 

@@ -67,6 +67,9 @@ export interface TrainHeadOptions {
   earlyStopping?: boolean;
   /** logistic: fit this L2 strength instead of choosing one by cross-validation. */
   lambda?: number;
+  /** logistic with `lambda`: the parameters to start from (a TrainedHead's `solution` on the same rows at that
+   *  strength, e.g. cross-validation's); the fit then only confirms convergence instead of starting from zero. */
+  start?: Float64Array;
   /** logistic: the fold (0..k-1) of each training row for the search of its L2 strength, an augmentation view in its
    *  image's fold (train/cross-validate.ts passes its own). Default: stratified folds of the images (folds.imageFolds). */
   folds?: Int32Array;
@@ -98,6 +101,9 @@ export interface TrainedHead {
    * Only on a freshly trained head, never saved.
    */
   outOfFold?: Float32Array;
+  /** logistic: the fitted parameters as the fit left them (kernel [dim][C] then biases, on standardised rows, float64),
+   *  for a later fit of the same rows to start from. Only on a freshly trained head, never saved. */
+  solution?: Float64Array;
   /** Probabilities, n*numClasses row-major. */
   predictProba(x: Float32Array, n: number): Float32Array;
   /** For softmax/mlp: appends plain Dense layers (trained weights, standardisation folded into the first kernel and

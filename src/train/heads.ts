@@ -196,6 +196,7 @@ export class DenseHead extends BaseHead implements TrainedHead {
   private readonly meanT: tf.Tensor1D;
   private readonly invStdT: tf.Tensor1D;
   outOfFold?: Float32Array;
+  solution?: Float64Array;
 
   /** Takes ownership of `params` ([kernel, bias] per layer); they may be tf.Variables left over from training. */
   constructor(

@@ -8,6 +8,7 @@ import {
   LogisticObjective,
   lbfgs,
   ORT_BLOCK_ROWS,
+  ORT_ROWS_ABOVE_BYTES,
   paramCount,
   rowEngine,
   softmaxRows,
@@ -107,6 +108,32 @@ for (const kind of ['ort', 'tfjs'] as const) {
     }
   });
 }
+
+test('by default small data sets are multiplied on TF.js, and rows too many to copy on ONNX Runtime', async () => {
+  const small = problem(40, 7, 3, 1);
+  const dim = 1280;
+  const n = Math.ceil(ORT_ROWS_ABOVE_BYTES / 4 / dim) + 1;
+  // Never multiplied here: only the engine is chosen.
+  const big: LogisticData = {
+    ...small,
+    x: new Float32Array(n * dim),
+    n,
+    dim,
+    y: new Int32Array(n),
+    w: new Float64Array(n),
+  };
+  for (const [d, kind] of [
+    [small, 'tfjs'],
+    [big, 'ort'],
+  ] as const) {
+    const engine = await rowEngine(d);
+    try {
+      assert.equal(engine.kind, kind);
+    } finally {
+      await engine.dispose();
+    }
+  }
+});
 
 test('ONNX Runtime and TF.js agree on scattered rows across several blocks, on fresh random data', async () => {
   const n = 2 * ORT_BLOCK_ROWS + 123;

@@ -6,9 +6,9 @@
  * Objective on standardised rows x_i, labels y_i and sample weights w_i summing to 1:
  *   f(W, b) = sum_i w_i * CE(softmax(x_i W + b), y_i) + lambda/2 * |W|^2        (the bias is not penalised)
  * Smooth and strictly convex in W, so L-BFGS reaches its one minimum from any start; warm starts along a path of
- * decreasing lambda only save iterations. The two products with the data (X W and X^T G) run on ONNX Runtime block by
- * block, reading the rows where they lie (RowEngine: no copy of the data, however many rows; TF.js where ONNX Runtime
- * does not load); the rest is Float64 arithmetic in JS.
+ * decreasing lambda only save iterations. The two products with the data (X W and X^T G) run as TF.js matMuls on one
+ * standardised copy of the rows, or, for rows too many to copy, on ONNX Runtime block by block where the rows lie
+ * (RowEngine); the rest is Float64 arithmetic in JS.
  */
 import { OrtRowProducts } from '../engines/ort-rows.ts';
 import { onnxAvailable } from '../onnx/runtime.ts';
@@ -69,13 +69,14 @@ export interface RowEngine {
 export const ORT_BLOCK_ROWS = 4096;
 
 /**
- * ONNX Runtime, block by block, reading the rows where they lie (a fold's scattered rows are gathered into one block
- * buffer): however many rows, the fit holds no copy of them. Centring is done in the graph; the scale is folded into
- * the kernel and the gradient, which multiplies no rounding error (no difference of large numbers is taken).
+ * ONNX Runtime, block by block, reading the rows where they lie: however many rows, the fit holds no copy of them. A
+ * pass over some rows (a fold's) multiplies every row of each block that holds one of them and hands `visit` only
+ * theirs: gathering a fold's scattered rows into a block of their own costs more than the quarter more rows multiplied.
+ * Centring is done in the graph; the scale is folded into the kernel and the gradient, which multiplies no rounding
+ * error (no difference of large numbers is taken).
  */
 class OrtRows implements RowEngine {
   readonly kind = 'ort';
-  private buffer?: Float32Array;
 
   private constructor(
     private readonly d: LogisticData,
@@ -88,32 +89,42 @@ class OrtRows implements RowEngine {
     return new OrtRows(d, products, d.invStd);
   }
 
-  private block(rows: Int32Array | undefined, from: number, to: number): Float32Array {
-    const { x, dim } = this.d;
-    if (!rows) return x.subarray(from * dim, to * dim);
-    if (rows[to - 1] - rows[from] === to - 1 - from) return x.subarray(rows[from] * dim, (rows[to - 1] + 1) * dim);
-    this.buffer ??= new Float32Array(ORT_BLOCK_ROWS * dim);
-    for (let j = from; j < to; j++) this.buffer.set(x.subarray(rows[j] * dim, (rows[j] + 1) * dim), (j - from) * dim);
-    return this.buffer.subarray(0, (to - from) * dim);
-  }
-
   async pass(
     rows: Int32Array | undefined,
     kernel: Float32Array,
     visit: (z: Float32Array, from: number, to: number) => Float32Array | undefined,
   ): Promise<Float64Array> {
-    const { dim, numClasses: C } = this.d;
+    const { x, n, dim, numClasses: C } = this.d;
     const s = this.scale;
     const k = s ? kernel.map((v, i) => v * s[Math.floor(i / C)]) : kernel;
     const sums = new Float64Array(dim * C);
-    const count = rows ? rows.length : this.d.n;
-    for (let from = 0; from < count; from += ORT_BLOCK_ROWS) {
-      const to = Math.min(count, from + ORT_BLOCK_ROWS);
-      const x = this.block(rows, from, to);
-      const g = visit(await this.products.logits(x, to - from, k), from, to);
-      if (!g) continue;
-      const dk = await this.products.gradient(x, to - from, g);
-      for (let i = 0; i < dk.length; i++) sums[i] += dk[i];
+    const count = rows ? rows.length : n;
+    // Positions [from, to) of `rows` fall in block [r0, r1) of all rows.
+    for (let from = 0; from < count; ) {
+      const r0 = rows ? rows[from] - (rows[from] % ORT_BLOCK_ROWS) : from;
+      const r1 = Math.min(n, r0 + ORT_BLOCK_ROWS);
+      let to = from;
+      while (to < count && (rows ? rows[to] : to) < r1) to++;
+      const block = x.subarray(r0 * dim, r1 * dim);
+      const zBlock = await this.products.logits(block, r1 - r0, k);
+      let z = zBlock;
+      if (rows) {
+        z = new Float32Array((to - from) * C);
+        for (let j = from; j < to; j++)
+          z.set(zBlock.subarray((rows[j] - r0) * C, (rows[j] - r0 + 1) * C), (j - from) * C);
+      }
+      let g = visit(z, from, to);
+      if (g) {
+        if (rows) {
+          const gBlock = new Float32Array((r1 - r0) * C);
+          for (let j = from; j < to; j++)
+            gBlock.set(g.subarray((j - from) * C, (j - from + 1) * C), (rows[j] - r0) * C);
+          g = gBlock;
+        }
+        const dk = await this.products.gradient(block, r1 - r0, g);
+        for (let i = 0; i < dk.length; i++) sums[i] += dk[i];
+      }
+      from = to;
     }
     if (s) for (let i = 0; i < sums.length; i++) sums[i] *= s[Math.floor(i / C)];
     return sums;
@@ -125,8 +136,8 @@ class OrtRows implements RowEngine {
 }
 
 /**
- * TF.js, where ONNX Runtime does not load: the standardised rows held once on the backend, which both products read as
- * the right-hand operand (WASM keeps it packed). Every pass multiplies all rows; a visit sees those asked for.
+ * TF.js: the standardised rows held once on the backend, which both products read as the right-hand operand (WASM
+ * keeps it packed). Every pass multiplies all rows; a visit sees those asked for.
  */
 class TfjsRows implements RowEngine {
   readonly kind = 'tfjs';
@@ -176,11 +187,18 @@ class TfjsRows implements RowEngine {
   }
 }
 
-/** The rows of `d` on `kind`; default ONNX Runtime where it loads (no copy of the rows), else TF.js. */
+/**
+ * Rows of more bytes than this are multiplied on ONNX Runtime (no copy); up to it on TF.js, whose copies (the tensor and
+ * XNNPACK's packed one, 256 MB at most) buy products about twice as fast: 100,000 images of 1,280 features are 0.8 GB
+ * of rows, 10,000 are 92 MB.
+ */
+export const ORT_ROWS_ABOVE_BYTES = 128e6;
+
+/** The rows of `d` on `kind`; by default ONNX Runtime beyond ORT_ROWS_ABOVE_BYTES where it loads, else TF.js. */
 export async function rowEngine(d: LogisticData, kind?: 'ort' | 'tfjs'): Promise<RowEngine> {
   if ((d.mean === undefined) !== (d.invStd === undefined))
     throw new InternalError('logistic: mean and invStd come together');
-  const useOrt = kind ? kind === 'ort' : await onnxAvailable();
+  const useOrt = kind ? kind === 'ort' : d.x.length * 4 > ORT_ROWS_ABOVE_BYTES && (await onnxAvailable());
   return useOrt ? OrtRows.create(d) : new TfjsRows(d);
 }
 
@@ -434,7 +452,9 @@ export interface LogisticFitOptions {
   folds?: Int32Array;
   /** Skip the search and fit this lambda. */
   lambda?: number;
-  /** Where the products with the rows run (see rowEngine); default ONNX Runtime where it loads. */
+  /** With `lambda`: where the fit starts (default zeros), e.g. a fit of the same rows at that lambda. */
+  init?: Float64Array;
+  /** Where the products with the rows run (see rowEngine); default by size. */
   engine?: 'ort' | 'tfjs';
   signal?: AbortSignal;
 }
@@ -498,7 +518,9 @@ export async function fitLogistic(
   const engine = await rowEngine(d, o.engine);
   try {
     if (o.lambda !== undefined) {
-      const r = await minimise(new LogisticObjective(engine, d, o.lambda), new Float64Array(p), o.signal);
+      if (o.init && o.init.length !== p)
+        throw new InternalError(`logistic: a start of ${o.init.length} parameters for ${p}`);
+      const r = await minimise(new LogisticObjective(engine, d, o.lambda), o.init ?? new Float64Array(p), o.signal);
       return { params: r.x, lambda: o.lambda, iterations: r.iterations, converged: r.converged, gradMax: r.gradMax };
     }
     return await searchLambda(engine, d, source, o);

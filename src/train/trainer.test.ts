@@ -79,6 +79,28 @@ test('logistic: fitted without reading the validation set, one history entry, it
   }
 });
 
+test('logistic: a fit started from the search’s solution at its strength only confirms it', async () => {
+  const train = noise(200, 30, 6);
+  const searched = await trainHead(train, undefined, 2, { head: 'logistic' });
+  const lambda = searched.fit?.lambda as number;
+  const fromZero = await trainHead(train, undefined, 2, { head: 'logistic', lambda });
+  const started = await trainHead(train, undefined, 2, { head: 'logistic', lambda, start: searched.solution });
+  try {
+    assert.ok(searched.solution && searched.fit?.converged);
+    assert.ok((started.fit?.iterations ?? 99) <= 1, `${started.fit?.iterations} iterations from the solution`);
+    assert.ok((fromZero.fit?.iterations ?? 0) > 5, `${fromZero.fit?.iterations} iterations from zero`);
+    const p = started.predictProba(train.x, train.n);
+    const q = fromZero.predictProba(train.x, train.n);
+    assert.ok(Math.max(...p.map((v, i) => Math.abs(v - q[i]))) < 1e-3);
+  } finally {
+    for (const h of [searched, fromZero, started]) h.dispose();
+  }
+  await assert.rejects(
+    trainHead(train, undefined, 2, { head: 'logistic', lambda, start: new Float64Array(3) }),
+    /a start of 3 parameters/,
+  );
+});
+
 for (const head of ['softmax', 'mlp'] as const) {
   test(`${head} learns a linearly separable problem`, async () => {
     const [train, val] = split(separable(240, 40, 3, 1), 150);

@@ -191,7 +191,13 @@ async function trainLogistic(
     // Standardised on the way (logistic.ts's RowEngine): a standardised copy would be the size of the data set.
     { x: train.x, n, dim, y: train.y, w, numClasses: C, mean: std.mean, invStd: std.invStd },
     source,
-    { seed: opts.seed ?? HEAD_DEFAULTS.seed, lambda: opts.lambda, folds: opts.folds, signal: opts.signal },
+    {
+      seed: opts.seed ?? HEAD_DEFAULTS.seed,
+      lambda: opts.lambda,
+      init: opts.start,
+      folds: opts.folds,
+      signal: opts.signal,
+    },
   );
   const kernel = Float32Array.from(fit.params.subarray(0, dim * C));
   const bias = Float32Array.from(fit.params.subarray(dim * C));
@@ -220,6 +226,7 @@ async function trainLogistic(
     log.seconds = (performance.now() - t0) / 1000;
     head.history = [log];
     head.outOfFold = fit.search?.oof;
+    head.solution = fit.params;
     checkAbort(opts.signal);
     opts.onEpoch?.(log, 1);
     return head;

@@ -474,7 +474,12 @@ async function trainWithBase(o: TrainOptions & Listed, base: Base, t0: number): 
 
   const headOptions: TrainHeadOptions = {
     ...headSettings,
-    ...(cv ? (cv.lambda !== undefined ? { lambda: cv.lambda } : { epochs: cv.epochs, earlyStopping: false }) : {}),
+    // The search already fitted the logistic head on these rows at its strength: the final fit starts there.
+    ...(cv
+      ? cv.lambda !== undefined
+        ? { lambda: cv.lambda, start: cv.logisticSolution }
+        : { epochs: cv.epochs, earlyStopping: false }
+      : {}),
     signal: o.signal,
     onEpoch: (log, total) =>
       o.onProgress?.({
