@@ -7,33 +7,14 @@
  * their left operand: Gemm's transA reads it transposed without a transpose of its own.
  */
 import os from 'node:os';
-import { AttrType, DataType, encodeModel, type NodeMsg } from '../onnx/proto.ts';
+import { AttrType, encodeGraph, floatInfo as info, type NodeMsg, type ValueInfoMsg } from '../onnx/proto.ts';
 import { loadOrt, type Ort } from '../onnx/runtime.ts';
 import { InternalError } from '../util/errors.ts';
 
 type Session = import('onnxruntime-node').InferenceSession;
 
-function info(name: string, dims: (number | string)[]) {
-  return {
-    name,
-    type: {
-      tensor_type: {
-        elem_type: DataType.FLOAT,
-        shape: { dim: dims.map((d) => (typeof d === 'number' ? { dim_value: d } : { dim_param: d })) },
-      },
-    },
-  };
-}
-
-function model(nodes: NodeMsg[], inputs: ReturnType<typeof info>[], output: ReturnType<typeof info>): Uint8Array {
-  return encodeModel({
-    ir_version: 8,
-    producer_name: 'graft',
-    producer_version: '',
-    opset_import: [{ domain: '', version: 17 }],
-    metadata_props: [],
-    graph: { name: 'rows', node: nodes, initializer: [], input: inputs, output: [output] },
-  });
+function model(nodes: NodeMsg[], inputs: ValueInfoMsg[], output: ValueInfoMsg): Uint8Array {
+  return encodeGraph({ name: 'rows', node: nodes, initializer: [], input: inputs, output: [output] });
 }
 
 const node = (op_type: string, input: string[], output: string, attribute: NodeMsg['attribute'] = []): NodeMsg => ({

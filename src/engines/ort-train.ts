@@ -15,7 +15,15 @@ import os from 'node:os';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
 import { convertLayers, type WeightInput, weightFromGraph, weightToGraph } from '../onnx/convert.ts';
 import { addGradients } from '../onnx/gradient.ts';
-import { AttrType, DataType, encodeModel, type GraphMsg, type ModelMsg, type NodeMsg } from '../onnx/proto.ts';
+import {
+  AttrType,
+  DataType,
+  encodeModel,
+  floatInfo,
+  type GraphMsg,
+  type ModelMsg,
+  type NodeMsg,
+} from '../onnx/proto.ts';
 import { loadOrt, type Ort } from '../onnx/runtime.ts';
 import { tf } from '../tfjs/tf.ts';
 import { InternalError } from '../util/errors.ts';
@@ -38,17 +46,10 @@ const NAMES = {
 } as const;
 
 function info(name: string, dims: (number | null)[]) {
-  return {
+  return floatInfo(
     name,
-    type: {
-      tensor_type: {
-        elem_type: DataType.FLOAT,
-        shape: {
-          dim: dims.map((d, i) => (d === null ? { dim_param: i === 0 ? 'batch' : `${name}_${i}` } : { dim_value: d })),
-        },
-      },
-    },
-  };
+    dims.map((d, i) => (d === null ? (i === 0 ? 'batch' : `${name}_${i}`) : d)),
+  );
 }
 
 /** Appends nodes to a graph copy; names are the caller's to keep unique (every one here starts with graft_). */

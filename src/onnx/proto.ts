@@ -96,6 +96,31 @@ function ModelProto(): protobuf.Type {
   return modelType;
 }
 
+/** A float tensor's ValueInfo: a number is a fixed dimension, a string a named free one. */
+export function floatInfo(name: string, dims: (number | string)[]): ValueInfoMsg {
+  return {
+    name,
+    type: {
+      tensor_type: {
+        elem_type: DataType.FLOAT,
+        shape: { dim: dims.map((d) => (typeof d === 'number' ? { dim_value: d } : { dim_param: d })) },
+      },
+    },
+  };
+}
+
+/** The bytes of a model holding only `graph`, as graft writes the graphs it builds for its own sessions (opset 17). */
+export function encodeGraph(graph: GraphMsg): Uint8Array {
+  return encodeModel({
+    ir_version: 8,
+    producer_name: 'graft',
+    producer_version: '',
+    opset_import: [{ domain: '', version: 17 }],
+    metadata_props: [],
+    graph,
+  });
+}
+
 export function encodeModel(model: ModelMsg): Uint8Array {
   const type = ModelProto();
   return type.encode(type.fromObject(model as unknown as Record<string, unknown>)).finish();

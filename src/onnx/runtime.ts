@@ -4,7 +4,7 @@
  */
 
 import { oneLine, UsageError } from '../util/errors.ts';
-import { DataType, encodeModel } from './proto.ts';
+import { encodeGraph, floatInfo } from './proto.ts';
 
 export type Ort = typeof import('onnxruntime-node');
 
@@ -52,22 +52,11 @@ export function onnxAvailable(): Promise<boolean> {
 
 /** y = Relu(x) on a float vector: enough to prove the binary loads, parses ONNX and executes a kernel. */
 function tinyModel(): Uint8Array {
-  const info = (name: string) => ({
-    name,
-    type: { tensor_type: { elem_type: DataType.FLOAT, shape: { dim: [{ dim_param: 'n' }] } } },
-  });
-  return encodeModel({
-    ir_version: 8,
-    producer_name: 'graft',
-    producer_version: '',
-    opset_import: [{ domain: '', version: 17 }],
-    metadata_props: [],
-    graph: {
-      name: 'probe',
-      node: [{ op_type: 'Relu', input: ['x'], output: ['y'], name: 'relu', attribute: [] }],
-      initializer: [],
-      input: [info('x')],
-      output: [info('y')],
-    },
+  return encodeGraph({
+    name: 'probe',
+    node: [{ op_type: 'Relu', input: ['x'], output: ['y'], name: 'relu', attribute: [] }],
+    initializer: [],
+    input: [floatInfo('x', ['n'])],
+    output: [floatInfo('y', ['n'])],
   });
 }
